@@ -1,0 +1,124 @@
+//! The command line: the contract of DESIGN.md ("Command line"). Each command lives in its
+//! own file and returns an [`Exit`]; this file holds the clap tree and the dispatch. Only
+//! commands that work exist: later stages add theirs.
+
+mod progress;
+mod run_job;
+mod tables;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status, by contract: scripts rely on these numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The work is done.
+    Done = 0,
+    /// The work failed (a subtask failed, the run was interrupted).
+    Failed = 1,
+    /// Bad usage or configuration: nothing ran.
+    Usage = 2,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbhaul",
+    version,
+    about = "Move tables out of relational databases: ODBC in, compressed CSV chunks out",
+    long_about = "dbhaul reads tables over ODBC and writes them as gzip-compressed CSV chunks \
+                  with a manifest, ready for S3 and a warehouse COPY.\n\n\
+                  Start with `dbhaul tables --source CONNECTION` to see what a source holds, \
+                  then write a job file (appliance/examples/job.toml has every setting) and \
+                  `dbhaul run job.toml`.\n\n\
+                  Exit status: 0 done, 1 the work failed, 2 bad usage or configuration.",
+    after_help = "Logs: DBHAUL_LOG=dbhaul=debug for more detail on stderr."
+)]
+pub struct Cli {
+    /// Log what each step does (same as DBHAUL_LOG=dbhaul=info).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one job to the end in this process, with progress, then print a summary.
+    #[command(
+        long_about = "Run one job to the end in this process: every table (and every \
+        partition of a partitioned table) is a subtask; up to --parallel run at once. Chunks \
+        land in <work-dir>/<task>/<schema>.<table>[/<partition>]/00000001.csv.gz with a \
+        manifest.json beside them.\n\nExample:\n  dbhaul run appliance/examples/job.toml \
+        --work-dir /var/lib/dbhaul/work"
+    )]
+    Run(RunArgs),
+
+    /// List a source's tables with row estimates and columns.
+    #[command(
+        long_about = "List a source's tables with row estimates and columns, through \
+        the ODBC catalog functions. Columns marked LOB are streamed whole with \
+        task.extract_lobs = true and left out with false.\n\nExample:\n  dbhaul tables \
+        --source 'Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=erp;Uid=etl;' \
+        --schema public"
+    )]
+    Tables(TablesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+
+    /// Working folder; chunks go to <work-dir>/<task>/...
+    #[arg(long, env = "DBHAUL_WORK_DIR", default_value = "dbhaul-work")]
+    pub work_dir: PathBuf,
+
+    /// Subtasks run at once (each one holds one source connection).
+    #[arg(long, env = "DBHAUL_PARALLEL", default_value_t = default_parallel(), value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+
+    /// Print the summary as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TablesArgs {
+    /// ODBC connection string, e.g. "Driver={SQLite3};Database=/data/shop.db".
+    #[arg(long)]
+    pub source: String,
+
+    /// Only this schema (MariaDB/MySQL: database).
+    #[arg(long)]
+    pub schema: Option<String>,
+
+    /// Read the password from this environment variable.
+    #[arg(long)]
+    pub password_env: Option<String>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn default_parallel() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() as u32)
+        .clamp(2, 8)
+}
+
+/// Run a parsed command line; the exit status follows the contract.
+pub fn run(cli: Cli) -> Exit {
+    crate::telemetry::init(cli.verbose);
+    match cli.command {
+        Command::Run(args) => run_job::run(args),
+        Command::Tables(args) => tables::run(args),
+    }
+}
+
+/// Print an error the way every command does.
+fn report_error(message: impl std::fmt::Display) {
+    eprintln!("dbhaul: error: {message}");
+}

@@ -1,0 +1,220 @@
+//! `dbhaul run JOB.toml`: the single-machine path. Everything that can be checked before
+//! data moves is checked first — the job file, the mode, the working folder, the source
+//! login, every table, column, filter and partition — and fails with exit 2. Then the
+//! subtasks run in an embedded runner with progress on stderr, and a summary goes to stdout.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::progress::ProgressView;
+use super::{Exit, RunArgs, report_error};
+use crate::config::Job;
+use crate::model::MigrationMode;
+use crate::pipeline::compress::describe_io;
+use crate::pipeline::job_runner::{JobRunner, StopJob};
+use crate::pipeline::{SubtaskContext, SubtaskOutcome};
+use crate::source::Source;
+use crate::target::WorkDir;
+
+pub fn run(args: RunArgs) -> Exit {
+    let job = match Job::load(&args.job) {
+        Ok(job) => job,
+        Err(e) => {
+            report_error(e);
+            return Exit::Usage;
+        }
+    };
+    if job.mode != MigrationMode::Extract {
+        report_error(format!(
+            "{}: task.mode = \"{}\" needs the upload stage, which this version of dbhaul does \
+             not have yet; use mode = \"extract\"",
+            args.job.display(),
+            job.mode.as_str()
+        ));
+        return Exit::Usage;
+    }
+
+    let work = WorkDir::new(args.work_dir.join(job.name.as_str()));
+    match work.check_writable() {
+        Ok(free) if free < 64 * 1024 * 1024 => tracing::warn!(
+            free_mb = free / (1024 * 1024),
+            folder = %work.root().display(),
+            "little free space in the working folder"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            report_error(describe_io(
+                &format!("working folder {}", work.root().display()),
+                &e,
+            ));
+            return Exit::Usage;
+        }
+    }
+
+    let (source, conn) = match Source::open(&job.connection, job.password.as_ref()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            report_error(format!("source: {e}"));
+            return if e.is_configuration() {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            };
+        }
+    };
+    let subtasks = match crate::planner::plan(&job, &source, &conn) {
+        Ok(subtasks) => subtasks,
+        Err(e) => {
+            report_error(e.to_string());
+            return if e.is_configuration() {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            };
+        }
+    };
+    drop(conn);
+    tracing::info!(task = %job.name, subtasks = subtasks.len(), dialect = ?source.dialect, "planned");
+
+    let context = Arc::new(SubtaskContext {
+        task: job.name.clone(),
+        source,
+        files: job.files.clone(),
+        work: work.clone(),
+    });
+    let started = std::time::Instant::now();
+    let n_subtasks = subtasks.len();
+    let view = ProgressView::new(n_subtasks);
+    let system = actix::System::new();
+    let (outcomes, interrupted) = system.block_on(async move {
+        let (runner, done) =
+            JobRunner::start(context, subtasks, args.parallel as usize, Box::new(view));
+        tokio::pin!(done);
+        tokio::select! {
+            outcomes = &mut done => (outcomes.unwrap_or_default(), false),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("dbhaul: interrupted; stopping subtasks (partial chunks are deleted)");
+                runner.do_send(StopJob);
+                (done.await.unwrap_or_default(), true)
+            }
+        }
+    });
+    let summary = Summary::new(&job, &work, outcomes, started.elapsed().as_secs_f64());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("summary serializes")
+        );
+    } else {
+        summary.print();
+    }
+    if interrupted || !summary.ok {
+        Exit::Failed
+    } else {
+        Exit::Done
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    task: String,
+    work_dir: String,
+    ok: bool,
+    rows: u64,
+    chunks: u64,
+    bytes_uncompressed: u64,
+    bytes_compressed: u64,
+    seconds: f64,
+    subtasks: Vec<SubtaskSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct SubtaskSummary {
+    id: String,
+    state: &'static str,
+    rows: u64,
+    chunks: u64,
+    bytes_uncompressed: u64,
+    bytes_compressed: u64,
+    seconds: f64,
+    manifest: Option<String>,
+    error: Option<String>,
+}
+
+impl Summary {
+    fn new(job: &Job, work: &WorkDir, mut outcomes: Vec<SubtaskOutcome>, seconds: f64) -> Summary {
+        outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+        let subtasks: Vec<SubtaskSummary> = outcomes
+            .into_iter()
+            .map(|o| SubtaskSummary {
+                state: if o.manifest.is_ok() {
+                    "completed"
+                } else {
+                    "failed"
+                },
+                manifest: o.manifest.as_ref().ok().map(|p| p.display().to_string()),
+                error: o.manifest.as_ref().err().cloned(),
+                id: o.id,
+                rows: o.rows,
+                chunks: o.chunks,
+                bytes_uncompressed: o.bytes_uncompressed,
+                bytes_compressed: o.bytes_compressed,
+                seconds: o.seconds,
+            })
+            .collect();
+        let expected = job.tables.len();
+        Summary {
+            task: job.name.to_string(),
+            work_dir: work.root().display().to_string(),
+            ok: !subtasks.is_empty() && subtasks.iter().all(|s| s.error.is_none()) && expected > 0,
+            rows: subtasks.iter().map(|s| s.rows).sum(),
+            chunks: subtasks.iter().map(|s| s.chunks).sum(),
+            bytes_uncompressed: subtasks.iter().map(|s| s.bytes_uncompressed).sum(),
+            bytes_compressed: subtasks.iter().map(|s| s.bytes_compressed).sum(),
+            seconds,
+            subtasks,
+        }
+    }
+
+    fn print(&self) {
+        let mb = |b: u64| b as f64 / 1_000_000.0;
+        println!("task {} -> {}", self.task, self.work_dir);
+        println!(
+            "{:<40} {:>10} {:>12} {:>7} {:>10} {:>8}",
+            "subtask", "state", "rows", "chunks", "MB (gz)", "seconds"
+        );
+        for s in &self.subtasks {
+            println!(
+                "{:<40} {:>10} {:>12} {:>7} {:>10.1} {:>8.1}",
+                s.id,
+                s.state,
+                s.rows,
+                s.chunks,
+                mb(s.bytes_compressed),
+                s.seconds
+            );
+        }
+        let rate = if self.seconds > 0.0 {
+            self.rows as f64 / self.seconds
+        } else {
+            0.0
+        };
+        println!(
+            "total: {} rows, {} chunks, {:.1} MB CSV -> {:.1} MB compressed, {:.1} s ({:.0} rows/s)",
+            self.rows,
+            self.chunks,
+            mb(self.bytes_uncompressed),
+            mb(self.bytes_compressed),
+            self.seconds,
+            rate
+        );
+        for s in self.subtasks.iter().filter(|s| s.error.is_some()) {
+            eprintln!(
+                "dbhaul: error: subtask {} failed: {}",
+                s.id,
+                s.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+}

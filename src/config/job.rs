@@ -1,0 +1,580 @@
+//! The job file (TOML): [`JobFile`] mirrors what users write, unknown keys rejected;
+//! [`Job::parse`] validates it into a [`Job`] whose invariants hold by construction. Every
+//! error names the file, the line and the field, and says what would be accepted.
+
+use std::ops::Range;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Secret;
+use crate::model::{Compression, LogLevel, MigrationMode, TaskName};
+
+/// Default size at which a chunk is closed, in MB of compressed output.
+pub const DEFAULT_CHUNK_MB: u64 = 64;
+/// Default gzip level: level 3 compresses at ~146 MB/s per core with zlib-rs (STACK.md).
+pub const DEFAULT_GZIP_LEVEL: u32 = 3;
+/// Most partitions one `ranges` partitioning may ask for.
+pub const MAX_RANGES: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    task: TaskSection,
+    source: SourceSection,
+    #[serde(default)]
+    tables: Vec<TableSection>,
+    #[serde(default)]
+    files: FilesSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskSection {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_mode")]
+    mode: MigrationMode,
+    #[serde(default = "default_true")]
+    extract_lobs: bool,
+    #[serde(default = "default_log_level")]
+    log_level: LogLevel,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSection {
+    connection: Spanned<String>,
+    password_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableSection {
+    name: Spanned<String>,
+    #[serde(rename = "where")]
+    filter: Option<String>,
+    partition: Option<Spanned<PartitionSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionSection {
+    column: String,
+    ranges: Option<u32>,
+    values: Option<Vec<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesSection {
+    #[serde(default = "default_chunk_mb")]
+    chunk_mb: Spanned<u64>,
+    #[serde(default = "default_compression")]
+    compression: Compression,
+    #[serde(default = "default_gzip_level")]
+    gzip_level: Spanned<u32>,
+    #[serde(default = "default_delimiter")]
+    delimiter: Spanned<String>,
+    #[serde(default = "default_null_string")]
+    null_string: Spanned<String>,
+    #[serde(default)]
+    rtrim: bool,
+}
+
+impl Default for FilesSection {
+    fn default() -> FilesSection {
+        FilesSection {
+            chunk_mb: default_chunk_mb(),
+            compression: default_compression(),
+            gzip_level: default_gzip_level(),
+            delimiter: default_delimiter(),
+            null_string: default_null_string(),
+            rtrim: false,
+        }
+    }
+}
+
+fn default_mode() -> MigrationMode {
+    MigrationMode::Extract
+}
+fn default_true() -> bool {
+    true
+}
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
+}
+fn default_chunk_mb() -> Spanned<u64> {
+    Spanned::new(0..0, DEFAULT_CHUNK_MB)
+}
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+fn default_gzip_level() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_GZIP_LEVEL)
+}
+fn default_null_string() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+fn default_delimiter() -> Spanned<String> {
+    Spanned::new(0..0, ",".to_string())
+}
+
+/// A validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: TaskName,
+    pub description: String,
+    pub mode: MigrationMode,
+    pub extract_lobs: bool,
+    pub log_level: LogLevel,
+    /// The ODBC connection string as written (it may hold a password: never print it
+    /// without [`crate::source::redact`]).
+    pub connection: String,
+    pub password: Option<Secret>,
+    pub tables: Vec<TableRequest>,
+    pub files: FileSettings,
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableRequest {
+    /// `schema.table`, or `table`.
+    pub name: String,
+    pub filter: Option<String>,
+    pub partition: Option<PartitionRequest>,
+}
+
+/// Virtual partitioning of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartitionRequest {
+    /// `count` ranges of equal width over min..max of a numeric, date or timestamp column,
+    /// plus one partition for NULLs.
+    Ranges { column: String, count: u32 },
+    /// One partition per value, plus one for every other value and NULL.
+    Values {
+        column: String,
+        values: Vec<SqlLiteral>,
+    },
+}
+
+impl PartitionRequest {
+    pub fn column(&self) -> &str {
+        match self {
+            PartitionRequest::Ranges { column, .. } | PartitionRequest::Values { column, .. } => {
+                column
+            }
+        }
+    }
+}
+
+/// A literal value from the job file, rendered into SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlLiteral {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+impl SqlLiteral {
+    /// The value as an SQL literal: strings quoted with doubled single quotes.
+    pub fn to_sql(&self) -> String {
+        match self {
+            SqlLiteral::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            SqlLiteral::Integer(i) => i.to_string(),
+            SqlLiteral::Float(f) => format!("{f:?}"),
+        }
+    }
+}
+
+/// How chunk files are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// Close a chunk at the first row boundary after this many compressed bytes.
+    pub chunk_bytes: u64,
+    pub compression: Compression,
+    pub gzip_level: u32,
+    pub delimiter: u8,
+    pub null_string: String,
+    pub rtrim: bool,
+}
+
+impl Default for FileSettings {
+    fn default() -> FileSettings {
+        FileSettings {
+            chunk_bytes: DEFAULT_CHUNK_MB * 1024 * 1024,
+            compression: Compression::Gzip,
+            gzip_level: DEFAULT_GZIP_LEVEL,
+            delimiter: b',',
+            null_string: String::new(),
+            rtrim: false,
+        }
+    }
+}
+
+/// A job file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {message}", location(.line, .column))]
+pub struct JobError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+fn location(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+impl Job {
+    /// Read and validate a job file.
+    pub fn load(path: &Path) -> Result<Job, JobError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| JobError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read the job file: {e}"),
+        })?;
+        Job::parse(&file, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Validate job file text. `env` looks up environment variables (a parameter, so tests
+    /// need not touch the process environment).
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Job, JobError> {
+        let err = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = match span {
+                Some(span) if span != (0..0) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                _ => (None, None),
+            };
+            JobError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+
+        let raw: JobFile = toml::from_str(text)
+            .map_err(|e| err(e.span(), e.message().trim_end().replace('\n', " ")))?;
+
+        let name = TaskName::parse(raw.task.name.get_ref())
+            .map_err(|m| err(Some(raw.task.name.span()), format!("task.name: {m}")))?;
+
+        let connection = raw.source.connection.get_ref().trim().to_string();
+        if connection.is_empty() {
+            return Err(err(
+                Some(raw.source.connection.span()),
+                "source.connection is empty; give an ODBC connection string such as \
+                 \"Driver={PostgreSQL Unicode};Server=db;Port=5432;Database=erp;Uid=etl;\""
+                    .into(),
+            ));
+        }
+        let password = match &raw.source.password_env {
+            None => None,
+            Some(var) => match env(var.get_ref()) {
+                Some(value) => Some(Secret::new(value)),
+                None => {
+                    return Err(err(
+                        Some(var.span()),
+                        format!(
+                            "source.password_env names `{}`, which is not set; export it \
+                             with the source password before running",
+                            var.get_ref()
+                        ),
+                    ));
+                }
+            },
+        };
+
+        if raw.tables.is_empty() {
+            return Err(err(
+                None,
+                "no [[tables]]: add at least one, e.g. [[tables]] name = \"public.orders\"; \
+                 `dbhaul tables --source ...` lists what the source has"
+                    .into(),
+            ));
+        }
+        let mut tables = Vec::with_capacity(raw.tables.len());
+        for table in raw.tables {
+            let table_name = table.name.get_ref().trim().to_string();
+            if table_name.is_empty() {
+                return Err(err(Some(table.name.span()), "tables.name is empty".into()));
+            }
+            if tables.iter().any(|t: &TableRequest| t.name == table_name) {
+                return Err(err(
+                    Some(table.name.span()),
+                    format!("table `{table_name}` is listed twice"),
+                ));
+            }
+            let partition = match table.partition {
+                None => None,
+                Some(p) => {
+                    let span = p.span();
+                    Some(partition_request(p.into_inner()).map_err(|m| {
+                        err(
+                            Some(span),
+                            format!("tables.partition of `{table_name}`: {m}"),
+                        )
+                    })?)
+                }
+            };
+            let filter = table
+                .filter
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty());
+            tables.push(TableRequest {
+                name: table_name,
+                filter,
+                partition,
+            });
+        }
+
+        let files = &raw.files;
+        let chunk_mb = *files.chunk_mb.get_ref();
+        if !(1..=4096).contains(&chunk_mb) {
+            return Err(err(
+                Some(files.chunk_mb.span()),
+                format!("files.chunk_mb = {chunk_mb}: must be 1 to 4096 (MB of compressed output)"),
+            ));
+        }
+        let gzip_level = *files.gzip_level.get_ref();
+        if !(1..=9).contains(&gzip_level) {
+            return Err(err(
+                Some(files.gzip_level.span()),
+                format!("files.gzip_level = {gzip_level}: must be 1 (fastest) to 9 (smallest)"),
+            ));
+        }
+        let delimiter = parse_delimiter(files.delimiter.get_ref()).map_err(|m| {
+            err(
+                Some(files.delimiter.span()),
+                format!("files.delimiter: {m}"),
+            )
+        })?;
+        let null_string = files.null_string.get_ref().clone();
+        if null_string
+            .bytes()
+            .any(|b| b == delimiter || b == b'"' || b == b'\r' || b == b'\n')
+        {
+            return Err(err(
+                Some(files.null_string.span()),
+                "files.null_string must not contain the delimiter, a double quote, CR or LF".into(),
+            ));
+        }
+
+        Ok(Job {
+            name,
+            description: raw.task.description,
+            mode: raw.task.mode,
+            extract_lobs: raw.task.extract_lobs,
+            log_level: raw.task.log_level,
+            connection,
+            password,
+            tables,
+            files: FileSettings {
+                chunk_bytes: chunk_mb * 1024 * 1024,
+                compression: files.compression,
+                gzip_level,
+                delimiter,
+                null_string,
+                rtrim: files.rtrim,
+            },
+        })
+    }
+}
+
+fn partition_request(p: PartitionSection) -> Result<PartitionRequest, String> {
+    let column = p.column.trim().to_string();
+    if column.is_empty() {
+        return Err("column is empty".into());
+    }
+    match (p.ranges, p.values) {
+        (Some(count), None) => {
+            if !(1..=MAX_RANGES).contains(&count) {
+                return Err(format!("ranges = {count}: must be 1 to {MAX_RANGES}"));
+            }
+            Ok(PartitionRequest::Ranges { column, count })
+        }
+        (None, Some(values)) => {
+            if values.is_empty() {
+                return Err("values is empty; list at least one value".into());
+            }
+            let values = values
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(SqlLiteral::Text(s)),
+                    toml::Value::Integer(i) => Ok(SqlLiteral::Integer(i)),
+                    toml::Value::Float(f) if f.is_finite() => Ok(SqlLiteral::Float(f)),
+                    other => Err(format!(
+                        "value {other} is not a string or a number"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(PartitionRequest::Values { column, values })
+        }
+        (Some(_), Some(_)) => Err("give either ranges or values, not both".into()),
+        (None, None) => Err(
+            "give ranges = N (equal ranges over min..max) or values = [...] (one partition per value)"
+                .into(),
+        ),
+    }
+}
+
+fn parse_delimiter(raw: &str) -> Result<u8, String> {
+    let bytes = raw.as_bytes();
+    match bytes {
+        [b] if (b.is_ascii_graphic() || *b == b' ' || *b == b'\t') && *b != b'"' => Ok(*b),
+        [b'\\', b't'] => Ok(b'\t'),
+        _ => Err(format!(
+            "`{}` is not one printable ASCII character other than `\"` (tab is \"\\t\")",
+            raw.escape_default()
+        )),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Job, JobError> {
+        Job::parse("job.toml", text, |name| {
+            (name == "PW").then(|| "s3cret".to_string())
+        })
+    }
+
+    const MINIMAL: &str = r#"
+[task]
+name = "orders"
+[source]
+connection = "Driver={SQLite3};Database=/tmp/x.db"
+[[tables]]
+name = "orders"
+"#;
+
+    #[test]
+    fn minimal_job_takes_the_defaults() {
+        let job = parse(MINIMAL).unwrap();
+        assert_eq!(job.name.as_str(), "orders");
+        assert_eq!(job.mode, MigrationMode::Extract);
+        assert!(job.extract_lobs);
+        assert_eq!(job.log_level, LogLevel::Info);
+        assert_eq!(job.files, FileSettings::default());
+        assert!(job.password.is_none());
+    }
+
+    #[test]
+    fn bad_job_files_name_line_and_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[task]\nname = \"a b\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n",
+                "job.toml:2:8: task.name: task name `a b` contains ` `",
+            ),
+            (
+                "[task]\nname = \"a\"\nmood = 1\n[source]\nconnection = \"x\"\n",
+                "job.toml:3:1: unknown field `mood`",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nchunk_mb = 0\n",
+                "job.toml:8:12: files.chunk_mb = 0: must be 1 to 4096",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\ndelimiter = \"ab\"\n",
+                "job.toml:8:13: files.delimiter: `ab` is not one printable ASCII character",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\npassword_env = \"NOPE\"\n[[tables]]\nname = \"t\"\n",
+                "job.toml:5:16: source.password_env names `NOPE`, which is not set",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n",
+                "job.toml: no [[tables]]",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"teleport\"\n[source]\nconnection = \"x\"\n",
+                "job.toml:3:8: unknown variant `teleport`, expected one of `extract`, `extract-upload`, `extract-upload-copy`",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\" }\n",
+                "job.toml:7:13: tables.partition of `t`: give ranges = N",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", ranges = 0 }\n",
+                "job.toml:7:13: tables.partition of `t`: ranges = 0: must be 1 to 1000",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[tables]]\nname = \"t\"\n",
+                "job.toml:8:8: table `t` is listed twice",
+            ),
+            ("[task\nname = \"a\"\n", "job.toml:1:6: unclosed table"),
+        ];
+        for (text, expected) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(expected),
+                "\n got: {message}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_and_passwords_are_read() {
+        let job = parse(
+            r#"
+[task]
+name = "a"
+[source]
+connection = "DSN=x"
+password_env = "PW"
+[[tables]]
+name = "public.t"
+where = " status <> 'draft' "
+partition = { column = "region", values = ["eu", "o'brien", 7] }
+[[tables]]
+name = "public.u"
+partition = { column = "id", ranges = 8 }
+[files]
+delimiter = "|"
+null_string = "\\N"
+"#,
+        )
+        .unwrap();
+        assert_eq!(job.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(format!("{:?}", job.password), "Some(***)");
+        assert_eq!(job.tables[0].filter.as_deref(), Some("status <> 'draft'"));
+        let Some(PartitionRequest::Values { values, .. }) = &job.tables[0].partition else {
+            panic!("values partition expected")
+        };
+        let sql: Vec<_> = values.iter().map(SqlLiteral::to_sql).collect();
+        assert_eq!(sql, ["'eu'", "'o''brien'", "7"]);
+        assert_eq!(
+            job.tables[1].partition,
+            Some(PartitionRequest::Ranges {
+                column: "id".into(),
+                count: 8
+            })
+        );
+        assert_eq!(job.files.delimiter, b'|');
+        assert_eq!(job.files.null_string, "\\N");
+    }
+}

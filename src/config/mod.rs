@@ -1,0 +1,9 @@
+//! Configuration as users write it, turned into validated domain types. Defaults live here
+//! and nowhere else; `appliance/examples/job.toml` shows every one of them and a test keeps
+//! that file in step with the code.
+
+pub mod job;
+mod secret;
+
+pub use job::{FileSettings, Job, JobError, PartitionRequest, SqlLiteral, TableRequest};
+pub use secret::Secret;

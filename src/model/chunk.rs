@@ -1,0 +1,123 @@
+//! Chunks and manifests. A chunk is one compressed CSV file of a subtask, numbered from 1;
+//! its name is a pure function of its number and the compression, so a repeated run writes
+//! the same names and overwrites rather than duplicates. The manifest lists every chunk with
+//! its row count, sizes and SHA-256, and says how the files are encoded.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// File-name extension of a chunk, set by the compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => "csv.gz",
+            Compression::None => "csv",
+        }
+    }
+}
+
+/// A chunk's number and file name: `00000001.csv.gz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkName {
+    pub number: u32,
+    pub compression: Compression,
+}
+
+impl fmt::Display for ChunkName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08}.{}", self.number, self.compression.extension())
+    }
+}
+
+/// One sealed chunk as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChunkRecord {
+    pub name: String,
+    pub rows: u64,
+    pub bytes_uncompressed: u64,
+    pub bytes_compressed: u64,
+    /// SHA-256 of the file as stored, hex.
+    pub sha256: String,
+}
+
+/// A column as the manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestColumn {
+    pub name: String,
+    pub source_type: String,
+    pub lob: bool,
+    pub binary: bool,
+}
+
+/// A column that was not extracted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftOutColumn {
+    pub name: String,
+    pub source_type: String,
+    pub reason: String,
+}
+
+/// How the chunk files are encoded, so a reader needs nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileFormat {
+    pub format: &'static str,
+    pub compression: Compression,
+    pub delimiter: String,
+    pub quote: &'static str,
+    /// How NULL is written; the empty string is always written quoted (`""`).
+    pub null_string: String,
+    pub header: bool,
+    pub encoding: &'static str,
+    /// How binary values are written.
+    pub binary: &'static str,
+    /// The session time zone timestamps were read in.
+    pub time_zone: &'static str,
+}
+
+/// `manifest.json` of one subtask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub task: String,
+    pub table: String,
+    pub partition: Option<String>,
+    /// The full row predicate (filter and partition), if any.
+    pub predicate: Option<String>,
+    pub columns: Vec<ManifestColumn>,
+    pub left_out_columns: Vec<LeftOutColumn>,
+    pub format: FileFormat,
+    pub rows: u64,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_names_are_deterministic() {
+        let cases = [
+            (1, Compression::Gzip, "00000001.csv.gz"),
+            (12, Compression::Gzip, "00000012.csv.gz"),
+            (99_999_999, Compression::None, "99999999.csv"),
+        ];
+        for (number, compression, name) in cases {
+            assert_eq!(
+                ChunkName {
+                    number,
+                    compression
+                }
+                .to_string(),
+                name
+            );
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The words of DESIGN.md as plain types: task names, migration modes, tables, partitions,
+//! subtasks, chunks and manifests. Nothing here opens a file, a socket or a database; every
+//! other module speaks in these types.
+
+pub mod chunk;
+pub mod subtask;
+pub mod task;
+
+pub use chunk::{ChunkName, ChunkRecord, Compression, Manifest};
+pub use subtask::{
+    ColumnSpec, FetchKind, KeyKind, PartitionSpec, SubtaskSpec, TableRef, ValueFamily,
+};
+pub use task::{LogLevel, MigrationMode, TaskName};

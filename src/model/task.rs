@@ -1,0 +1,105 @@
+//! A task's identity and the settings that name what it does: its name, its migration mode
+//! and its log level. Validation lives in the constructors, so a value of these types is
+//! always one the rest of the program can use without checking again.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A task name: 1 to 64 letters, digits, `-` and `_`. It becomes a folder name and an object
+/// key prefix, so nothing else is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskName(String);
+
+impl TaskName {
+    pub fn parse(raw: &str) -> Result<TaskName, String> {
+        if raw.is_empty() || raw.len() > 64 {
+            return Err(format!("task name `{raw}` must be 1 to 64 characters long"));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "task name `{raw}` contains `{bad}`; use letters, digits, `-` and `_` only"
+            ));
+        }
+        Ok(TaskName(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which stages a subtask runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationMode {
+    /// Extract into the local working folder only.
+    Extract,
+    /// Extract, then upload the chunks to S3 or an S3-compatible device.
+    ExtractUpload,
+    /// Extract, upload, and copy into the warehouse.
+    ExtractUploadCopy,
+}
+
+impl MigrationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationMode::Extract => "extract",
+            MigrationMode::ExtractUpload => "extract-upload",
+            MigrationMode::ExtractUploadCopy => "extract-upload-copy",
+        }
+    }
+}
+
+/// The level of a task's log, each including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warning => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names() {
+        let cases = [
+            ("orders", true),
+            ("erp-orders_2024", true),
+            ("", false),
+            ("with space", false),
+            ("dots.are.bad", false),
+            ("slash/also", false),
+            (&"x".repeat(65), false),
+        ];
+        for (raw, ok) in cases {
+            assert_eq!(TaskName::parse(raw).is_ok(), ok, "{raw}");
+        }
+    }
+}

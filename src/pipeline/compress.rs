@@ -1,0 +1,337 @@
+//! The Compressor: takes encoded CSV batches, writes them through gzip into chunk files,
+//! closes a chunk at the first row boundary after `chunk_mb` of compressed output, and at
+//! the end writes the subtask's `manifest.json`. All of the subtask's file I/O happens here,
+//! on the compressor's own arbiter thread, never on the system arbiter.
+//!
+//! Shape: [`ChunkRoller`] holds the logic and is tested without actix; [`Compressor`] is
+//! the actor shell around it. Mailbox: [`Credits`] of [`COMPRESSOR_CREDITS`] batches.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::SubtaskContext;
+use super::credit::Credits;
+use super::messages::{Abort, ChunkSealed, CsvBatch, Stage, StageReport};
+use crate::config::FileSettings;
+use crate::model::chunk::{FileFormat, LeftOutColumn, ManifestColumn};
+use crate::model::{ChunkName, ChunkRecord, Manifest, SubtaskSpec};
+use crate::source::fetch::row_predicate;
+use crate::target::ChunkWriter;
+use crate::target::local::write_atomic;
+
+/// Batches the compressor may have queued: a few MB each.
+pub const COMPRESSOR_CREDITS: usize = 4;
+
+/// Rolls chunk files: the compressor's logic without the actor.
+pub struct ChunkRoller {
+    dir: PathBuf,
+    settings: FileSettings,
+    current: Option<ChunkWriter>,
+    next_number: u32,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+impl ChunkRoller {
+    pub fn new(dir: PathBuf, settings: FileSettings) -> ChunkRoller {
+        ChunkRoller {
+            dir,
+            settings,
+            current: None,
+            next_number: 1,
+            chunks: Vec::new(),
+        }
+    }
+
+    /// Append a batch; returns the chunk it sealed, if the batch completed one.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        rows: u64,
+        ends_row: bool,
+    ) -> io::Result<Option<(ChunkRecord, PathBuf)>> {
+        if !bytes.is_empty() {
+            let writer = match &mut self.current {
+                Some(writer) => writer,
+                None => {
+                    let name = ChunkName {
+                        number: self.next_number,
+                        compression: self.settings.compression,
+                    };
+                    self.next_number += 1;
+                    self.current.insert(ChunkWriter::create(
+                        &self.dir,
+                        name,
+                        self.settings.gzip_level,
+                    )?)
+                }
+            };
+            writer.write(bytes, rows)?;
+        }
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|w| w.compressed_bytes() >= self.settings.chunk_bytes);
+        if ends_row && full {
+            self.seal()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Seal the open chunk, if any.
+    pub fn seal(&mut self) -> io::Result<Option<(ChunkRecord, PathBuf)>> {
+        let Some(writer) = self.current.take() else {
+            return Ok(None);
+        };
+        let (record, path) = writer.seal()?;
+        self.chunks.push(record.clone());
+        Ok(Some((record, path)))
+    }
+
+    /// Bytes of sealed chunks plus what the open chunk has written.
+    pub fn bytes_out(&self) -> u64 {
+        let sealed: u64 = self.chunks.iter().map(|c| c.bytes_compressed).sum();
+        sealed + self.current.as_ref().map_or(0, |w| w.compressed_bytes())
+    }
+
+    /// Drop the open chunk without sealing it: its partial file is deleted.
+    pub fn discard(&mut self) {
+        self.current = None;
+    }
+}
+
+/// The actor shell.
+pub struct Compressor {
+    context: Arc<SubtaskContext>,
+    spec: Arc<SubtaskSpec>,
+    roller: Option<ChunkRoller>,
+    credits: Credits,
+    sealed: Recipient<ChunkSealed>,
+    report: Recipient<StageReport>,
+    rows: u64,
+    bytes_in: u64,
+    done: bool,
+}
+
+impl Compressor {
+    pub fn new(
+        context: Arc<SubtaskContext>,
+        spec: Arc<SubtaskSpec>,
+        credits: Credits,
+        sealed: Recipient<ChunkSealed>,
+        report: Recipient<StageReport>,
+    ) -> Compressor {
+        Compressor {
+            context,
+            spec,
+            roller: None,
+            credits,
+            sealed,
+            report,
+            rows: 0,
+            bytes_in: 0,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, what: String, error: io::Error, ctx: &mut Context<Self>) {
+        if let Some(roller) = &mut self.roller {
+            roller.discard();
+        }
+        self.done = true;
+        let error = describe_io(&what, &error);
+        self.report.do_send(StageReport::Failed {
+            stage: Stage::Compress,
+            error,
+        });
+        ctx.stop();
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) -> Result<(), (String, io::Error)> {
+        let roller = self.roller.as_mut().expect("started");
+        if let Some((chunk, path)) = roller
+            .seal()
+            .map_err(|e| ("sealing the last chunk".to_string(), e))?
+        {
+            self.sealed.do_send(ChunkSealed { chunk, path });
+        }
+        let manifest = build_manifest(&self.context, &self.spec, self.rows, roller.chunks.clone());
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        let path = self.context.subtask_dir(&self.spec).join("manifest.json");
+        write_atomic(&path, &json).map_err(|e| ("writing manifest.json".to_string(), e))?;
+        self.done = true;
+        self.report.do_send(StageReport::Finished {
+            stage: Stage::Compress,
+            rows: self.rows,
+        });
+        ctx.stop();
+        Ok(())
+    }
+}
+
+impl Actor for Compressor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.credits.mailbox_capacity());
+        let relative = self.spec.id();
+        match self.context.work.prepare_subtask_dir(&relative) {
+            Ok(dir) => self.roller = Some(ChunkRoller::new(dir, self.context.files.clone())),
+            Err(e) => {
+                let what = format!(
+                    "preparing the folder {}",
+                    self.context.subtask_dir(&self.spec).display()
+                );
+                self.fail(what, e, ctx);
+            }
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Wake an extractor waiting for a credit: it sees Closed and stops.
+        self.credits.close();
+    }
+}
+
+impl Handler<CsvBatch> for Compressor {
+    type Result = ();
+
+    fn handle(&mut self, batch: CsvBatch, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let roller = self.roller.as_mut().expect("started");
+        match roller.push(&batch.bytes, batch.rows, batch.ends_row) {
+            Ok(Some((chunk, path))) => self.sealed.do_send(ChunkSealed { chunk, path }),
+            Ok(None) => {}
+            Err(e) => {
+                let what = format!("writing a chunk of {}", self.spec.id());
+                return self.fail(what, e, ctx);
+            }
+        }
+        self.rows += batch.rows;
+        self.bytes_in += batch.bytes.len() as u64;
+        let bytes_out = roller.bytes_out();
+        self.report.do_send(StageReport::Progress {
+            stage: Stage::Compress,
+            rows: self.rows,
+            bytes_in: self.bytes_in,
+            bytes_out,
+        });
+        if batch.last
+            && let Err((what, e)) = self.finish(ctx)
+        {
+            self.fail(what, e, ctx);
+        }
+        // The batch, and with it its credit, is dropped here: the extractor may send again.
+    }
+}
+
+impl Handler<Abort> for Compressor {
+    type Result = ();
+
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        if let Some(roller) = &mut self.roller {
+            roller.discard();
+        }
+        self.done = true;
+        ctx.stop();
+    }
+}
+
+fn build_manifest(
+    context: &SubtaskContext,
+    spec: &SubtaskSpec,
+    rows: u64,
+    chunks: Vec<ChunkRecord>,
+) -> Manifest {
+    let files = &context.files;
+    Manifest {
+        version: 1,
+        task: context.task.to_string(),
+        table: spec.table.to_string(),
+        partition: spec.partition.as_ref().map(|p| p.name.clone()),
+        predicate: row_predicate(spec),
+        columns: spec
+            .columns
+            .iter()
+            .map(|c| ManifestColumn {
+                name: c.name.clone(),
+                source_type: c.source_type.clone(),
+                lob: c.fetch.is_lob(),
+                binary: c.fetch.is_binary(),
+            })
+            .collect(),
+        left_out_columns: spec
+            .left_out
+            .iter()
+            .map(|c| LeftOutColumn {
+                name: c.name.clone(),
+                source_type: c.source_type.clone(),
+                reason: "LOB column and task.extract_lobs = false".into(),
+            })
+            .collect(),
+        format: FileFormat {
+            format: "csv",
+            compression: files.compression,
+            delimiter: (files.delimiter as char).to_string(),
+            quote: "\"",
+            null_string: files.null_string.clone(),
+            header: false,
+            encoding: "UTF-8",
+            binary: "hex with \\x prefix (PostgreSQL bytea hex format)",
+            time_zone: "UTC",
+        },
+        rows,
+        chunks,
+    }
+}
+
+/// An I/O error in words a user can act on; a full disk says so and says what to do.
+pub fn describe_io(what: &str, error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
+            "{what}: the working folder is full ({error}); free space or choose another \
+             folder with --work-dir, then run again"
+        ),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "{what}: the working folder is not writable ({error}); fix its permissions or \
+             choose another folder with --work-dir"
+        ),
+        _ => format!("{what}: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Compression;
+
+    #[test]
+    fn chunks_roll_at_row_boundaries_after_the_size_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = FileSettings {
+            chunk_bytes: 1,
+            compression: Compression::None,
+            ..FileSettings::default()
+        };
+        let mut roller = ChunkRoller::new(dir.path().to_path_buf(), settings);
+        // A batch that ends mid-row must not close the chunk, however big it is.
+        assert!(roller.push(b"1,\"very long", 0, false).unwrap().is_none());
+        let (first, _) = roller
+            .push(b" value\"\n", 1, true)
+            .unwrap()
+            .expect("sealed");
+        assert_eq!((first.name.as_str(), first.rows), ("00000001.csv", 1));
+        let (second, _) = roller.push(b"2,x\n", 1, true).unwrap().expect("sealed");
+        assert_eq!(second.name, "00000002.csv");
+        assert!(roller.seal().unwrap().is_none(), "nothing open");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("00000001.csv")).unwrap(),
+            "1,\"very long value\"\n"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The CSV encoder: RFC 4180, UTF-8, one line per row, the hot path of every extraction.
+//!
+//! NULL and the empty string stay apart in a form PostgreSQL's and Redshift's COPY read
+//! back: NULL is the null string unquoted (by default nothing at all), the empty string is
+//! `""`. A value is quoted when it holds the delimiter, a quote, CR or LF, when it is empty,
+//! when it equals the null string, or when it is `\.` (PostgreSQL's end-of-data marker).
+//! Binary values are written as `\x` followed by hex digits, PostgreSQL's bytea input form.
+//! Streamed (LOB) text is always quoted, since its content is not known up front.
+//!
+//! No allocation per value: everything is appended to one growing buffer that is handed
+//! downstream whole.
+
+use crate::config::FileSettings;
+use crate::source::fetch::Field;
+
+pub struct CsvEncoder {
+    out: Vec<u8>,
+    delimiter: u8,
+    null: Vec<u8>,
+    rtrim: bool,
+    /// Bytes that force quoting, as a lookup table.
+    special: [bool; 256],
+    /// Whether the next field is the first of its row (no delimiter before it).
+    at_row_start: bool,
+    streaming_binary: bool,
+}
+
+impl CsvEncoder {
+    pub fn new(settings: &FileSettings, capacity: usize) -> CsvEncoder {
+        let mut special = [false; 256];
+        for b in [b'"', b'\r', b'\n', settings.delimiter] {
+            special[b as usize] = true;
+        }
+        CsvEncoder {
+            out: Vec::with_capacity(capacity),
+            delimiter: settings.delimiter,
+            null: settings.null_string.as_bytes().to_vec(),
+            rtrim: settings.rtrim,
+            special,
+            at_row_start: true,
+            streaming_binary: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Hand out what was encoded so far, keeping a buffer of the same capacity.
+    pub fn take(&mut self) -> Vec<u8> {
+        let capacity = self.out.capacity();
+        std::mem::replace(&mut self.out, Vec::with_capacity(capacity))
+    }
+
+    fn separator(&mut self) {
+        if self.at_row_start {
+            self.at_row_start = false;
+        } else {
+            self.out.push(self.delimiter);
+        }
+    }
+
+    pub fn field(&mut self, field: Field<'_>) {
+        self.separator();
+        match field {
+            Field::Null => self.out.extend_from_slice(&self.null),
+            Field::Text(value) => self.text(value),
+            Field::Binary(value) => {
+                self.out.extend_from_slice(b"\\x");
+                self.hex(value);
+            }
+            Field::Float64(v) => {
+                self.float(v.is_nan(), v.is_infinite(), v < 0.0, format_args!("{v:?}"))
+            }
+            Field::Float32(v) => {
+                self.float(v.is_nan(), v.is_infinite(), v < 0.0, format_args!("{v:?}"))
+            }
+        }
+    }
+
+    /// A float in its shortest form that reads back to the same value (`0.1`, `1e300`),
+    /// and infinities and NaN in the words PostgreSQL and Redshift accept.
+    fn float(
+        &mut self,
+        nan: bool,
+        infinite: bool,
+        negative: bool,
+        shortest: std::fmt::Arguments<'_>,
+    ) {
+        use std::io::Write;
+        let word: &[u8] = match (nan, infinite, negative) {
+            (true, _, _) => b"NaN",
+            (_, true, true) => b"-Infinity",
+            (_, true, false) => b"Infinity",
+            _ => {
+                let _ = self.out.write_fmt(shortest);
+                return;
+            }
+        };
+        self.out.extend_from_slice(word);
+    }
+
+    fn text(&mut self, mut value: &[u8]) {
+        if self.rtrim {
+            while let [rest @ .., b' '] = value {
+                value = rest;
+            }
+        }
+        let needs_quotes = value.is_empty()
+            || value.iter().any(|b| self.special[*b as usize])
+            || value == self.null.as_slice()
+            || value == b"\\.";
+        if !needs_quotes {
+            self.out.extend_from_slice(value);
+            return;
+        }
+        self.out.push(b'"');
+        self.quoted_body(value);
+        self.out.push(b'"');
+    }
+
+    /// The inside of a quoted field: quotes doubled, everything else as is.
+    fn quoted_body(&mut self, value: &[u8]) {
+        let mut rest = value;
+        while let Some(i) = rest.iter().position(|b| *b == b'"') {
+            self.out.extend_from_slice(&rest[..=i]);
+            self.out.push(b'"');
+            rest = &rest[i + 1..];
+        }
+        self.out.extend_from_slice(rest);
+    }
+
+    fn hex(&mut self, value: &[u8]) {
+        let start = self.out.len();
+        self.out.resize(start + value.len() * 2, 0);
+        hex::encode_to_slice(value, &mut self.out[start..]).expect("sized for hex");
+    }
+
+    pub fn begin_stream(&mut self, binary: bool) {
+        self.separator();
+        self.streaming_binary = binary;
+        self.out
+            .extend_from_slice(if binary { b"\\x" } else { b"\"" });
+    }
+
+    pub fn piece(&mut self, bytes: &[u8]) {
+        if self.streaming_binary {
+            self.hex(bytes);
+        } else {
+            self.quoted_body(bytes);
+        }
+    }
+
+    pub fn end_stream(&mut self) {
+        if !self.streaming_binary {
+            self.out.push(b'"');
+        }
+    }
+
+    pub fn end_row(&mut self) {
+        self.out.push(b'\n');
+        self.at_row_start = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(settings: &FileSettings, rows: &[&[Field<'_>]]) -> String {
+        let mut encoder = CsvEncoder::new(settings, 64);
+        for row in rows {
+            for field in *row {
+                encoder.field(*field);
+            }
+            encoder.end_row();
+        }
+        String::from_utf8(encoder.take()).unwrap()
+    }
+
+    #[test]
+    fn fields_are_quoted_only_when_they_must_be() {
+        use Field::*;
+        let default = FileSettings::default();
+        let cases: &[(&[Field<'_>], &str)] = &[
+            (&[Null, Text(b"")], ",\"\"\n"),
+            (
+                &[Text(b"plain"), Text(b"with space ")],
+                "plain,with space \n",
+            ),
+            (
+                &[Text(b"a,b"), Text(b"say \"hi\"")],
+                "\"a,b\",\"say \"\"hi\"\"\"\n",
+            ),
+            (
+                &[Text(b"line\nbreak"), Text(b"cr\rhere")],
+                "\"line\nbreak\",\"cr\rhere\"\n",
+            ),
+            (&[Text(b"\\.")], "\"\\.\"\n"),
+            (&[Text("grüße 東京".as_bytes())], "grüße 東京\n"),
+            (
+                &[Binary(&[0x00, 0xff, 0x10]), Binary(&[])],
+                "\\x00ff10,\\x\n",
+            ),
+            (&[Text(b"\"")], "\"\"\"\"\n"),
+            (
+                &[
+                    Float64(0.1),
+                    Float64(1.0 / 3.0),
+                    Float64(1e300),
+                    Float64(-2.5e-300),
+                ],
+                "0.1,0.3333333333333333,1e300,-2.5e-300\n",
+            ),
+            (
+                &[
+                    Float64(f64::NAN),
+                    Float64(f64::INFINITY),
+                    Float64(f64::NEG_INFINITY),
+                    Float32(0.1),
+                ],
+                "NaN,Infinity,-Infinity,0.1\n",
+            ),
+        ];
+        for (row, expected) in cases {
+            assert_eq!(encode(&default, &[row]), *expected);
+        }
+    }
+
+    #[test]
+    fn null_string_delimiter_and_rtrim_settings() {
+        use Field::*;
+        let settings = FileSettings {
+            delimiter: b'|',
+            null_string: "\\N".into(),
+            rtrim: true,
+            ..FileSettings::default()
+        };
+        let row: &[Field<'_>] = &[
+            Null,
+            Text(b"\\N"),
+            Text(b"a|b"),
+            Text(b"a,b"),
+            Text(b"pad   "),
+            Text(b"   "),
+        ];
+        assert_eq!(
+            encode(&settings, &[row]),
+            "\\N|\"\\N\"|\"a|b\"|a,b|pad|\"\"\n"
+        );
+    }
+
+    #[test]
+    fn streamed_values_are_quoted_and_hexed() {
+        let mut encoder = CsvEncoder::new(&FileSettings::default(), 64);
+        encoder.field(Field::Text(b"1"));
+        encoder.begin_stream(false);
+        encoder.piece(b"say \"");
+        encoder.piece(b"hi\"");
+        encoder.end_stream();
+        encoder.begin_stream(true);
+        encoder.piece(&[0xde, 0xad]);
+        encoder.piece(&[0xbe, 0xef]);
+        encoder.end_stream();
+        encoder.begin_stream(false);
+        encoder.end_stream();
+        encoder.end_row();
+        assert_eq!(
+            String::from_utf8(encoder.take()).unwrap(),
+            "1,\"say \"\"hi\"\"\",\\xdeadbeef,\"\"\n"
+        );
+    }
+}

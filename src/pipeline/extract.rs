@@ -1,0 +1,156 @@
+//! The Extractor: one OS thread and one ODBC connection per subtask (ODBC blocks; it never
+//! runs on the async runtime). It reads the subtask's rows through [`crate::source::fetch`],
+//! encodes them as CSV, and passes batches to the compressor with credits, so it waits
+//! whenever the compressor is behind. It checks the cancel switch between batches.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+
+use super::SubtaskContext;
+use super::credit::{BoundedSender, CancelSwitch};
+use super::csv::CsvEncoder;
+use super::messages::{CsvBatch, Stage, StageReport};
+use crate::model::SubtaskSpec;
+use crate::source::SourceError;
+use crate::source::connection::Purpose;
+use crate::source::fetch::{Field, RowSink, Stop, read_subtask};
+
+/// Pass encoded rows on once this many bytes have piled up, even inside a LOB value.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Extractor {
+    pub context: Arc<SubtaskContext>,
+    pub spec: Arc<SubtaskSpec>,
+    pub out: BoundedSender<CsvBatch>,
+    pub report: Recipient<StageReport>,
+    pub cancel: CancelSwitch,
+}
+
+impl Extractor {
+    pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("extract {}", self.spec.id()))
+            .spawn(move || self.run())
+    }
+
+    fn run(self) {
+        let outcome = self.extract();
+        let report = match outcome {
+            Ok(rows) => StageReport::Finished {
+                stage: Stage::Extract,
+                rows,
+            },
+            Err(SourceError::Cancelled) if self.cancel.is_cancelled() => StageReport::Failed {
+                stage: Stage::Extract,
+                error: "stopped".into(),
+            },
+            // The compressor went away first; it has reported why.
+            Err(SourceError::Cancelled) => return,
+            Err(e) => StageReport::Failed {
+                stage: Stage::Extract,
+                error: e.to_string(),
+            },
+        };
+        self.report.do_send(report);
+    }
+
+    fn extract(&self) -> Result<u64, SourceError> {
+        let purpose = if self.spec.has_lobs() {
+            Purpose::Lobs
+        } else {
+            Purpose::Bulk
+        };
+        let conn = self.context.source.connect(purpose)?;
+        tracing::debug!(subtask = %self.spec.id(), "extract started");
+        let mut sink = BatchSink {
+            encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4),
+            out: &self.out,
+            report: &self.report,
+            cancel: &self.cancel,
+            rows_pending: 0,
+            rows_total: 0,
+            bytes_total: 0,
+        };
+        let summary = read_subtask(&conn, &self.context.source, &self.spec, &mut sink)?;
+        sink.send(true, true)
+            .map_err(|Stop| SourceError::Cancelled)?;
+        tracing::debug!(subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
+        Ok(summary.rows)
+    }
+}
+
+/// The row sink of the extractor: encodes into CSV and sends a batch after every block,
+/// or mid-value when a LOB makes the batch large.
+struct BatchSink<'a> {
+    encoder: CsvEncoder,
+    out: &'a BoundedSender<CsvBatch>,
+    report: &'a Recipient<StageReport>,
+    cancel: &'a CancelSwitch,
+    rows_pending: u64,
+    rows_total: u64,
+    bytes_total: u64,
+}
+
+impl BatchSink<'_> {
+    fn send(&mut self, ends_row: bool, last: bool) -> Result<(), Stop> {
+        if self.cancel.is_cancelled() {
+            return Err(Stop);
+        }
+        if self.encoder.is_empty() && !last {
+            return Ok(());
+        }
+        let bytes = self.encoder.take();
+        let rows = std::mem::take(&mut self.rows_pending);
+        self.rows_total += rows;
+        self.bytes_total += bytes.len() as u64;
+        self.out
+            .send_blocking(|credit| CsvBatch {
+                bytes,
+                rows,
+                ends_row,
+                last,
+                credit,
+            })
+            .map_err(|_| Stop)?;
+        self.report.do_send(StageReport::Progress {
+            stage: Stage::Extract,
+            rows: self.rows_total,
+            bytes_in: self.bytes_total,
+            bytes_out: self.bytes_total,
+        });
+        Ok(())
+    }
+}
+
+impl RowSink for BatchSink<'_> {
+    fn field(&mut self, field: Field<'_>) {
+        self.encoder.field(field);
+    }
+
+    fn begin_stream(&mut self, binary: bool) {
+        self.encoder.begin_stream(binary);
+    }
+
+    fn piece(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        self.encoder.piece(bytes);
+        if self.encoder.len() >= FLUSH_BYTES {
+            self.send(false, false)?;
+        }
+        Ok(())
+    }
+
+    fn end_stream(&mut self) {
+        self.encoder.end_stream();
+    }
+
+    fn end_row(&mut self) {
+        self.encoder.end_row();
+        self.rows_pending += 1;
+    }
+
+    fn end_block(&mut self) -> Result<(), Stop> {
+        self.send(true, false)
+    }
+}

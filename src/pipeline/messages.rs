@@ -1,0 +1,60 @@
+//! The messages of the data path and the reports stages send to their subtask. Data
+//! messages carry a [`Credit`]; reports and control messages are small and travel without.
+
+use std::path::PathBuf;
+
+use actix::prelude::*;
+
+use super::credit::Credit;
+use crate::model::ChunkRecord;
+
+/// Encoded CSV from the extractor. `rows` counts rows completed in this batch; a batch
+/// may end inside a row (a large LOB value is passed on in pieces), and a chunk is only
+/// ever closed after a batch with `ends_row`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CsvBatch {
+    pub bytes: Vec<u8>,
+    pub rows: u64,
+    pub ends_row: bool,
+    /// The extractor read everything: seal the last chunk.
+    pub last: bool,
+    pub credit: Credit,
+}
+
+/// A chunk file that is complete, fsynced and under its final name.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChunkSealed {
+    pub chunk: ChunkRecord,
+    pub path: PathBuf,
+}
+
+/// The stages of a subtask's pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Extract,
+    Compress,
+}
+
+/// What a stage tells its subtask.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum StageReport {
+    /// Rows and bytes so far: read by the extractor, written by the compressor.
+    Progress {
+        stage: Stage,
+        rows: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+    },
+    /// The stage did all its work.
+    Finished { stage: Stage, rows: u64 },
+    /// The stage stopped on an error; the message names the cause and the fix.
+    Failed { stage: Stage, error: String },
+}
+
+/// Stop now, discarding unfinished work (a partial chunk is deleted, never renamed).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Abort;

@@ -1,0 +1,182 @@
+//! The planner turns a job into subtasks: it resolves each table in the source's catalog,
+//! decides which columns are fetched and how, finds the ordered key, checks the filter,
+//! and splits partitioned tables into one subtask per partition. Every problem it finds is
+//! a configuration problem (exit 2), found before any data moves.
+
+pub mod partition;
+
+use odbc_api::Connection;
+
+use crate::config::{Job, PartitionRequest, TableRequest};
+use crate::model::{FetchKind, KeyKind, SubtaskSpec, TableRef, ValueFamily};
+use crate::source::{Source, SourceError, catalog};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PlanError {
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            PlanError::Source(e) => e.is_configuration(),
+            PlanError::Invalid(_) => true,
+        }
+    }
+}
+
+/// Plan every table of a job.
+pub fn plan(
+    job: &Job,
+    source: &Source,
+    conn: &Connection<'_>,
+) -> Result<Vec<SubtaskSpec>, PlanError> {
+    let mut subtasks = Vec::new();
+    for request in &job.tables {
+        subtasks.extend(plan_table(job, source, conn, request)?);
+    }
+    Ok(subtasks)
+}
+
+fn plan_table(
+    job: &Job,
+    source: &Source,
+    conn: &Connection<'_>,
+    request: &TableRequest,
+) -> Result<Vec<SubtaskSpec>, PlanError> {
+    let table = catalog::find_table(conn, source, &request.name)?;
+    let mut all_columns = catalog::columns(conn, source, &table)?;
+    if crate::source::fetch::exact_text_floats(source.dialect) {
+        for column in all_columns
+            .iter_mut()
+            .filter(|c| c.family() == ValueFamily::Float)
+        {
+            column.fetch = FetchKind::Text { max_bytes: 32 };
+        }
+    }
+    if all_columns.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "table {table} shows no columns to this login; check its privileges"
+        )));
+    }
+    let (columns, left_out): (Vec<_>, Vec<_>) = all_columns
+        .iter()
+        .cloned()
+        .partition(|c| job.extract_lobs || !c.fetch.is_lob());
+    if columns.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "table {table} has only LOB columns and task.extract_lobs = false: nothing to extract"
+        )));
+    }
+
+    let key_names = catalog::primary_key(conn, source, &table)?;
+    let key_positions: Option<Vec<usize>> = key_names
+        .iter()
+        .map(|name| {
+            columns
+                .iter()
+                .position(|c| &c.name == name && !c.fetch.is_lob())
+        })
+        .collect();
+    let key = key_positions
+        .filter(|k| !k.is_empty())
+        .map(|columns| KeyKind { columns });
+    if key.is_none() && !source.dialect.streams_results() {
+        tracing::warn!(
+            table = %table,
+            "no primary key: the MariaDB/MySQL ODBC driver holds a whole result in memory, so \
+             this table is read in one query and memory grows with its size; add a primary \
+             key or partition the table"
+        );
+    }
+
+    if let Some(filter) = &request.filter {
+        check_filter(source, conn, &table, filter)?;
+    }
+
+    let base = SubtaskSpec {
+        table: table.clone(),
+        columns,
+        left_out,
+        filter: request.filter.clone(),
+        partition: None,
+        key,
+    };
+    let Some(partition) = &request.partition else {
+        return Ok(vec![base]);
+    };
+
+    let column_name = partition.column();
+    let Some(column) = all_columns.iter().find(|c| c.name == column_name) else {
+        return Err(SourceError::ColumnNotFound {
+            table: table.to_string(),
+            column: column_name.to_string(),
+            available: all_columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    };
+    let quoted = source.quote_ident(column_name);
+    let partitions = match partition {
+        PartitionRequest::Ranges { count, .. } => {
+            let min_max =
+                catalog::min_max(conn, source, &table, column_name, request.filter.as_deref())?;
+            let boundaries = match min_max {
+                Some((min, max)) => {
+                    partition::range_boundaries(column.family(), &min, &max, *count)
+                }
+                None => Ok(Vec::new()),
+            }
+            .map_err(|m| {
+                PlanError::Invalid(format!(
+                    "cannot split {table} by `{column_name}` ({}): {m}",
+                    column.source_type
+                ))
+            })?;
+            partition::range_partitions(&quoted, &boundaries)
+        }
+        PartitionRequest::Values { values, .. } => {
+            partition::check_values(column.family(), values).map_err(|m| {
+                PlanError::Invalid(format!(
+                    "partition values for {table}.`{column_name}` ({}): {m}",
+                    column.source_type
+                ))
+            })?;
+            partition::value_partitions(&quoted, values)
+        }
+    };
+    Ok(partitions
+        .into_iter()
+        .map(|p| SubtaskSpec {
+            partition: Some(p),
+            ..base.clone()
+        })
+        .collect())
+}
+
+/// Run the filter against the table with no rows selected, so a typo fails now, with the
+/// database's own message, rather than half-way through a run.
+fn check_filter(
+    source: &Source,
+    conn: &Connection<'_>,
+    table: &TableRef,
+    filter: &str,
+) -> Result<(), PlanError> {
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE ({filter}) AND 1 = 0",
+        source.qualified(table)
+    );
+    catalog::query_text(conn, &sql, &[])
+        .map(|_| ())
+        .map_err(|e| {
+            PlanError::Invalid(format!(
+                "the where filter of {table} does not work on the source: {e}"
+            ))
+        })
+}

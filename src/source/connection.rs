@@ -1,0 +1,451 @@
+//! Connection strings and connections. The user's ODBC connection string is taken as given
+//! and completed with what each driver needs (STACK.md traps 5 and 6): psqlODBC must declare
+//! and fetch through a cursor or it loads whole result sets into memory, must not log every
+//! connection to /tmp, and must report unbounded text as unbounded; sqliteodbc must not
+//! create a missing database file; MariaDB must speak utf8mb4. Every session reads time
+//! stamps in UTC. Connection strings may hold a password, so nothing here prints one
+//! without [`redact`].
+
+use std::fmt;
+
+use odbc_api::{Connection, ConnectionOptions, environment, escape_attribute_value};
+
+use super::SourceError;
+use super::error::{describe, sql_state};
+use crate::config::Secret;
+use crate::model::TableRef;
+
+/// The database behind a connection, as far as dbhaul treats them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    /// MariaDB or MySQL: namespaces are catalogs, and the Debian driver (Connector/ODBC
+    /// 3.1) buffers whole result sets, so tables are read in key ranges.
+    MariaDb,
+    Sqlite,
+    Other,
+}
+
+impl Dialect {
+    fn from_dbms_name(name: &str) -> Dialect {
+        let name = name.to_ascii_lowercase();
+        if name.contains("postgres") {
+            Dialect::Postgres
+        } else if name.contains("mariadb") || name.contains("mysql") {
+            Dialect::MariaDb
+        } else if name.contains("sqlite") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Other
+        }
+    }
+
+    /// Statements that fix the session so values come out the same everywhere.
+    fn session_setup(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Postgres => &["SET TIME ZONE 'UTC'"],
+            Dialect::MariaDb => &["SET time_zone = '+00:00'"],
+            Dialect::Sqlite | Dialect::Other => &[],
+        }
+    }
+
+    /// Driver options added to the connection string unless the user set them.
+    fn driver_options(self, purpose: Purpose) -> Vec<(&'static str, String)> {
+        match self {
+            Dialect::Postgres => {
+                // Rows per round trip. LOB rows are large; keep the driver's cache small.
+                let fetch = match purpose {
+                    Purpose::Bulk => 10_000,
+                    Purpose::Lobs => 64,
+                };
+                vec![
+                    ("UseDeclareFetch", "1".into()),
+                    ("Fetch", fetch.to_string()),
+                    ("CommLog", "0".into()),
+                    ("Debug", "0".into()),
+                    // Unbounded varchar, json and friends come back as "size unknown" rather
+                    // than as a silent 255, so they are streamed as LOBs, never cut.
+                    ("MaxVarcharSize", "0".into()),
+                ]
+            }
+            Dialect::MariaDb => vec![("CHARSET", "utf8mb4".into())],
+            Dialect::Sqlite => vec![("NoCreat", "1".into())],
+            Dialect::Other => vec![],
+        }
+    }
+
+    /// Whether the namespace in `schema.table` is an ODBC catalog rather than a schema.
+    pub fn namespace_is_catalog(self) -> bool {
+        self == Dialect::MariaDb
+    }
+
+    /// Whether one query can stream a whole table in bounded memory.
+    pub fn streams_results(self) -> bool {
+        self != Dialect::MariaDb
+    }
+}
+
+/// What a connection is for, which sets the driver's fetch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Bulk,
+    Lobs,
+}
+
+/// A source database: the completed connection string, what kind of database it is, and
+/// how it quotes identifiers. Cheap to clone; every subtask opens its own connection.
+#[derive(Clone)]
+pub struct Source {
+    /// The user's attributes plus the password; driver options are added per connection.
+    attributes: Vec<(String, String)>,
+    pub dialect: Dialect,
+    quote: char,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("connection", &redact_attributes(&self.attributes))
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
+impl Source {
+    /// Connect once to find out what the source is, and keep what later connections need.
+    pub fn open(
+        connection: &str,
+        password: Option<&Secret>,
+    ) -> Result<(Source, Connection<'static>), SourceError> {
+        let mut attributes = parse_attributes(connection)?;
+        if !attributes
+            .iter()
+            .any(|(k, _)| is_key(k, &["driver", "dsn", "filedsn"]))
+        {
+            return Err(SourceError::BadConnectionString(format!(
+                "`{}` names neither Driver={{...}} nor DSN=...; e.g. \
+                 Driver={{PostgreSQL Unicode}};Server=db;Port=5432;Database=erp;Uid=etl;",
+                redact(connection)
+            )));
+        }
+        if let Some(password) = password {
+            attributes.retain(|(k, _)| !is_key(k, &["pwd", "password"]));
+            attributes.push((
+                "PWD".into(),
+                escape_attribute_value(password.expose()).into_owned(),
+            ));
+        }
+        // A first guess from the driver's name, so the first connection already streams;
+        // confirmed by the DBMS name below.
+        let guess = driver_name(&attributes)
+            .map(|d| Dialect::from_dbms_name(&d))
+            .unwrap_or(Dialect::Other);
+        let mut source = Source {
+            attributes,
+            dialect: guess,
+            quote: '"',
+        };
+        let connection = source.connect_raw(Purpose::Bulk)?;
+        let dbms = connection
+            .database_management_system_name()
+            .map_err(|e| SourceError::odbc("asking the source for its DBMS name", e))?;
+        source.dialect = Dialect::from_dbms_name(&dbms);
+        source.quote = connection
+            .identifier_quote_char()
+            .ok()
+            .flatten()
+            .filter(|c| *c != ' ')
+            .unwrap_or('"');
+        let connection = if source.dialect != guess {
+            drop(connection);
+            source.connect_raw(Purpose::Bulk)?
+        } else {
+            connection
+        };
+        source.set_up_session(&connection)?;
+        Ok((source, connection))
+    }
+
+    /// A new connection for a subtask.
+    pub fn connect(&self, purpose: Purpose) -> Result<Connection<'static>, SourceError> {
+        let connection = self.connect_raw(purpose)?;
+        self.set_up_session(&connection)?;
+        Ok(connection)
+    }
+
+    fn set_up_session(&self, connection: &Connection<'static>) -> Result<(), SourceError> {
+        for statement in self.dialect.session_setup() {
+            connection.execute(statement, (), None).map_err(|e| {
+                SourceError::odbc(format!("setting up the session (`{statement}`)"), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn connect_raw(&self, purpose: Purpose) -> Result<Connection<'static>, SourceError> {
+        let mut attributes = self.attributes.clone();
+        for (key, value) in self.dialect.driver_options(purpose) {
+            if !attributes.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+                attributes.push((key.to_string(), value));
+            }
+        }
+        let text = join_attributes(&attributes);
+        let env =
+            environment().map_err(|e| SourceError::odbc("loading the ODBC driver manager", e))?;
+        env.connect_with_connection_string(&text, ConnectionOptions::default())
+            .map_err(|e| connect_error(&attributes, e))
+    }
+
+    /// An identifier quoted for this source.
+    pub fn quote_ident(&self, name: &str) -> String {
+        let q = self.quote;
+        let mut quoted = String::with_capacity(name.len() + 2);
+        quoted.push(q);
+        for c in name.chars() {
+            if c == q {
+                quoted.push(q);
+            }
+            quoted.push(c);
+        }
+        quoted.push(q);
+        quoted
+    }
+
+    /// A table's fully qualified, quoted name.
+    pub fn qualified(&self, table: &TableRef) -> String {
+        let namespace = if self.dialect.namespace_is_catalog() {
+            table.catalog.as_deref()
+        } else {
+            table.schema.as_deref()
+        };
+        match namespace.filter(|n| !n.is_empty()) {
+            Some(ns) => format!("{}.{}", self.quote_ident(ns), self.quote_ident(&table.name)),
+            None => self.quote_ident(&table.name),
+        }
+    }
+}
+
+fn connect_error(attributes: &[(String, String)], error: odbc_api::Error) -> SourceError {
+    let detail = describe(&error);
+    let state = sql_state(&error).unwrap_or_default();
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("can't open lib") || state == "IM003" {
+        let driver = driver_name(attributes).unwrap_or_else(|| "?".into());
+        return SourceError::DriverMissing { driver, detail };
+    }
+    if state == "IM002" {
+        return match attribute(attributes, &["dsn"]) {
+            Some(dsn) => SourceError::BadConnectionString(format!(
+                "data source name `{dsn}` is not defined ({detail}); `odbcinst -q -s` lists them"
+            )),
+            None => SourceError::DriverMissing {
+                driver: driver_name(attributes).unwrap_or_else(|| "?".into()),
+                detail,
+            },
+        };
+    }
+    if state.starts_with("28")
+        || lower.contains("password authentication failed")
+        || lower.contains("access denied")
+    {
+        return SourceError::AuthFailed { detail };
+    }
+    if state.starts_with("08") || state == "HYT00" {
+        return SourceError::Unreachable { detail };
+    }
+    if let Some(path) = attribute(attributes, &["database"]) {
+        let is_sqlite =
+            driver_name(attributes).is_some_and(|d| d.to_ascii_lowercase().contains("sqlite"));
+        if is_sqlite && !std::path::Path::new(&path).exists() {
+            return SourceError::BadConnectionString(format!(
+                "SQLite database file {path} does not exist"
+            ));
+        }
+    }
+    SourceError::Odbc {
+        what: "connecting to the source".into(),
+        detail,
+    }
+}
+
+fn is_key(key: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| key.eq_ignore_ascii_case(n))
+}
+
+fn attribute(attributes: &[(String, String)], names: &[&str]) -> Option<String> {
+    attributes
+        .iter()
+        .find(|(k, _)| is_key(k, names))
+        .map(|(_, v)| unbrace(v).to_string())
+}
+
+fn driver_name(attributes: &[(String, String)]) -> Option<String> {
+    attribute(attributes, &["driver"])
+}
+
+fn unbrace(value: &str) -> &str {
+    value
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(value)
+}
+
+/// Split `Key=Value;Key={Va;lue};` into pairs, keeping values as written (braces included).
+fn parse_attributes(text: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let mut attributes = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else {
+            return Err(SourceError::BadConnectionString(format!(
+                "`{}` is not Key=Value; a connection string is Key=Value pairs separated by `;`",
+                keys_only(rest)
+            )));
+        };
+        let key = rest[..eq].trim();
+        if key.is_empty() || key.contains(';') {
+            return Err(SourceError::BadConnectionString(format!(
+                "`{}` has an attribute without a name; a connection string is Key=Value pairs \
+                 separated by `;`",
+                keys_only(text)
+            )));
+        }
+        let after = &rest[eq + 1..];
+        let (value, next) = if after.trim_start().starts_with('{') {
+            // A braced value runs to the first `}` not doubled (`}}` is an escaped brace).
+            let start = after.len() - after.trim_start().len();
+            let bytes = after.as_bytes();
+            let mut i = start + 1;
+            loop {
+                match bytes.get(i) {
+                    None => {
+                        return Err(SourceError::BadConnectionString(format!(
+                            "the value of `{key}` opens a `{{` that is never closed"
+                        )));
+                    }
+                    Some(b'}') if bytes.get(i + 1) == Some(&b'}') => i += 2,
+                    Some(b'}') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            let value = &after[start..=i];
+            let tail = after[i + 1..].trim_start();
+            (value, tail.strip_prefix(';').unwrap_or(tail))
+        } else {
+            match after.find(';') {
+                Some(semi) => (&after[..semi], &after[semi + 1..]),
+                None => (after, ""),
+            }
+        };
+        attributes.push((key.to_string(), value.trim().to_string()));
+        rest = next.trim_start();
+    }
+    Ok(attributes)
+}
+
+fn join_attributes(attributes: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (key, value) in attributes {
+        text.push_str(key);
+        text.push('=');
+        text.push_str(value);
+        text.push(';');
+    }
+    text
+}
+
+fn redact_attributes(attributes: &[(String, String)]) -> String {
+    let redacted: Vec<(String, String)> = attributes
+        .iter()
+        .map(|(k, v)| {
+            if is_key(k, &["pwd", "password"]) {
+                (k.clone(), "***".to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    join_attributes(&redacted)
+}
+
+/// A connection string with its password replaced by `***`, fit for logs and errors.
+pub fn redact(connection: &str) -> String {
+    match parse_attributes(connection) {
+        Ok(attributes) => redact_attributes(&attributes),
+        Err(_) => keys_only(connection),
+    }
+}
+
+/// An unparseable connection string shown by its keys only, never its values.
+fn keys_only(connection: &str) -> String {
+    connection
+        .split(';')
+        .map(|part| part.split('=').next().unwrap_or("").trim())
+        .filter(|k| !k.is_empty())
+        .map(|k| format!("{k}=…"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_are_split_and_redacted() {
+        let cases = [
+            (
+                "Driver={PostgreSQL Unicode};Server=h;Pwd=secret;",
+                "Driver={PostgreSQL Unicode};Server=h;Pwd=***;",
+            ),
+            (
+                "DSN=x; PASSWORD={a;b}}c} ;Uid=u",
+                "DSN=x;PASSWORD=***;Uid=u;",
+            ),
+            (
+                "Driver={SQLite3};Database=/tmp/x.db",
+                "Driver={SQLite3};Database=/tmp/x.db;",
+            ),
+            ("garbage", "garbage=…"),
+            ("Uid=u;Pwd={unclosed", "Uid=…;Pwd=…"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(redact(raw), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn braces_protect_separators() {
+        let attributes = parse_attributes("Driver={A;B};Pwd={x}}y;z};Port=1").unwrap();
+        assert_eq!(
+            attributes,
+            vec![
+                ("Driver".to_string(), "{A;B}".to_string()),
+                ("Pwd".to_string(), "{x}}y;z}".to_string()),
+                ("Port".to_string(), "1".to_string()),
+            ]
+        );
+        assert!(parse_attributes("=x").is_err());
+        assert!(parse_attributes("no equals sign").is_err());
+    }
+
+    #[test]
+    fn identifiers_are_quoted_by_doubling() {
+        let source = Source {
+            attributes: vec![],
+            dialect: Dialect::Postgres,
+            quote: '"',
+        };
+        assert_eq!(source.quote_ident(r#"we"ird"#), r#""we""ird""#);
+        let maria = Source {
+            attributes: vec![],
+            dialect: Dialect::MariaDb,
+            quote: '`',
+        };
+        let table = TableRef {
+            catalog: Some("shop".into()),
+            schema: None,
+            name: "t".into(),
+        };
+        assert_eq!(maria.qualified(&table), "`shop`.`t`");
+    }
+}

@@ -1,0 +1,103 @@
+//! What can go wrong with a source, in words that name the cause and the fix. The kind
+//! decides the exit status: a configuration the user must change, or a run that failed.
+
+use odbc_api::Error as OdbcError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "ODBC driver `{driver}` is not installed ({detail}); `odbcinst -q -d` lists the \
+         installed drivers, appliance/odbcinst.ini.example shows how to register one"
+    )]
+    DriverMissing { driver: String, detail: String },
+
+    #[error("bad connection string: {0}")]
+    BadConnectionString(String),
+
+    #[error(
+        "the source refused the login ({detail}); check Uid and the password \
+         (source.password_env) in the job file"
+    )]
+    AuthFailed { detail: String },
+
+    #[error(
+        "cannot connect to the source ({detail}); check Server, Port and that the database is running"
+    )]
+    Unreachable { detail: String },
+
+    #[error(
+        "table {table} not found on the source; `dbhaul tables --source ...` lists what exists"
+    )]
+    TableNotFound { table: String },
+
+    #[error("table name `{table}` is ambiguous: {candidates}; write it as schema.table")]
+    AmbiguousTable { table: String, candidates: String },
+
+    #[error("column `{column}` not found in table {table}; its columns are: {available}")]
+    ColumnNotFound {
+        table: String,
+        column: String,
+        available: String,
+    },
+
+    #[error(
+        "a value of column `{column}` in {table} is longer than the {max_bytes} bytes its type \
+         allows for; nothing was cut. The driver under-reports this column's size"
+    )]
+    Truncated {
+        table: String,
+        column: String,
+        max_bytes: usize,
+    },
+
+    #[error("{what}: {detail}")]
+    Odbc { what: String, detail: String },
+
+    #[error("stopped")]
+    Cancelled,
+}
+
+impl SourceError {
+    /// True when the user must change the job or the environment, not merely retry: exit 2.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            SourceError::DriverMissing { .. }
+                | SourceError::BadConnectionString(_)
+                | SourceError::AuthFailed { .. }
+                | SourceError::Unreachable { .. }
+                | SourceError::TableNotFound { .. }
+                | SourceError::AmbiguousTable { .. }
+                | SourceError::ColumnNotFound { .. }
+        )
+    }
+
+    /// Wrap an ODBC error from a step described by `what`.
+    pub fn odbc(what: impl Into<String>, error: OdbcError) -> SourceError {
+        SourceError::Odbc {
+            what: what.into(),
+            detail: describe(&error),
+        }
+    }
+}
+
+/// The SQLSTATE of an ODBC error, when it carries one.
+pub fn sql_state(error: &OdbcError) -> Option<String> {
+    match error {
+        OdbcError::Diagnostics { record, .. } => Some(record.state.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// The driver's message without the ODBC plumbing around it.
+pub fn describe(error: &OdbcError) -> String {
+    match error {
+        OdbcError::Diagnostics { record, .. } => {
+            let message = String::from_utf8_lossy(&record.message)
+                .trim()
+                .replace(['\n', '\t'], " ");
+            format!("{message} [SQLSTATE {}]", record.state.as_str())
+        }
+        other => other.to_string(),
+    }
+}

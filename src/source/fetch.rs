@@ -1,0 +1,557 @@
+//! Reading a subtask's rows. Three ways, chosen per subtask:
+//!
+//! - **Block fetch**: every column bounded; one columnar buffer (text, or binary for binary
+//!   columns) sized from a byte budget, filled by the driver a block at a time, with the
+//!   truncation check on — a value that does not fit fails the subtask, it is never cut.
+//! - **Row-wise**: some column is a LOB; each row is read value by value with `SQLGetData`,
+//!   LOBs in fixed pieces, so a 100 MB value never sits in memory whole on our side.
+//! - **Key ranges**: the driver cannot stream (MariaDB Connector/ODBC 3.1 buffers every
+//!   result); the table is read as `WHERE key > last ORDER BY key LIMIT n` queries, each
+//!   read by one of the two ways above.
+//!
+//! Rows go to a [`RowSink`] (the CSV encoder), which is told after every block so it can
+//! hand the block downstream and say whether to go on.
+
+use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
+use odbc_api::parameter::{Binary, Text, VarCell};
+use odbc_api::{Connection, Cursor, CursorRow, IntoParameter, Nullable};
+
+use super::connection::Source;
+use super::{SourceError, error::describe};
+use crate::model::{FetchKind, SubtaskSpec, ValueFamily};
+
+/// Bytes of fetch buffer per block: rows per block = budget / bytes per row.
+const BLOCK_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Most rows per block, whatever the budget allows.
+const MAX_BLOCK_ROWS: usize = 65_536;
+/// Piece size for streaming LOB values.
+const LOB_PIECE_BYTES: usize = 256 * 1024;
+/// Rows per key-range query: enough to amortise the query, small enough that a driver
+/// which buffers the whole result stays within a few tens of MB.
+const RANGE_BUDGET_BYTES: usize = 24 * 1024 * 1024;
+/// Rows per key-range query for tables with LOBs (whose rows can be any size).
+const RANGE_ROWS_WITH_LOBS: usize = 8;
+
+/// A value handed to the sink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    Null,
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+    Float64(f64),
+    Float32(f32),
+}
+
+/// Why reading stopped early at the sink's request.
+#[derive(Debug)]
+pub struct Stop;
+
+/// Receives rows field by field. Streamed (LOB) values arrive as `begin_stream`, pieces,
+/// `end_stream`.
+pub trait RowSink {
+    fn field(&mut self, field: Field<'_>);
+    fn begin_stream(&mut self, binary: bool);
+    /// A piece of a streamed value. The sink may pass rows on mid-value to bound its
+    /// memory; an `Err` stops the read.
+    fn piece(&mut self, bytes: &[u8]) -> Result<(), Stop>;
+    fn end_stream(&mut self);
+    fn end_row(&mut self);
+    /// Called after every block of rows; an `Err` stops the read.
+    fn end_block(&mut self) -> Result<(), Stop>;
+}
+
+/// What a finished read reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadSummary {
+    pub rows: u64,
+    pub queries: u64,
+}
+
+/// How a subtask is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMethod {
+    Blocks,
+    RowWise,
+    KeyRanges { rows_per_query: usize },
+}
+
+impl ReadMethod {
+    pub fn for_subtask(source: &Source, spec: &SubtaskSpec) -> ReadMethod {
+        if !source.dialect.streams_results() && spec.key.is_some() {
+            let rows_per_query = if spec.has_lobs() {
+                RANGE_ROWS_WITH_LOBS
+            } else {
+                (RANGE_BUDGET_BYTES / row_buffer_bytes(spec).max(1)).clamp(1000, 100_000)
+            };
+            return ReadMethod::KeyRanges { rows_per_query };
+        }
+        if spec.has_lobs() {
+            ReadMethod::RowWise
+        } else {
+            ReadMethod::Blocks
+        }
+    }
+}
+
+fn row_buffer_bytes(spec: &SubtaskSpec) -> usize {
+    spec.columns
+        .iter()
+        .map(|c| match c.fetch {
+            FetchKind::Text { max_bytes } => max_bytes + 1 + 8,
+            FetchKind::Binary { max_bytes } => max_bytes + 8,
+            FetchKind::Float64 | FetchKind::Float32 => 16,
+            FetchKind::LongText | FetchKind::LongBinary => 1024,
+        })
+        .sum()
+}
+
+/// The `SELECT` of a subtask, without key-range additions.
+pub fn select_sql(source: &Source, spec: &SubtaskSpec) -> String {
+    let columns: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|c| select_item(source, c))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {}",
+        columns.join(", "),
+        source.qualified(&spec.table)
+    );
+    let predicates = predicates(spec);
+    if !predicates.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&predicates.join(" AND "));
+    }
+    sql
+}
+
+/// How a column is selected. SQLite turns REAL into text with 15 significant digits
+/// whatever the driver asks for, so its floats are printed by SQLite with 17 (exact); the
+/// planner fetches them as text (see [`exact_text_floats`]).
+fn select_item(source: &Source, column: &crate::model::ColumnSpec) -> String {
+    let quoted = source.quote_ident(&column.name);
+    if exact_text_floats(source.dialect) && column.family() == ValueFamily::Float {
+        return format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE printf('%!.17g', {quoted}) END");
+    }
+    quoted
+}
+
+/// Whether this dialect's floats must be selected as exact text.
+pub fn exact_text_floats(dialect: super::Dialect) -> bool {
+    dialect == super::Dialect::Sqlite
+}
+
+fn predicates(spec: &SubtaskSpec) -> Vec<String> {
+    let mut predicates = Vec::new();
+    if let Some(filter) = &spec.filter {
+        predicates.push(format!("({filter})"));
+    }
+    if let Some(partition) = &spec.partition {
+        predicates.push(format!("({})", partition.predicate));
+    }
+    predicates
+}
+
+/// The combined row predicate of a subtask, as the manifest records it.
+pub fn row_predicate(spec: &SubtaskSpec) -> Option<String> {
+    let predicates = predicates(spec);
+    (!predicates.is_empty()).then(|| predicates.join(" AND "))
+}
+
+/// Read every row of a subtask into `sink`.
+pub fn read_subtask(
+    conn: &Connection<'_>,
+    source: &Source,
+    spec: &SubtaskSpec,
+    sink: &mut impl RowSink,
+) -> Result<ReadSummary, SourceError> {
+    let table = spec.table.to_string();
+    match ReadMethod::for_subtask(source, spec) {
+        ReadMethod::Blocks => {
+            let sql = select_sql(source, spec);
+            let rows = run_query(conn, &sql, &[], spec, &table, sink, false)?;
+            Ok(ReadSummary {
+                rows: rows.count,
+                queries: 1,
+            })
+        }
+        ReadMethod::RowWise => {
+            let sql = select_sql(source, spec);
+            let rows = run_query(conn, &sql, &[], spec, &table, sink, true)?;
+            Ok(ReadSummary {
+                rows: rows.count,
+                queries: 1,
+            })
+        }
+        ReadMethod::KeyRanges { rows_per_query } => {
+            read_key_ranges(conn, source, spec, rows_per_query, &table, sink)
+        }
+    }
+}
+
+fn read_key_ranges(
+    conn: &Connection<'_>,
+    source: &Source,
+    spec: &SubtaskSpec,
+    rows_per_query: usize,
+    table: &str,
+    sink: &mut impl RowSink,
+) -> Result<ReadSummary, SourceError> {
+    let key = spec.key.as_ref().expect("key ranges need a key");
+    let key_names: Vec<String> = key
+        .columns
+        .iter()
+        .map(|i| source.quote_ident(&spec.columns[*i].name))
+        .collect();
+    let base = select_sql(source, spec);
+    let joiner = if base.contains(" WHERE ") {
+        " AND "
+    } else {
+        " WHERE "
+    };
+    let order = format!(" ORDER BY {} LIMIT {rows_per_query}", key_names.join(", "));
+    let mut summary = ReadSummary::default();
+    let mut last_key: Option<Vec<String>> = None;
+    loop {
+        let (sql, params) = match &last_key {
+            None => (format!("{base}{order}"), Vec::new()),
+            Some(values) => {
+                let (predicate, params) = after_key(spec, &key_names, values);
+                (format!("{base}{joiner}({predicate}){order}"), params)
+            }
+        };
+        let outcome = run_query(conn, &sql, &params, spec, table, sink, spec.has_lobs())?;
+        summary.rows += outcome.count;
+        summary.queries += 1;
+        if outcome.count < rows_per_query as u64 {
+            return Ok(summary);
+        }
+        last_key = Some(outcome.last_key.ok_or_else(|| SourceError::Odbc {
+            what: format!("reading {table} in key ranges"),
+            detail: "a key value of the last row is NULL; the primary key cannot be NULL".into(),
+        })?);
+    }
+}
+
+/// `key > last` for a (possibly composite) key, portable to every dialect:
+/// `(a > ?) OR (a = ? AND b > ?)`. Integer and decimal keys are written as literals, so no
+/// driver compares them as floating point.
+fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (String, Vec<String>) {
+    let key = spec.key.as_ref().expect("key");
+    let mut params = Vec::new();
+    let render = |position: usize, params: &mut Vec<String>| {
+        let column = &spec.columns[key.columns[position]];
+        let value = &values[position];
+        let numeric = matches!(column.family(), ValueFamily::Integer | ValueFamily::Decimal);
+        if numeric && is_plain_number(value) {
+            value.clone()
+        } else {
+            params.push(value.clone());
+            "?".to_string()
+        }
+    };
+    let mut alternatives = Vec::new();
+    for i in 0..key_names.len() {
+        let mut terms = Vec::new();
+        for (j, name) in key_names.iter().enumerate().take(i) {
+            let v = render(j, &mut params);
+            terms.push(format!("{name} = {v}"));
+        }
+        let v = render(i, &mut params);
+        terms.push(format!("{} > {v}", key_names[i]));
+        alternatives.push(format!("({})", terms.join(" AND ")));
+    }
+    (alternatives.join(" OR "), params)
+}
+
+fn is_plain_number(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+struct QueryOutcome {
+    count: u64,
+    last_key: Option<Vec<String>>,
+}
+
+fn run_query(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[String],
+    spec: &SubtaskSpec,
+    table: &str,
+    sink: &mut impl RowSink,
+    row_wise: bool,
+) -> Result<QueryOutcome, SourceError> {
+    let query_error = |e: odbc_api::Error| classify_query_error(e, table, sql);
+    let params: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
+    let cursor = conn.execute(sql, &params[..], None).map_err(query_error)?;
+    let Some(cursor) = cursor else {
+        return Err(SourceError::Odbc {
+            what: format!("reading {table}"),
+            detail: format!("`{sql}` returned no result set"),
+        });
+    };
+    if row_wise {
+        read_row_wise(cursor, spec, table, sink)
+    } else {
+        read_blocks(cursor, spec, table, sink)
+    }
+}
+
+fn classify_query_error(error: odbc_api::Error, table: &str, sql: &str) -> SourceError {
+    let state = super::error::sql_state(&error).unwrap_or_default();
+    let detail = describe(&error);
+    match state.as_str() {
+        "42S02" | "42P01" => SourceError::TableNotFound {
+            table: table.to_string(),
+        },
+        _ => SourceError::Odbc {
+            what: format!("reading {table} with `{sql}`"),
+            detail,
+        },
+    }
+}
+
+fn read_blocks(
+    cursor: impl Cursor,
+    spec: &SubtaskSpec,
+    table: &str,
+    sink: &mut impl RowSink,
+) -> Result<QueryOutcome, SourceError> {
+    let descs: Vec<BufferDesc> = spec
+        .columns
+        .iter()
+        .map(|c| match c.fetch {
+            FetchKind::Text { max_bytes } => BufferDesc::Text {
+                max_str_len: max_bytes,
+            },
+            FetchKind::Binary { max_bytes } => BufferDesc::Binary { max_bytes },
+            FetchKind::Float64 => BufferDesc::F64 { nullable: true },
+            FetchKind::Float32 => BufferDesc::F32 { nullable: true },
+            FetchKind::LongText | FetchKind::LongBinary => {
+                unreachable!("LOB columns are read row-wise")
+            }
+        })
+        .collect();
+    let batch_rows = (BLOCK_BUDGET_BYTES / row_buffer_bytes(spec).max(1)).clamp(1, MAX_BLOCK_ROWS);
+    let buffer = ColumnarDynBuffer::try_from_descs(batch_rows, descs)
+        .map_err(|e| SourceError::odbc(format!("allocating fetch buffers for {table}"), e))?;
+    let mut block_cursor = cursor
+        .bind_buffer(buffer)
+        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
+    let key = spec.key.as_ref();
+    let mut outcome = QueryOutcome {
+        count: 0,
+        last_key: None,
+    };
+    loop {
+        let batch = match block_cursor.fetch_with_truncation_check(true) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(odbc_api::Error::TooLargeValueForBuffer { buffer_index, .. }) => {
+                let column = &spec.columns[buffer_index];
+                let max_bytes = match column.fetch {
+                    FetchKind::Text { max_bytes } | FetchKind::Binary { max_bytes } => max_bytes,
+                    _ => 0,
+                };
+                return Err(SourceError::Truncated {
+                    table: table.to_string(),
+                    column: column.name.clone(),
+                    max_bytes,
+                });
+            }
+            Err(e) => return Err(SourceError::odbc(format!("fetching rows of {table}"), e)),
+        };
+        let n_rows = batch.num_rows();
+        let views: Vec<ColumnView<'_>> = spec
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.fetch {
+                FetchKind::Binary { .. } => {
+                    ColumnView::Binary(batch.column(i).as_binary().expect("binary buffer"))
+                }
+                FetchKind::Float64 => {
+                    ColumnView::Float64(batch.column(i).as_nullable_slice().expect("f64 buffer"))
+                }
+                FetchKind::Float32 => {
+                    ColumnView::Float32(batch.column(i).as_nullable_slice().expect("f32 buffer"))
+                }
+                _ => ColumnView::Text(batch.column(i).as_text().expect("text buffer")),
+            })
+            .collect();
+        for row in 0..n_rows {
+            for view in &views {
+                sink.field(view.get(row));
+            }
+            sink.end_row();
+        }
+        if let (Some(key), Some(last)) = (key, n_rows.checked_sub(1)) {
+            outcome.last_key = key
+                .columns
+                .iter()
+                .map(|i| match views[*i].get(last) {
+                    Field::Text(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                    _ => None,
+                })
+                .collect();
+        }
+        outcome.count += n_rows as u64;
+        sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+    }
+    Ok(outcome)
+}
+
+enum ColumnView<'a> {
+    Text(odbc_api::buffers::TextColumnSlice<'a, u8>),
+    Binary(odbc_api::buffers::BinColumnSlice<'a>),
+    Float64(odbc_api::buffers::NullableSlice<'a, f64>),
+    Float32(odbc_api::buffers::NullableSlice<'a, f32>),
+}
+
+impl ColumnView<'_> {
+    fn get(&self, row: usize) -> Field<'_> {
+        match self {
+            ColumnView::Text(slice) => slice.get(row).map_or(Field::Null, Field::Text),
+            ColumnView::Binary(slice) => slice.get(row).map_or(Field::Null, Field::Binary),
+            ColumnView::Float64(slice) => {
+                slice.get(row).map_or(Field::Null, |v| Field::Float64(*v))
+            }
+            ColumnView::Float32(slice) => {
+                slice.get(row).map_or(Field::Null, |v| Field::Float32(*v))
+            }
+        }
+    }
+}
+
+/// Rows per block in the row-wise read: how often the sink hears `end_block`.
+const ROW_WISE_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+fn read_row_wise(
+    mut cursor: impl Cursor,
+    spec: &SubtaskSpec,
+    table: &str,
+    sink: &mut impl RowSink,
+) -> Result<QueryOutcome, SourceError> {
+    let fetch_error = |e| SourceError::odbc(format!("fetching rows of {table}"), e);
+    let mut value = Vec::new();
+    let mut piece = vec![0u8; LOB_PIECE_BYTES];
+    let key_columns = spec
+        .key
+        .as_ref()
+        .map(|k| k.columns.clone())
+        .unwrap_or_default();
+    let mut key_values: Vec<Option<String>> = vec![None; key_columns.len()];
+    let mut outcome = QueryOutcome {
+        count: 0,
+        last_key: None,
+    };
+    let mut block_bytes = 0usize;
+    while let Some(mut row) = cursor.next_row().map_err(fetch_error)? {
+        for (i, column) in spec.columns.iter().enumerate() {
+            let col = (i + 1) as u16;
+            match column.fetch {
+                FetchKind::Text { .. } => {
+                    let present = row.get_text(col, &mut value).map_err(fetch_error)?;
+                    block_bytes += value.len();
+                    sink.field(if present {
+                        Field::Text(&value)
+                    } else {
+                        Field::Null
+                    });
+                    if let Some(k) = key_columns.iter().position(|c| *c == i) {
+                        key_values[k] =
+                            present.then(|| String::from_utf8_lossy(&value).into_owned());
+                    }
+                }
+                FetchKind::Binary { .. } => {
+                    let present = row.get_binary(col, &mut value).map_err(fetch_error)?;
+                    block_bytes += value.len();
+                    sink.field(if present {
+                        Field::Binary(&value)
+                    } else {
+                        Field::Null
+                    });
+                }
+                FetchKind::Float64 => {
+                    let mut v = Nullable::<f64>::null();
+                    row.get_data(col, &mut v).map_err(fetch_error)?;
+                    sink.field(v.into_opt().map_or(Field::Null, Field::Float64));
+                }
+                FetchKind::Float32 => {
+                    let mut v = Nullable::<f32>::null();
+                    row.get_data(col, &mut v).map_err(fetch_error)?;
+                    sink.field(v.into_opt().map_or(Field::Null, Field::Float32));
+                }
+                FetchKind::LongText => {
+                    block_bytes +=
+                        stream_value::<Text>(&mut row, col, &mut piece, sink, false, table)?;
+                }
+                FetchKind::LongBinary => {
+                    block_bytes +=
+                        stream_value::<Binary>(&mut row, col, &mut piece, sink, true, table)?;
+                }
+            }
+        }
+        sink.end_row();
+        outcome.count += 1;
+        if block_bytes >= ROW_WISE_BLOCK_BYTES {
+            block_bytes = 0;
+            sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+        }
+    }
+    if !key_columns.is_empty() && outcome.count > 0 {
+        outcome.last_key = key_values.into_iter().collect();
+    }
+    sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+    Ok(outcome)
+}
+
+/// Stream one LOB value in pieces; returns its size in bytes.
+fn stream_value<K>(
+    row: &mut CursorRow<'_>,
+    col: u16,
+    piece: &mut [u8],
+    sink: &mut impl RowSink,
+    binary: bool,
+    table: &str,
+) -> Result<usize, SourceError>
+where
+    K: odbc_api::parameter::VarKind<Element = u8>,
+    for<'a> VarCell<&'a mut [u8], K>: odbc_api::parameter::CElement + odbc_api::handles::CDataMut,
+{
+    let mut total = 0usize;
+    let mut first = true;
+    loop {
+        // A truncated text piece ends in the driver's terminating zero.
+        if let Some(last) = piece.last_mut() {
+            *last = 0;
+        }
+        let mut cell = VarCell::<&mut [u8], K>::from_buffer(
+            &mut *piece,
+            odbc_api::buffers::Indicator::NoTotal,
+        );
+        row.get_data(col, &mut cell)
+            .map_err(|e| SourceError::odbc(format!("fetching a LOB value of {table}"), e))?;
+        if first {
+            if cell.indicator() == odbc_api::buffers::Indicator::Null {
+                sink.field(Field::Null);
+                return Ok(0);
+            }
+            sink.begin_stream(binary);
+            first = false;
+        }
+        let bytes = cell.as_bytes().unwrap_or(&[]);
+        total += bytes.len();
+        sink.piece(bytes).map_err(|Stop| SourceError::Cancelled)?;
+        if cell.is_complete() {
+            break;
+        }
+    }
+    sink.end_stream();
+    Ok(total)
+}

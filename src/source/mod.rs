@@ -1,0 +1,13 @@
+//! ODBC sources. This module is the only one that talks to odbc-api: it builds connection
+//! strings (with the options each driver needs to stream and keep memory flat), reads the
+//! catalog, and fetches rows — in blocks into fixed buffers, or value by value for LOBs, or
+//! in key ranges where the driver cannot stream. All of it blocks: callers run it on threads
+//! of their own, never on the async runtime.
+
+pub mod catalog;
+pub mod connection;
+mod error;
+pub mod fetch;
+
+pub use connection::{Dialect, Source, redact};
+pub use error::SourceError;

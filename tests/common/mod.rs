@@ -1,0 +1,285 @@
+//! The test harness: runs the real `dbhaul` binary, sets up source tables in PostgreSQL,
+//! MariaDB and SQLite, loads extracted chunks back into PostgreSQL with COPY, and compares.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub mod fixtures;
+
+/// The database every test uses, in PostgreSQL and in MariaDB.
+pub const TEST_DB: &str = "dbhaul_test";
+
+pub fn pg_host() -> String {
+    std::env::var("DBHAUL_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// ODBC connection string of the PostgreSQL test database.
+pub fn pg_odbc() -> String {
+    format!(
+        "Driver={{PostgreSQL Unicode}};Server={};Port=5432;Database={TEST_DB};Uid=postgres;",
+        pg_host()
+    )
+}
+
+/// ODBC connection string of the MariaDB server (tables are named `dbhaul_test.x`).
+pub fn maria_odbc() -> String {
+    "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Uid=root;Pwd=;".into()
+}
+
+pub fn sqlite_odbc(path: &Path) -> String {
+    format!("Driver={{SQLite3}};Database={};", path.display())
+}
+
+/// A connection to the PostgreSQL test database, created on first use.
+pub fn pg() -> postgres::Client {
+    static CREATED: OnceLock<()> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        let mut admin = postgres::Client::connect(
+            &format!("host={} user=postgres dbname=postgres", pg_host()),
+            postgres::NoTls,
+        )
+        .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, trust): run appliance/setup.sh");
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&TEST_DB])
+            .unwrap()
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {TEST_DB}"))
+                .unwrap();
+        }
+    });
+    let mut client = postgres::Client::connect(
+        &format!("host={} user=postgres dbname={TEST_DB}", pg_host()),
+        postgres::NoTls,
+    )
+    .expect("PostgreSQL test database");
+    client.batch_execute("SET TIME ZONE 'UTC'").unwrap();
+    client
+}
+
+/// Run SQL on MariaDB through the `mariadb` client; panics with its message on failure.
+pub fn maria(sql: &str) {
+    static CREATED: OnceLock<()> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        maria_raw(&format!(
+            "CREATE DATABASE IF NOT EXISTS {TEST_DB} CHARACTER SET utf8mb4; \
+             SET GLOBAL max_allowed_packet = 1073741824;"
+        ))
+    });
+    maria_raw(sql)
+}
+
+fn maria_raw(sql: &str) {
+    use std::io::Write;
+    let mut child = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--default-character-set=utf8mb4",
+            "--max-allowed-packet=1G",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the mariadb client: run appliance/setup.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run SQL on a SQLite file through the `sqlite3` client.
+pub fn sqlite(path: &Path, sql: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sqlite3")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the sqlite3 client: run appliance/setup.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch folder for one test, removed at the end.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("dbhaul-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.path("work")
+    }
+
+    /// Write a job file and return its path.
+    pub fn job(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `dbhaul run JOB --work-dir <sandbox>/work --json`.
+    pub fn run_job(&self, job: &Path) -> Run {
+        self.run_job_in(job, &self.work_dir())
+    }
+
+    pub fn run_job_in(&self, job: &Path, work_dir: &Path) -> Run {
+        let output = dbhaul(&[
+            "run",
+            job.to_str().unwrap(),
+            "--work-dir",
+            work_dir.to_str().unwrap(),
+            "--json",
+        ]);
+        Run::from(output)
+    }
+}
+
+/// Run the real binary.
+pub fn dbhaul(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(args)
+        .env_remove("DBHAUL_LOG")
+        .output()
+        .expect("run dbhaul")
+}
+
+/// What a `dbhaul run` printed, parsed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn assert_ok(&self) -> serde_json::Value {
+        assert_eq!(
+            self.code, 0,
+            "dbhaul run failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        serde_json::from_str(&self.stdout).expect("JSON summary")
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn assert_stderr(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The manifest of a subtask folder.
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every chunk of a subtask folder, decompressed, in manifest order.
+pub fn chunk_bytes(dir: &Path) -> Vec<u8> {
+    let manifest = manifest(dir);
+    let mut all = Vec::new();
+    for chunk in manifest["chunks"].as_array().unwrap() {
+        let name = chunk["name"].as_str().unwrap();
+        let raw = std::fs::read(dir.join(name)).unwrap();
+        if name.ends_with(".gz") {
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut all)
+                .unwrap();
+        } else {
+            all.extend_from_slice(&raw);
+        }
+    }
+    all
+}
+
+/// Load a subtask's chunks into a PostgreSQL table with COPY ... FROM STDIN (FORMAT csv),
+/// as the copy stage will.
+pub fn copy_into_pg(client: &mut postgres::Client, table: &str, columns: &str, dir: &Path) {
+    let manifest = manifest(dir);
+    let delimiter = manifest["format"]["delimiter"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let null = manifest["format"]["null_string"]
+        .as_str()
+        .unwrap()
+        .replace('\'', "''");
+    let bytes = chunk_bytes(dir);
+    let sql = format!(
+        "COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, DELIMITER '{delimiter}', NULL '{null}')"
+    );
+    let mut writer = client.copy_in(sql.as_str()).unwrap();
+    std::io::Write::write_all(&mut writer, &bytes).unwrap();
+    writer.finish().unwrap();
+}
+
+/// Rows of `a` not in `b` plus rows of `b` not in `a`: zero when the tables are equal as
+/// multisets of rows (EXCEPT ALL, both ways).
+pub fn pg_difference(client: &mut postgres::Client, a: &str, b: &str) -> i64 {
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) x) + \
+                (SELECT count(*) FROM (SELECT * FROM {b} EXCEPT ALL SELECT * FROM {a}) y)"
+    );
+    client.query_one(sql.as_str(), &[]).unwrap().get(0)
+}

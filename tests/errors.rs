@@ -1,0 +1,299 @@
+//! Bad input, each with a clear error that names the cause and the fix, the exit status of
+//! the contract (2 configuration, 1 a failed run), and nothing half-done left behind.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+fn job_for(connection: &str, table: &str, extra_tables: &str) -> String {
+    format!(
+        "[task]\nname = \"bad\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"{table}\"\n{extra_tables}",
+        connection.replace('"', "\\\"")
+    )
+}
+
+fn sqlite_source(sandbox: &Sandbox) -> String {
+    let db = sandbox.path("source.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id integer primary key, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+    );
+    sqlite_odbc(&db)
+}
+
+#[test]
+fn a_missing_odbc_driver_is_named_with_the_fix() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.job(
+        "j",
+        &job_for("Driver={NoSuchDriver};Server=127.0.0.1;", "t", ""),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("ODBC driver `NoSuchDriver` is not installed")
+        .assert_stderr("odbcinst -q -d");
+}
+
+#[test]
+fn a_bad_connection_string_is_refused() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.job("j", &job_for("Server=127.0.0.1;Port=5432", "t", ""));
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("names neither Driver={...} nor DSN=...");
+    let job = sandbox.job("k", &job_for("just some words", "t", ""));
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("is not Key=Value");
+    let job = sandbox.job(
+        "l",
+        &job_for("Driver={SQLite3};Database=/nonexistent/x.db", "t", ""),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("SQLite database file /nonexistent/x.db does not exist");
+}
+
+#[test]
+fn a_wrong_password_is_refused_without_printing_it() {
+    maria(
+        "CREATE USER IF NOT EXISTS 'dbhaul_pw'@'%' IDENTIFIED BY 'Right123'; \
+         CREATE USER IF NOT EXISTS 'dbhaul_pw'@'localhost' IDENTIFIED BY 'Right123'; \
+         GRANT SELECT ON dbhaul_test.* TO 'dbhaul_pw'@'%'; GRANT SELECT ON dbhaul_test.* TO 'dbhaul_pw'@'localhost';",
+    );
+    let sandbox = Sandbox::new();
+    let text = "[task]\nname = \"pw\"\n[source]\nconnection = \"Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Uid=dbhaul_pw;\"\n\
+                password_env = \"DBHAUL_TEST_PW\"\n[[tables]]\nname = \"dbhaul_test.nothing\"\n";
+    let job = sandbox.job("pw", text);
+    let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--work-dir",
+            sandbox.work_dir().to_str().unwrap(),
+        ])
+        .env("DBHAUL_TEST_PW", "Wrong4567secret")
+        .output()
+        .unwrap();
+    let run = Run::from(output);
+    run.assert_code(2)
+        .assert_stderr("the source refused the login")
+        .assert_stderr("Access denied");
+    assert!(
+        !run.stderr.contains("Wrong4567secret") && !run.stdout.contains("Wrong4567secret"),
+        "password leaked"
+    );
+
+    // The right password gets past the login (and to the next problem: the table).
+    let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--work-dir",
+            sandbox.work_dir().to_str().unwrap(),
+        ])
+        .env("DBHAUL_TEST_PW", "Right123")
+        .output()
+        .unwrap();
+    Run::from(output)
+        .assert_code(2)
+        .assert_stderr("table dbhaul_test.nothing not found on the source");
+}
+
+#[test]
+fn a_missing_table_is_named_with_the_command_that_lists_tables() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let job = sandbox.job("j", &job_for(&connection, "nope", ""));
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("table nope not found on the source")
+        .assert_stderr("dbhaul tables --source");
+    let job = sandbox.job("k", &job_for(&pg_odbc(), "public.no_such_table", ""));
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("table public.no_such_table not found");
+    assert!(
+        !sandbox.work_dir().join("bad/main.nope").exists(),
+        "nothing written for a failed plan"
+    );
+}
+
+#[test]
+fn a_missing_partition_column_lists_the_columns_that_exist() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let job = sandbox.job(
+        "j",
+        &job_for(
+            &connection,
+            "t",
+            "partition = { column = \"nope\", ranges = 2 }\n",
+        ),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("column `nope` not found in table main.t; its columns are: id, v");
+    let job = sandbox.job(
+        "k",
+        &job_for(
+            &connection,
+            "t",
+            "partition = { column = \"v\", ranges = 2 }\n",
+        ),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("ranges need a numeric, date or timestamp column");
+}
+
+#[test]
+fn a_broken_filter_fails_before_any_data_moves() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let job = sandbox.job(
+        "j",
+        &job_for(&connection, "t", "where = \"no_such_column = 1\"\n"),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("the where filter of main.t does not work on the source");
+}
+
+#[test]
+fn a_malformed_job_file_names_the_line_and_field() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.job(
+        "j",
+        "[task]\nname = \"ok\"\nlevel = 3\n[source]\nconnection = \"DSN=x\"\n",
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("j.toml:3:1: unknown field `level`");
+    let job = sandbox.job("k", "[task]\nname = \"ok\"\n[source]\nconnection = \"DSN=x\"\n[[tables]]\nname = \"t\"\n[files]\ngzip_level = 12\n");
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("k.toml:8:14: files.gzip_level = 12");
+    let job = sandbox.job("m", "[task\n");
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("m.toml:1:6:");
+    let missing = sandbox.path("missing.toml");
+    sandbox
+        .run_job(&missing)
+        .assert_code(2)
+        .assert_stderr("cannot read the job file");
+}
+
+#[test]
+fn upload_modes_are_refused_until_the_upload_stage_exists() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let text = job_for(&connection, "t", "").replace(
+        "name = \"bad\"",
+        "name = \"bad\"\nmode = \"extract-upload\"",
+    );
+    let job = sandbox.job("j", &text);
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("needs the upload stage");
+}
+
+/// A small tmpfs mounted for one test; needs root (the test set-up runs as root).
+struct Mount {
+    dir: std::path::PathBuf,
+}
+
+impl Mount {
+    fn tmpfs(dir: &Path, options: &str) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root: run the test suite as root (appliance/test.sh)"
+        );
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn an_unwritable_working_folder_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let mount = Mount::tmpfs(&sandbox.path("readonly"), "ro,size=1m");
+    let job = sandbox.job("j", &job_for(&connection, "t", ""));
+    sandbox
+        .run_job_in(&job, &mount.dir)
+        .assert_code(2)
+        .assert_stderr("the working folder is not writable")
+        .assert_stderr("--work-dir");
+}
+
+#[test]
+fn a_full_working_folder_fails_the_run_and_leaves_no_partial_chunk_under_a_final_name() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS src_pg; DROP TABLE IF EXISTS src_pg.filler; \
+             CREATE TABLE src_pg.filler AS SELECT g AS id, (md5(g::text) || md5((g * 3)::text))::varchar(64) AS h \
+             FROM generate_series(1, 150000) g",
+        )
+        .unwrap();
+    let mount = Mount::tmpfs(&sandbox.path("small"), "size=2m");
+    let job = sandbox.job(
+        "j",
+        &job_for(&pg_odbc(), "src_pg.filler", "[files]\nchunk_mb = 1\n"),
+    );
+    let run = sandbox.run_job_in(&job, &mount.dir);
+    run.assert_code(1)
+        .assert_stderr("the working folder is full")
+        .assert_stderr("free space");
+    let dir = mount.dir.join("bad/src_pg.filler");
+    let mut finals = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".partial"), "partial file left: {name}");
+        assert_ne!(
+            name, "manifest.json",
+            "a failed subtask must not have a manifest"
+        );
+        // Every file under a final name is a complete gzip stream.
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+            .read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("{name} is not a complete chunk: {e}"));
+        finals += 1;
+    }
+    assert!(
+        finals <= 2,
+        "a 2 MB folder holds at most two 1 MB chunks, found {finals}"
+    );
+}

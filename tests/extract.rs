@@ -1,0 +1,589 @@
+//! Extraction, proven the way a user would check it: the chunks are loaded back into
+//! PostgreSQL with COPY and compared with the source rows both ways (EXCEPT ALL), for
+//! PostgreSQL, MariaDB and SQLite sources through their Debian ODBC drivers.
+
+use sha2::{Digest, Sha256};
+
+use crate::common::fixtures::{self, Db};
+use crate::common::*;
+
+/// Where a fixture table lives in each source, and how the job names it.
+fn source_of(db: Db, sandbox: &Sandbox) -> (String, String) {
+    match db {
+        Db::Pg => (pg_odbc(), "src_pg".into()),
+        Db::Maria => (maria_odbc(), TEST_DB.into()),
+        Db::Sqlite => (sqlite_odbc(&sandbox.path("source.db")), "main".into()),
+    }
+}
+
+/// Create a table in a source from fixture SQL.
+fn create_in_source(
+    db: Db,
+    sandbox: &Sandbox,
+    namespace: &str,
+    sql_for: impl Fn(&str) -> String,
+    table: &str,
+) {
+    match db {
+        Db::Pg => {
+            let mut client = pg();
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {namespace}"))
+                .unwrap();
+            client
+                .batch_execute(&sql_for(&format!("{namespace}.{table}")))
+                .unwrap();
+        }
+        Db::Maria => maria(&sql_for(&format!("{namespace}.{table}"))),
+        Db::Sqlite => sqlite(&sandbox.path("source.db"), &sql_for(table)),
+    }
+}
+
+fn name(db: Db) -> &'static str {
+    match db {
+        Db::Pg => "pg",
+        Db::Maria => "maria",
+        Db::Sqlite => "sqlite",
+    }
+}
+
+fn job_text(task: &str, connection: &str, tables: &str, extra: &str) -> String {
+    format!(
+        "[task]\nname = \"{task}\"\nmode = \"extract\"\n{extra}\n[source]\nconnection = \"{}\"\n{tables}",
+        connection.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// A schema in the PostgreSQL test database for one test's reference and loaded tables.
+fn check_schema(client: &mut postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+}
+
+fn fidelity_round_trip(db: Db) {
+    let sandbox = Sandbox::new();
+    let rows = fixtures::fidelity_rows(3000);
+    let (connection, namespace) = source_of(db, &sandbox);
+    create_in_source(
+        db,
+        &sandbox,
+        &namespace,
+        |t| fixtures::fidelity_sql(db, t, &rows),
+        "fidelity",
+    );
+
+    let task = format!("fidelity-{}", name(db));
+    let job = sandbox.job(
+        &task,
+        &job_text(
+            &task,
+            &connection,
+            &format!("[[tables]]\nname = \"{namespace}.fidelity\"\n"),
+            "",
+        ),
+    );
+    let summary = sandbox.run_job(&job).assert_ok();
+    assert_eq!(summary["rows"], rows.len() as u64);
+
+    let schema = format!("chk_fidelity_{}", name(db));
+    let mut client = pg();
+    check_schema(&mut client, &schema);
+    client
+        .batch_execute(&fixtures::fidelity_sql(
+            Db::Pg,
+            &format!("{schema}.expected"),
+            &rows,
+        ))
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.loaded ({})",
+            fixtures::FIDELITY_PG_COLUMNS
+        ))
+        .unwrap();
+    let dir = sandbox
+        .work_dir()
+        .join(&task)
+        .join(format!("{namespace}.fidelity"));
+    copy_into_pg(
+        &mut client,
+        &format!("{schema}.loaded"),
+        "id, big, n, s, b, d, ts, tz, bo, f",
+        &dir,
+    );
+
+    let loaded: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.loaded"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded, rows.len() as i64);
+    let difference = pg_difference(
+        &mut client,
+        &format!("{schema}.loaded"),
+        &format!("{schema}.expected"),
+    );
+    if difference != 0 {
+        let diff = client
+            .query(&format!("SELECT l::text FROM (SELECT * FROM {schema}.loaded EXCEPT ALL SELECT * FROM {schema}.expected) l LIMIT 5"), &[])
+            .unwrap();
+        let lines: Vec<String> = diff.iter().map(|r| r.get(0)).collect();
+        panic!(
+            "{difference} rows differ from {}; first loaded rows not in the source:\n{}",
+            name(db),
+            lines.join("\n")
+        );
+    }
+    // NULL and the empty string stay apart.
+    let (nulls, empties): (i64, i64) = {
+        let row = client
+            .query_one(&format!("SELECT count(*) FILTER (WHERE s IS NULL), count(*) FILTER (WHERE s = '') FROM {schema}.loaded"), &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((nulls, empties), (1, 1));
+}
+
+#[test]
+fn rows_survive_byte_for_byte_from_postgres() {
+    fidelity_round_trip(Db::Pg);
+}
+
+#[test]
+fn rows_survive_byte_for_byte_from_mariadb() {
+    fidelity_round_trip(Db::Maria);
+}
+
+#[test]
+fn rows_survive_byte_for_byte_from_sqlite() {
+    fidelity_round_trip(Db::Sqlite);
+}
+
+fn lob_round_trip(db: Db) {
+    let sandbox = Sandbox::new();
+    let (connection, namespace) = source_of(db, &sandbox);
+    create_in_source(
+        db,
+        &sandbox,
+        &namespace,
+        |t| fixtures::lob_sql(db, t),
+        "lobs",
+    );
+    let task = format!("lobs-{}", name(db));
+    let job = sandbox.job(
+        &task,
+        &job_text(
+            &task,
+            &connection,
+            &format!("[[tables]]\nname = \"{namespace}.lobs\"\n"),
+            "",
+        ),
+    );
+    sandbox.run_job(&job).assert_ok();
+
+    let schema = format!("chk_lobs_{}", name(db));
+    let mut client = pg();
+    check_schema(&mut client, &schema);
+    client
+        .batch_execute(&fixtures::lob_sql(Db::Pg, &format!("{schema}.expected")))
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.loaded ({})",
+            fixtures::LOB_PG_COLUMNS
+        ))
+        .unwrap();
+    let dir = sandbox
+        .work_dir()
+        .join(&task)
+        .join(format!("{namespace}.lobs"));
+    let manifest = manifest(&dir);
+    let lob_flags: Vec<bool> = manifest["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["lob"].as_bool().unwrap())
+        .collect();
+    assert_eq!(lob_flags, [false, true, true]);
+    copy_into_pg(&mut client, &format!("{schema}.loaded"), "id, t, bl", &dir);
+    assert_eq!(
+        pg_difference(
+            &mut client,
+            &format!("{schema}.loaded"),
+            &format!("{schema}.expected")
+        ),
+        0
+    );
+}
+
+#[test]
+fn lob_columns_keep_every_tricky_value_from_postgres() {
+    lob_round_trip(Db::Pg);
+}
+
+#[test]
+fn lob_columns_keep_every_tricky_value_from_mariadb() {
+    lob_round_trip(Db::Maria);
+}
+
+#[test]
+fn lob_columns_keep_every_tricky_value_from_sqlite() {
+    lob_round_trip(Db::Sqlite);
+}
+
+fn big_lob_round_trip(db: Db) {
+    let sandbox = Sandbox::new();
+    let (connection, namespace) = source_of(db, &sandbox);
+    let text = fixtures::big_text();
+    let binary = fixtures::big_binary();
+    let ddl = |text_type: &str, bin_type: &str, table: &str| {
+        format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, big_text {text_type}, big_bin {bin_type});"
+        )
+    };
+    match db {
+        Db::Pg => {
+            let mut client = pg();
+            client
+                .batch_execute("CREATE SCHEMA IF NOT EXISTS src_pg")
+                .unwrap();
+            client
+                .batch_execute(&ddl("text", "bytea", "src_pg.big_lobs"))
+                .unwrap();
+            let text = String::from_utf8(text.clone()).unwrap();
+            client
+                .execute(
+                    "INSERT INTO src_pg.big_lobs VALUES (1, $1, $2), (2, NULL, ''::bytea)",
+                    &[&text, &binary],
+                )
+                .unwrap();
+        }
+        Db::Maria => {
+            let block: String = fixtures::BIG_TEXT_BLOCK
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            maria(&format!(
+                "{} INSERT INTO {TEST_DB}.big_lobs VALUES (1, REPEAT(CONVERT(X'{block}' USING utf8mb4), {}), UNHEX(REPEAT('{}', {}))), (2, NULL, '');",
+                ddl("longtext", "longblob", &format!("{TEST_DB}.big_lobs")),
+                fixtures::BIG_TEXT_REPEAT,
+                fixtures::BIG_BIN_BLOCK_HEX,
+                fixtures::BIG_BIN_REPEAT
+            ));
+        }
+        Db::Sqlite => {
+            std::fs::write(sandbox.path("text.bin"), &text).unwrap();
+            std::fs::write(sandbox.path("bin.bin"), &binary).unwrap();
+            sqlite(
+                &sandbox.path("source.db"),
+                &format!(
+                    "{} INSERT INTO big_lobs VALUES (1, CAST(readfile('{}') AS TEXT), readfile('{}')), (2, NULL, X'');",
+                    ddl("text", "blob", "big_lobs"),
+                    sandbox.path("text.bin").display(),
+                    sandbox.path("bin.bin").display()
+                ),
+            );
+        }
+    }
+    let task = format!("big-lobs-{}", name(db));
+    let job = sandbox.job(
+        &task,
+        &job_text(
+            &task,
+            &connection,
+            &format!("[[tables]]\nname = \"{namespace}.big_lobs\"\n"),
+            "",
+        ),
+    );
+    sandbox.run_job(&job).assert_ok();
+
+    let schema = format!("chk_big_{}", name(db));
+    let mut client = pg();
+    check_schema(&mut client, &schema);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.loaded (id bigint, big_text text, big_bin bytea)"
+        ))
+        .unwrap();
+    let dir = sandbox
+        .work_dir()
+        .join(&task)
+        .join(format!("{namespace}.big_lobs"));
+    copy_into_pg(
+        &mut client,
+        &format!("{schema}.loaded"),
+        "id, big_text, big_bin",
+        &dir,
+    );
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT encode(sha256(convert_to(big_text, 'UTF8')), 'hex'), octet_length(big_text), \
+                 encode(sha256(big_bin), 'hex'), length(big_bin) FROM {schema}.loaded WHERE id = 1"
+            ),
+            &[],
+        )
+        .unwrap();
+    let (text_sha, text_len, bin_sha, bin_len): (String, i32, String, i32) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(text_len as usize, text.len(), "100 MB text length");
+    assert_eq!(
+        text_sha,
+        hex::encode(Sha256::digest(&text)),
+        "100 MB text bytes"
+    );
+    assert_eq!(bin_len as usize, binary.len(), "50 MB binary length");
+    assert_eq!(
+        bin_sha,
+        hex::encode(Sha256::digest(&binary)),
+        "50 MB binary bytes"
+    );
+    let row = client
+        .query_one(
+            &format!("SELECT big_text IS NULL, length(big_bin) FROM {schema}.loaded WHERE id = 2"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i32>(1)), (true, 0));
+}
+
+#[test]
+fn a_100_mb_text_and_a_50_mb_binary_come_out_whole_from_postgres() {
+    big_lob_round_trip(Db::Pg);
+}
+
+#[test]
+fn a_100_mb_text_and_a_50_mb_binary_come_out_whole_from_mariadb() {
+    big_lob_round_trip(Db::Maria);
+}
+
+#[test]
+fn a_100_mb_text_and_a_50_mb_binary_come_out_whole_from_sqlite() {
+    big_lob_round_trip(Db::Sqlite);
+}
+
+#[test]
+fn lob_columns_are_left_out_and_recorded_without_extract_lobs() {
+    let sandbox = Sandbox::new();
+    let (connection, namespace) = source_of(Db::Sqlite, &sandbox);
+    create_in_source(
+        Db::Sqlite,
+        &sandbox,
+        &namespace,
+        |t| fixtures::lob_sql(Db::Sqlite, t),
+        "lobs",
+    );
+    let job = sandbox.job(
+        "nolobs",
+        &job_text(
+            "nolobs",
+            &connection,
+            "[[tables]]\nname = \"lobs\"\n",
+            "extract_lobs = false",
+        ),
+    );
+    sandbox.run_job(&job).assert_ok();
+    let dir = sandbox.work_dir().join("nolobs/main.lobs");
+    let manifest = manifest(&dir);
+    let kept: Vec<&str> = manifest["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let left_out: Vec<&str> = manifest["left_out_columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["id"]);
+    assert_eq!(left_out, ["t", "bl"]);
+    let csv = String::from_utf8(chunk_bytes(&dir)).unwrap();
+    let expected: String = (1..=fixtures::TRICKY_STRINGS.len())
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        + "100\n";
+    assert_eq!(csv, expected);
+}
+
+/// Load every partition's chunks of a table into one PostgreSQL table.
+fn load_partitions(
+    client: &mut postgres::Client,
+    table: &str,
+    columns: &str,
+    table_dir: &std::path::Path,
+) -> usize {
+    let mut n = 0;
+    let mut dirs: Vec<_> = std::fs::read_dir(table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        copy_into_pg(client, table, columns, &dir);
+        n += 1;
+    }
+    n
+}
+
+fn partitions_cover_every_row_once(
+    db: Db,
+    partition: &str,
+    filter: Option<&str>,
+    expected_parts: usize,
+) {
+    let sandbox = Sandbox::new();
+    let rows = fixtures::fidelity_rows(2000);
+    let (connection, namespace) = source_of(db, &sandbox);
+    create_in_source(
+        db,
+        &sandbox,
+        &namespace,
+        |t| fixtures::fidelity_sql(db, t, &rows),
+        "parted",
+    );
+    let task = format!("parts-{}", name(db));
+    let filter_line = filter
+        .map(|sql| format!("where = \"{sql}\"\n"))
+        .unwrap_or_default();
+    let tables = format!(
+        "[[tables]]\nname = \"{namespace}.parted\"\n{filter_line}partition = {partition}\n"
+    );
+    let job = sandbox.job(&task, &job_text(&task, &connection, &tables, ""));
+    let summary = sandbox.run_job(&job).assert_ok();
+    assert_eq!(
+        summary["subtasks"].as_array().unwrap().len(),
+        expected_parts,
+        "{summary}"
+    );
+
+    let schema = format!("chk_parts_{}", name(db));
+    let mut client = pg();
+    check_schema(&mut client, &schema);
+    client
+        .batch_execute(&fixtures::fidelity_sql(
+            Db::Pg,
+            &format!("{schema}.expected"),
+            &rows,
+        ))
+        .unwrap();
+    if let Some(filter) = filter {
+        client
+            .batch_execute(&format!(
+                "DELETE FROM {schema}.expected WHERE ({filter}) IS NOT TRUE"
+            ))
+            .unwrap();
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.loaded ({})",
+            fixtures::FIDELITY_PG_COLUMNS
+        ))
+        .unwrap();
+    let table_dir = sandbox
+        .work_dir()
+        .join(&task)
+        .join(format!("{namespace}.parted"));
+    let loaded = load_partitions(
+        &mut client,
+        &format!("{schema}.loaded"),
+        "id, big, n, s, b, d, ts, tz, bo, f",
+        &table_dir,
+    );
+    assert_eq!(loaded, expected_parts);
+    assert_eq!(
+        pg_difference(
+            &mut client,
+            &format!("{schema}.loaded"),
+            &format!("{schema}.expected")
+        ),
+        0
+    );
+}
+
+#[test]
+fn range_partitions_with_a_filter_cover_every_row_once_from_postgres() {
+    // 4 ranges plus the NULL partition.
+    partitions_cover_every_row_once(
+        Db::Pg,
+        "{ column = \"id\", ranges = 4 }",
+        Some("s <> 'plain'"),
+        5,
+    );
+}
+
+#[test]
+fn value_partitions_keep_the_other_values_and_nulls_from_mariadb() {
+    // Two listed values, then everything else including NULL.
+    partitions_cover_every_row_once(Db::Maria, "{ column = \"bo\", values = [0, 1] }", None, 3);
+}
+
+#[test]
+fn timestamp_range_partitions_cover_every_row_once_from_mariadb() {
+    partitions_cover_every_row_once(Db::Maria, "{ column = \"ts\", ranges = 3 }", None, 4);
+}
+
+#[test]
+fn date_range_partitions_cover_every_row_once_from_sqlite() {
+    partitions_cover_every_row_once(Db::Sqlite, "{ column = \"d\", ranges = 3 }", None, 4);
+}
+
+#[test]
+fn chunks_roll_at_chunk_mb_and_the_manifest_matches_the_files() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS src_pg; DROP TABLE IF EXISTS src_pg.rolling; \
+             CREATE TABLE src_pg.rolling AS SELECT g AS id, (md5(g::text) || md5((g * 7)::text))::varchar(64) AS h \
+             FROM generate_series(1, 200000) g",
+        )
+        .unwrap();
+    let job = sandbox.job(
+        "rolling",
+        &job_text(
+            "rolling",
+            &pg_odbc(),
+            "[[tables]]\nname = \"src_pg.rolling\"\n[files]\nchunk_mb = 1\ngzip_level = 1\n",
+            "",
+        ),
+    );
+    let summary = sandbox.run_job(&job).assert_ok();
+    let dir = sandbox.work_dir().join("rolling/src_pg.rolling");
+    let manifest = manifest(&dir);
+    let chunks = manifest["chunks"].as_array().unwrap();
+    assert!(
+        chunks.len() >= 3,
+        "expected several 1 MB chunks, got {}",
+        chunks.len()
+    );
+    assert_eq!(summary["chunks"], chunks.len() as u64);
+    let mut rows = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let name = chunk["name"].as_str().unwrap();
+        assert_eq!(name, format!("{:08}.csv.gz", i + 1));
+        let stored = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(chunk["sha256"], hex::encode(Sha256::digest(&stored)));
+        assert_eq!(chunk["bytes_compressed"], stored.len() as u64);
+        if i + 1 < chunks.len() {
+            assert!(
+                stored.len() >= 1024 * 1024,
+                "chunk {name} closed early: {} bytes",
+                stored.len()
+            );
+        }
+        rows += chunk["rows"].as_u64().unwrap();
+    }
+    assert_eq!(rows, 200_000);
+    let csv = chunk_bytes(&dir);
+    assert_eq!(csv.iter().filter(|b| **b == b'\n').count(), 200_000);
+    assert!(csv.starts_with(b"1,c4ca4238a0b923820dcc509a6f75849b"));
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!files.iter().any(|f| f.ends_with(".partial")), "{files:?}");
+}

@@ -1,0 +1,10 @@
+//! The integration suite: one test binary (one link, one build of the `dbhaul` binary it
+//! runs) against the real ODBC drivers and the real PostgreSQL and MariaDB servers.
+//! `appliance/setup.sh` installs and starts what it needs; a missing service fails the
+//! test that needs it, loudly, rather than skipping it.
+
+mod common;
+
+mod errors;
+mod extract;
+mod tables;
