@@ -261,7 +261,7 @@ fn a_full_working_folder_fails_the_run_and_leaves_no_partial_chunk_under_a_final
     let mut client = pg();
     client
         .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS src_pg; DROP TABLE IF EXISTS src_pg.filler; \
+            "DROP TABLE IF EXISTS src_pg.filler; \
              CREATE TABLE src_pg.filler AS SELECT g AS id, (md5(g::text) || md5((g * 3)::text))::varchar(64) AS h \
              FROM generate_series(1, 150000) g",
         )

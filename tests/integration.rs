@@ -5,6 +5,7 @@
 
 mod common;
 
+mod cli;
 mod errors;
 mod extract;
 mod tables;

@@ -42,7 +42,7 @@ fn tables_lists_tables_row_estimates_columns_and_lobs() {
 fn tables_reads_postgres_and_mariadb_catalogs() {
     let mut client = pg();
     client
-        .batch_execute("CREATE SCHEMA IF NOT EXISTS cat_pg; DROP TABLE IF EXISTS cat_pg.items; CREATE TABLE cat_pg.items (id int primary key, label varchar(10), body text); ANALYZE cat_pg.items")
+        .batch_execute("DROP TABLE IF EXISTS cat_pg.items; CREATE TABLE cat_pg.items (id int primary key, label varchar(10), body text); ANALYZE cat_pg.items")
         .unwrap();
     let output = dbhaul(&["tables", "--source", &pg_odbc(), "--schema", "cat_pg"]);
     let text = String::from_utf8(output.stdout).unwrap();
@@ -55,4 +55,51 @@ fn tables_reads_postgres_and_mariadb_catalogs() {
     let output = dbhaul(&["tables", "--source", &maria_odbc(), "--schema", TEST_DB]);
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("dbhaul_test.cat_items  (table, ~"), "{text}");
+}
+
+/// Key ranges are read in key order; a key listed in table order would make every range
+/// query sort the whole table (MariaDB Connector/ODBC reports KEY_SEQ wrongly).
+#[test]
+fn composite_primary_keys_are_listed_in_key_order() {
+    maria(
+        "DROP TABLE IF EXISTS dbhaul_test.cat_keys; \
+         CREATE TABLE dbhaul_test.cat_keys (a int, b int, c int, PRIMARY KEY (c, a));",
+    );
+    let output = dbhaul(&[
+        "tables",
+        "--source",
+        &maria_odbc(),
+        "--schema",
+        TEST_DB,
+        "--json",
+    ]);
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let table = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "dbhaul_test.cat_keys")
+        .unwrap();
+    assert_eq!(table["primary_key"], serde_json::json!(["c", "a"]));
+
+    let mut client = pg();
+    client
+        .batch_execute("DROP TABLE IF EXISTS cat_pg.keys; CREATE TABLE cat_pg.keys (a int, b int, c int, PRIMARY KEY (c, a))")
+        .unwrap();
+    let output = dbhaul(&[
+        "tables",
+        "--source",
+        &pg_odbc(),
+        "--schema",
+        "cat_pg",
+        "--json",
+    ]);
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let table = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "cat_pg.keys")
+        .unwrap();
+    assert_eq!(table["primary_key"], serde_json::json!(["c", "a"]));
 }

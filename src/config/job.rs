@@ -577,4 +577,32 @@ null_string = "\\N"
         assert_eq!(job.files.delimiter, b'|');
         assert_eq!(job.files.null_string, "\\N");
     }
+
+    #[test]
+    fn the_example_job_shows_the_true_defaults() {
+        let text = include_str!("../../appliance/examples/job.toml");
+        let as_is = parse(text).expect("the example parses as shipped");
+        let uncommented: Vec<String> = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting) if setting.contains(" = ") => setting.to_string(),
+                _ => line.to_string(),
+            })
+            .collect();
+        let shown = text
+            .lines()
+            .filter(|l| l.starts_with("# ") && l.contains(" = "))
+            .count();
+        assert_eq!(shown, 9, "every default setting is shown once");
+        let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
+        assert_eq!(as_is.files, FileSettings::default());
+        assert_eq!(explicit.files, as_is.files);
+        assert_eq!(
+            (explicit.mode, explicit.extract_lobs, explicit.log_level),
+            (as_is.mode, as_is.extract_lobs, as_is.log_level)
+        );
+        assert_eq!(as_is.tables.len(), 2);
+        parse(include_str!("../../appliance/examples/quickstart.toml"))
+            .expect("the quick start job parses");
+    }
 }

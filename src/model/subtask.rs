@@ -116,6 +116,8 @@ pub struct ColumnSpec {
     pub size: Option<usize>,
     /// `DECIMAL_DIGITS` from `SQLColumns`.
     pub scale: Option<usize>,
+    /// False only when the catalog says the column cannot hold NULL.
+    pub nullable: bool,
     pub fetch: FetchKind,
 }
 
@@ -139,6 +141,7 @@ impl ColumnSpec {
             sql_type,
             size,
             scale,
+            nullable: true,
             fetch,
         }
     }

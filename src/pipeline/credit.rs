@@ -101,8 +101,8 @@ impl Credits {
         }
     }
 
-    /// The mailbox capacity the receiver must set: one above the credits, for the control
-    /// messages that travel without credit.
+    /// The mailbox capacity the receiver must set: a few above the credits, for the
+    /// control messages (abort) that travel without credit.
     pub fn mailbox_capacity(&self) -> usize {
         self.capacity + 4
     }

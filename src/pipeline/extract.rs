@@ -67,11 +67,8 @@ impl Extractor {
         let mut sink = BatchSink {
             encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4),
             out: &self.out,
-            report: &self.report,
             cancel: &self.cancel,
             rows_pending: 0,
-            rows_total: 0,
-            bytes_total: 0,
         };
         let summary = read_subtask(&conn, &self.context.source, &self.spec, &mut sink)?;
         sink.send(true, true)
@@ -86,11 +83,9 @@ impl Extractor {
 struct BatchSink<'a> {
     encoder: CsvEncoder,
     out: &'a BoundedSender<CsvBatch>,
-    report: &'a Recipient<StageReport>,
     cancel: &'a CancelSwitch,
+    /// Rows completed since the last batch was sent.
     rows_pending: u64,
-    rows_total: u64,
-    bytes_total: u64,
 }
 
 impl BatchSink<'_> {
@@ -103,8 +98,6 @@ impl BatchSink<'_> {
         }
         let bytes = self.encoder.take();
         let rows = std::mem::take(&mut self.rows_pending);
-        self.rows_total += rows;
-        self.bytes_total += bytes.len() as u64;
         self.out
             .send_blocking(|credit| CsvBatch {
                 bytes,
@@ -113,14 +106,7 @@ impl BatchSink<'_> {
                 last,
                 credit,
             })
-            .map_err(|_| Stop)?;
-        self.report.do_send(StageReport::Progress {
-            stage: Stage::Extract,
-            rows: self.rows_total,
-            bytes_in: self.bytes_total,
-            bytes_out: self.bytes_total,
-        });
-        Ok(())
+            .map_err(|_| Stop)
     }
 }
 

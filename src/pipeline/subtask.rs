@@ -66,12 +66,7 @@ impl SubtaskActor {
             return;
         }
         self.finished = true;
-        if result.is_err() {
-            self.cancel.cancel();
-            if let Some(compressor) = &self.compressor {
-                compressor.do_send(Abort);
-            }
-        }
+        let failed = result.is_err();
         let outcome = SubtaskOutcome {
             id: self.spec.id(),
             rows: self.rows,
@@ -81,8 +76,27 @@ impl SubtaskActor {
             seconds: self.started.elapsed().as_secs_f64(),
             manifest: result.map(|()| self.context.subtask_dir(&self.spec).join("manifest.json")),
         };
+        let compressor = self.compressor.take();
+        match compressor {
+            Some(compressor) if failed => {
+                self.cancel.cancel();
+                // Report only once the compressor has deleted its partial chunk, so that
+                // whoever runs the job (and may exit right after) never leaves one behind.
+                // A compressor that already stopped has deleted it itself.
+                let abort = compressor
+                    .send(Abort)
+                    .into_actor(self)
+                    .map(move |_, actor, ctx| {
+                        actor.report(outcome, ctx);
+                    });
+                ctx.wait(abort);
+            }
+            _ => self.report(outcome, ctx),
+        }
+    }
+
+    fn report(&mut self, outcome: SubtaskOutcome, ctx: &mut Context<Self>) {
         if let Some(arbiter) = self.arbiter.take() {
-            // Lets the compressor finish what it is doing (an Abort), then ends its thread.
             arbiter.stop();
         }
         self.events.do_send(SubtaskEvent::Finished(outcome));

@@ -139,7 +139,7 @@ fn plan_table(
                     column.source_type
                 ))
             })?;
-            partition::range_partitions(&quoted, &boundaries)
+            partition::range_partitions(&quoted, &boundaries, column.nullable)
         }
         PartitionRequest::Values { values, .. } => {
             partition::check_values(column.family(), values).map_err(|m| {

@@ -84,8 +84,9 @@ pub fn range_boundaries(
     Ok(bounds)
 }
 
-/// Range partitions from interior boundaries, plus the NULL partition.
-pub fn range_partitions(column: &str, boundaries: &[String]) -> Vec<PartitionSpec> {
+/// Range partitions from interior boundaries, plus the NULL partition when the column can
+/// hold NULL.
+pub fn range_partitions(column: &str, boundaries: &[String], nullable: bool) -> Vec<PartitionSpec> {
     let mut partitions = Vec::with_capacity(boundaries.len() + 2);
     let name = |i: usize| format!("part-{i:03}");
     if boundaries.is_empty() {
@@ -109,10 +110,12 @@ pub fn range_partitions(column: &str, boundaries: &[String]) -> Vec<PartitionSpe
             predicate: format!("{column} >= {}", boundaries[boundaries.len() - 1]),
         });
     }
-    partitions.push(PartitionSpec {
-        name: "part-null".into(),
-        predicate: format!("{column} IS NULL"),
-    });
+    if nullable {
+        partitions.push(PartitionSpec {
+            name: "part-null".into(),
+            predicate: format!("{column} IS NULL"),
+        });
+    }
     partitions
 }
 
@@ -207,7 +210,7 @@ mod tests {
 
     #[test]
     fn range_partitions_are_open_at_both_ends_and_catch_nulls() {
-        let parts = range_partitions("\"id\"", &["10".into(), "20".into()]);
+        let parts = range_partitions("\"id\"", &["10".into(), "20".into()], true);
         let predicates: Vec<_> = parts
             .iter()
             .map(|p| (p.name.as_str(), p.predicate.as_str()))
@@ -221,9 +224,11 @@ mod tests {
                 ("part-null", "\"id\" IS NULL"),
             ]
         );
-        let single = range_partitions("c", &[]);
+        let single = range_partitions("c", &[], true);
         assert_eq!(single[0].predicate, "c IS NOT NULL");
         assert_eq!(single[1].predicate, "c IS NULL");
+        let not_null = range_partitions("k", &["5".into()], false);
+        assert_eq!(not_null.len(), 2, "no NULL partition for a NOT NULL column");
     }
 
     #[test]

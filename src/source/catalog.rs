@@ -180,13 +180,15 @@ pub fn columns(
             .flatten()
             .unwrap_or("")
             .to_string();
-        let spec = ColumnSpec::from_catalog(
+        let mut spec = ColumnSpec::from_catalog(
             name,
             type_name,
             row.data_type,
             row.column_size.into_opt().map(i64::from),
             row.decimal_digits.into_opt().map(i64::from),
         );
+        // SQL_NO_NULLS is 0; nullable and unknown both keep the NULL partition.
+        spec.nullable = row.nullable != 0;
         columns.push((row.ordinal_position, spec));
     }
     columns.sort_by_key(|(position, _)| *position);
@@ -209,6 +211,20 @@ pub fn primary_key(
     source: &Source,
     table: &TableRef,
 ) -> Result<Vec<String>, SourceError> {
+    if source.dialect == Dialect::MariaDb {
+        // Connector/ODBC 3.1 reports KEY_SEQ as the column's position in the table, not in
+        // the key, so `SQLPrimaryKeys` gives the key's columns in table order. Reading in
+        // that order makes every key-range query sort the table.
+        let sql = "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                   WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                   ORDER BY ORDINAL_POSITION";
+        let params = [table.namespace().to_string(), table.name.clone()];
+        let rows = query_text(conn, sql, &params)?;
+        return Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect());
+    }
     let (catalog, schema) = table_args(source.dialect, table);
     let non_empty = |s: &str| (!s.is_empty()).then_some(s.to_string());
     let (catalog, schema) = (non_empty(catalog), non_empty(schema));

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Extraction benchmark: TPC-H lineitem (tpchgen-cli, PyPI) loaded into PostgreSQL and
+# MariaDB, extracted by `dbhaul run` and, in the same run, by the native pipelines
+# (`psql \copy ... | gzip -1` and `| pigz -p 2 -1`). Prints one table: wall seconds,
+# rows/s, MB/s of CSV, the ratio to `psql | pigz -p 2 -1`, peak RSS and compressed size.
+# A second part extracts a table of more than 1 GB of CSV from each database and reports
+# dbhaul's peak RSS (it must stay under 150 MB).
+#
+#   bash bench/run.sh            # scale factor 1
+#   SF=10 bash bench/run.sh      # larger
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SF=${SF:-1}
+OUT=bench/out
+DB=dbhaul_bench
+mkdir -p "$OUT"
+bash appliance/setup.sh >/dev/null
+command -v tpchgen-cli >/dev/null || python3 -m pip install -q tpchgen-cli 2>/dev/null || python3 -m pip install -q --break-system-packages tpchgen-cli
+cargo build --release --locked -q
+BIN=$PWD/target/release/dbhaul
+PSQL=(psql -h 127.0.0.1 -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qAt)
+MARIA=(mariadb -h 127.0.0.1 -u root --local-infile=1 "$DB")
+
+# --- data -------------------------------------------------------------------------------
+csv="$OUT/sf$SF/lineitem.csv"
+if [ ! -s "$csv" ]; then
+  echo "generating lineitem at scale factor $SF"
+  tpchgen-cli csv -s "$SF" --tables lineitem --output-dir "$OUT/sf$SF" >/dev/null
+fi
+expected=$(($(wc -l < "$csv") - 1))
+psql -h 127.0.0.1 -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
+  || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $DB"
+ddl="l_orderkey bigint, l_partkey bigint, l_suppkey bigint, l_linenumber int, l_quantity decimal(15,2),
+     l_extendedprice decimal(15,2), l_discount decimal(15,2), l_tax decimal(15,2), l_returnflag char(1),
+     l_linestatus char(1), l_shipdate date, l_commitdate date, l_receiptdate date, l_shipinstruct char(25),
+     l_shipmode char(10), l_comment varchar(44), PRIMARY KEY (l_orderkey, l_linenumber)"
+have=$("${PSQL[@]}" -c "SELECT count(*) FROM lineitem_x2" 2>/dev/null || echo 0)
+if [ "$have" != "$((expected * 2))" ]; then
+  echo "loading $expected rows into PostgreSQL"
+  "${PSQL[@]}" -c "DROP TABLE IF EXISTS lineitem; CREATE TABLE lineitem ($ddl)"
+  "${PSQL[@]}" -c "\\copy lineitem FROM '$csv' WITH (FORMAT csv, HEADER true)"
+  "${PSQL[@]}" -c "DROP TABLE IF EXISTS lineitem_x2" -c "CREATE TABLE lineitem_x2 AS SELECT * FROM lineitem UNION ALL SELECT * FROM lineitem"
+  "${PSQL[@]}" -c "VACUUM ANALYZE lineitem" -c "VACUUM ANALYZE lineitem_x2"
+fi
+mariadb -h 127.0.0.1 -u root -e "CREATE DATABASE IF NOT EXISTS $DB; SET GLOBAL local_infile = 1"
+have=$("${MARIA[@]}" -N -e "SELECT count(*) FROM lineitem_x2" 2>/dev/null || echo 0)
+if [ "$have" != "$((expected * 2))" ]; then
+  echo "loading $((expected * 2)) rows into MariaDB (twice the table, with a composite key)"
+  "${MARIA[@]}" -e "DROP TABLE IF EXISTS lineitem_x2; CREATE TABLE lineitem_x2 (${ddl/PRIMARY KEY (l_orderkey, l_linenumber)/l_copy int, PRIMARY KEY (l_copy, l_orderkey, l_linenumber)})"
+  for copy in 1 2; do
+    "${MARIA[@]}" -e "LOAD DATA LOCAL INFILE '$PWD/$csv' INTO TABLE lineitem_x2 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' IGNORE 1 LINES
+      (l_orderkey, l_partkey, l_suppkey, l_linenumber, l_quantity, l_extendedprice, l_discount, l_tax, l_returnflag,
+       l_linestatus, l_shipdate, l_commitdate, l_receiptdate, l_shipinstruct, l_shipmode, l_comment) SET l_copy = $copy"
+  done
+fi
+
+# --- runs -------------------------------------------------------------------------------
+results="$OUT/results.tsv"
+: > "$results"
+measure() { # name rows command...   -> appends name, seconds, peak KiB, compressed bytes
+  local name=$1 rows=$2 out=$OUT/run.out; shift 2
+  sync
+  /usr/bin/time -f '%e %M' -o "$OUT/time" bash -c "$*" > "$out"
+  read -r secs kib < "$OUT/time"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rows" "$secs" "$kib" "$(stat -c %s "$OUT/last.gz" 2>/dev/null || echo 0)" >> "$results"
+}
+job() { # task connection table gzip_level
+  cat > "$OUT/$1.toml" <<TOML
+[task]
+name = "$1"
+[source]
+connection = "$2"
+[[tables]]
+name = "$3"
+[files]
+gzip_level = $4
+TOML
+  echo "$OUT/$1.toml"
+}
+dbhaul_size() { find "$OUT/work/$1" -name '*.csv.gz' -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+pg_conn="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;"
+maria_conn="Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Uid=root;Pwd=;"
+
+echo "running: PostgreSQL lineitem, $expected rows"
+rm -f "$OUT/last.gz"
+measure "psql \\copy csv > /dev/null (ceiling)" "$expected" "${PSQL[*]} -c '\\copy lineitem to stdout csv' > /dev/null"
+measure "psql \\copy csv | gzip -1" "$expected" "${PSQL[*]} -c '\\copy lineitem to stdout csv' | gzip -1 > $OUT/last.gz"
+measure "psql \\copy csv | pigz -p 2 -1" "$expected" "${PSQL[*]} -c '\\copy lineitem to stdout csv' | pigz -p 2 -1 > $OUT/last.gz"
+for level in 1 3; do
+  rm -rf "$OUT/work"; rm -f "$OUT/last.gz"
+  measure "dbhaul run, gzip $level" "$expected" "$BIN run $(job "pg$level" "$pg_conn" public.lineitem $level) --work-dir $OUT/work --json > $OUT/summary.json"
+  sed -i "\$s/\t0\$/\t$(dbhaul_size "pg$level")/" "$results"
+done
+echo "running: memory, more than 1 GB of CSV from each database"
+rm -rf "$OUT/work"
+measure "dbhaul run, PostgreSQL lineitem x2" "$((expected * 2))" "$BIN run $(job pgx2 "$pg_conn" public.lineitem_x2 1) --work-dir $OUT/work --json > $OUT/pgx2.json"
+sed -i "\$s/\t0\$/\t$(dbhaul_size pgx2)/" "$results"
+measure "dbhaul run, MariaDB lineitem x2 (key ranges)" "$((expected * 2))" "$BIN run $(job mariax2 "$maria_conn" $DB.lineitem_x2 1) --work-dir $OUT/work --json > $OUT/mariax2.json"
+sed -i "\$s/\t0\$/\t$(dbhaul_size mariax2)/" "$results"
+csv_bytes=$(python3 -c "import json; print(json.load(open('$OUT/pgx2.json'))['bytes_uncompressed'])")
+
+# --- table ------------------------------------------------------------------------------
+python3 - "$results" "$csv_bytes" "$SF" <<'PY'
+import json, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+csv_mb_x2 = int(sys.argv[2]) / 1e6
+native = next(float(r[2]) for r in rows if "pigz" in r[0])
+print(f"\nTPC-H lineitem SF{sys.argv[3]}: CSV {csv_mb_x2 / 2:.0f} MB per copy; machine: {open('/proc/cpuinfo').read().count('processor')} cores")
+print(f"| pipeline | rows | wall s | rows/s | MB/s CSV | speed vs pigz | peak MiB | compressed MB |")
+print(f"|---|---|---|---|---|---|---|---|")
+out = []
+for name, n, secs, kib, size in rows:
+    n, secs, kib, size = int(n), float(secs), int(kib), int(size)
+    mb = csv_mb_x2 / 2 * (n / (int(rows[0][1])))
+    ratio = f"{native / secs:.2f}x" if n == int(rows[0][1]) else ""
+    print(f"| {name} | {n} | {secs:.1f} | {n / secs:,.0f} | {mb / secs:.0f} | {ratio} | {kib / 1024:.0f} | {size / 1e6:.0f} |")
+    out.append(dict(pipeline=name, rows=n, seconds=secs, rows_per_s=n / secs, peak_mib=kib / 1024, compressed_bytes=size))
+json.dump(out, open(sys.argv[1].replace(".tsv", ".json"), "w"), indent=2)
+PY
