@@ -117,7 +117,7 @@ fn ctrl_c_stops_the_run_and_leaves_no_partial_chunk() {
             pg_odbc()
         ),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbhaul"))
         .args([
             "run",
             job.to_str().unwrap(),
