@@ -71,17 +71,11 @@ fn a_wrong_password_is_refused_without_printing_it() {
     let text = "[task]\nname = \"pw\"\n[source]\nconnection = \"Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Uid=dbhaul_pw;\"\n\
                 password_env = \"DBHAUL_TEST_PW\"\n[[tables]]\nname = \"dbhaul_test.nothing\"\n";
     let job = sandbox.job("pw", text);
-    let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
-        .args([
-            "run",
-            job.to_str().unwrap(),
-            "--work-dir",
-            sandbox.work_dir().to_str().unwrap(),
-        ])
-        .env("DBHAUL_TEST_PW", "Wrong4567secret")
-        .output()
-        .unwrap();
-    let run = Run::from(output);
+    let run = sandbox.run_job_env(
+        &job,
+        &sandbox.work_dir(),
+        &[("DBHAUL_TEST_PW", "Wrong4567secret")],
+    );
     run.assert_code(2)
         .assert_stderr("the source refused the login")
         .assert_stderr("Access denied");
@@ -91,17 +85,8 @@ fn a_wrong_password_is_refused_without_printing_it() {
     );
 
     // The right password gets past the login (and to the next problem: the table).
-    let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
-        .args([
-            "run",
-            job.to_str().unwrap(),
-            "--work-dir",
-            sandbox.work_dir().to_str().unwrap(),
-        ])
-        .env("DBHAUL_TEST_PW", "Right123")
-        .output()
-        .unwrap();
-    Run::from(output)
+    sandbox
+        .run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_TEST_PW", "Right123")])
         .assert_code(2)
         .assert_stderr("table dbhaul_test.nothing not found on the source");
 }

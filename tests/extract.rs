@@ -51,6 +51,18 @@ fn job_text(task: &str, connection: &str, tables: &str, extra: &str) -> String {
     )
 }
 
+/// Write a job for `tables` and run it to success; returns the JSON summary.
+fn extract(
+    sandbox: &Sandbox,
+    task: &str,
+    connection: &str,
+    tables: &str,
+    extra: &str,
+) -> serde_json::Value {
+    let job = sandbox.job(task, &job_text(task, connection, tables, extra));
+    sandbox.run_job(&job).assert_ok()
+}
+
 /// A schema in the PostgreSQL test database for one test's reference and loaded tables.
 fn check_schema(client: &mut postgres::Client, schema: &str) {
     client
@@ -73,16 +85,13 @@ fn fidelity_round_trip(db: Db) {
     );
 
     let task = format!("fidelity-{}", name(db));
-    let job = sandbox.job(
+    let summary = extract(
+        &sandbox,
         &task,
-        &job_text(
-            &task,
-            &connection,
-            &format!("[[tables]]\nname = \"{namespace}.fidelity\"\n"),
-            "",
-        ),
+        &connection,
+        &format!("[[tables]]\nname = \"{namespace}.fidelity\"\n"),
+        "",
     );
-    let summary = sandbox.run_job(&job).assert_ok();
     assert_eq!(summary["rows"], rows.len() as u64);
 
     let schema = format!("chk_fidelity_{}", name(db));
@@ -169,16 +178,13 @@ fn lob_round_trip(db: Db) {
         "lobs",
     );
     let task = format!("lobs-{}", name(db));
-    let job = sandbox.job(
+    extract(
+        &sandbox,
         &task,
-        &job_text(
-            &task,
-            &connection,
-            &format!("[[tables]]\nname = \"{namespace}.lobs\"\n"),
-            "",
-        ),
+        &connection,
+        &format!("[[tables]]\nname = \"{namespace}.lobs\"\n"),
+        "",
     );
-    sandbox.run_job(&job).assert_ok();
 
     let schema = format!("chk_lobs_{}", name(db));
     let mut client = pg();
@@ -282,16 +288,13 @@ fn big_lob_round_trip(db: Db) {
         }
     }
     let task = format!("big-lobs-{}", name(db));
-    let job = sandbox.job(
+    extract(
+        &sandbox,
         &task,
-        &job_text(
-            &task,
-            &connection,
-            &format!("[[tables]]\nname = \"{namespace}.big_lobs\"\n"),
-            "",
-        ),
+        &connection,
+        &format!("[[tables]]\nname = \"{namespace}.big_lobs\"\n"),
+        "",
     );
-    sandbox.run_job(&job).assert_ok();
 
     let schema = format!("chk_big_{}", name(db));
     let mut client = pg();
@@ -369,16 +372,13 @@ fn lob_columns_are_left_out_and_recorded_without_extract_lobs() {
         |t| fixtures::lob_sql(Db::Sqlite, t),
         "lobs",
     );
-    let job = sandbox.job(
+    extract(
+        &sandbox,
         "nolobs",
-        &job_text(
-            "nolobs",
-            &connection,
-            "[[tables]]\nname = \"lobs\"\n",
-            "extract_lobs = false",
-        ),
+        &connection,
+        "[[tables]]\nname = \"lobs\"\n",
+        "extract_lobs = false",
     );
-    sandbox.run_job(&job).assert_ok();
     let dir = sandbox.work_dir().join("nolobs/main.lobs");
     let manifest = manifest(&dir);
     let kept: Vec<&str> = manifest["columns"]
@@ -448,8 +448,7 @@ fn partitions_cover_every_row_once(
     let tables = format!(
         "[[tables]]\nname = \"{namespace}.parted_{label}\"\n{filter_line}partition = {partition}\n"
     );
-    let job = sandbox.job(&task, &job_text(&task, &connection, &tables, ""));
-    let summary = sandbox.run_job(&job).assert_ok();
+    let summary = extract(&sandbox, &task, &connection, &tables, "");
     assert_eq!(
         summary["subtasks"].as_array().unwrap().len(),
         expected_parts,
@@ -557,16 +556,8 @@ fn chunks_roll_at_chunk_mb_and_the_manifest_matches_the_files() {
              FROM generate_series(1, 200000) g",
         )
         .unwrap();
-    let job = sandbox.job(
-        "rolling",
-        &job_text(
-            "rolling",
-            &pg_odbc(),
-            "[[tables]]\nname = \"src_pg.rolling\"\n[files]\nchunk_mb = 1\ngzip_level = 1\n",
-            "",
-        ),
-    );
-    let summary = sandbox.run_job(&job).assert_ok();
+    let tables = "[[tables]]\nname = \"src_pg.rolling\"\n[files]\nchunk_mb = 1\ngzip_level = 1\n";
+    let summary = extract(&sandbox, "rolling", &pg_odbc(), tables, "");
     let dir = sandbox.work_dir().join("rolling/src_pg.rolling");
     let manifest = manifest(&dir);
     let chunks = manifest["chunks"].as_array().unwrap();

@@ -21,6 +21,17 @@ pub enum Exit {
     Usage = 2,
 }
 
+impl Exit {
+    /// The status for an error: 2 when the user must change the configuration, else 1.
+    pub fn for_error(is_configuration: bool) -> Exit {
+        if is_configuration {
+            Exit::Usage
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dbhaul",

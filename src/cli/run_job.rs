@@ -56,22 +56,14 @@ pub fn run(args: RunArgs) -> Exit {
         Ok(opened) => opened,
         Err(e) => {
             report_error(format!("source: {e}"));
-            return if e.is_configuration() {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            };
+            return Exit::for_error(e.is_configuration());
         }
     };
     let subtasks = match crate::planner::plan(&job, &source, &conn) {
         Ok(subtasks) => subtasks,
         Err(e) => {
             report_error(e.to_string());
-            return if e.is_configuration() {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            };
+            return Exit::for_error(e.is_configuration());
         }
     };
     drop(conn);

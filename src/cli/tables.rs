@@ -40,11 +40,7 @@ pub fn run(args: TablesArgs) -> Exit {
         Ok(opened) => opened,
         Err(e) => {
             report_error(format!("source: {e}"));
-            return if e.is_configuration() {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            };
+            return Exit::for_error(e.is_configuration());
         }
     };
     let listing = (|| {

@@ -189,9 +189,12 @@ impl Actor for Compressor {
             }
         }
     }
+}
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        // Wake an extractor waiting for a credit: it sees Closed and stops.
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        // Wake an extractor waiting for a credit: it sees Closed and stops. In `Drop`
+        // rather than `stopped`, so it happens even when the arbiter thread panicked.
         self.credits.close();
     }
 }

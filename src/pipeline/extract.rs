@@ -36,22 +36,30 @@ impl Extractor {
     }
 
     fn run(self) {
-        let outcome = self.extract();
-        let report = match outcome {
-            Ok(rows) => StageReport::Finished {
-                stage: Stage::Extract,
-                rows,
-            },
-            Err(SourceError::Cancelled) if self.cancel.is_cancelled() => StageReport::Failed {
-                stage: Stage::Extract,
-                error: "stopped".into(),
-            },
-            // The compressor went away first; it has reported why.
-            Err(SourceError::Cancelled) => return,
-            Err(e) => StageReport::Failed {
-                stage: Stage::Extract,
-                error: e.to_string(),
-            },
+        // A panic in a driver or in our code must end the subtask with an error, never
+        // leave it waiting for a report that does not come.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.extract()));
+        let error = match outcome {
+            Ok(Ok(rows)) => {
+                self.report.do_send(StageReport::Finished {
+                    stage: Stage::Extract,
+                    rows,
+                });
+                return;
+            }
+            Ok(Err(SourceError::Cancelled)) if self.cancel.is_cancelled() => "stopped".to_string(),
+            // The compressor went away first. It has usually reported why already, in which
+            // case the subtask ignores this report.
+            Ok(Err(SourceError::Cancelled)) => "the compressor stopped unexpectedly".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!(
+                "the extractor crashed ({}); this is a bug, please report it",
+                panic_message(&panic)
+            ),
+        };
+        let report = StageReport::Failed {
+            stage: Stage::Extract,
+            error,
         };
         self.report.do_send(report);
     }
@@ -76,6 +84,14 @@ impl Extractor {
         tracing::debug!(subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(summary.rows)
     }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// The row sink of the extractor: encodes into CSV and sends a batch after every block,

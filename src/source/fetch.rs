@@ -464,8 +464,18 @@ fn read_row_wise(
                         Field::Null
                     });
                     if let Some(k) = key_columns.iter().position(|c| *c == i) {
-                        key_values[k] =
-                            present.then(|| String::from_utf8_lossy(&value).into_owned());
+                        // Reuse the key's buffer: no allocation per row.
+                        let slot = &mut key_values[k];
+                        match (present, slot.as_mut()) {
+                            (true, Some(kept)) => {
+                                kept.clear();
+                                kept.push_str(&String::from_utf8_lossy(&value));
+                            }
+                            (true, None) => {
+                                *slot = Some(String::from_utf8_lossy(&value).into_owned())
+                            }
+                            (false, _) => *slot = None,
+                        }
                     }
                 }
                 FetchKind::Binary { .. } => {

@@ -75,44 +75,32 @@ pub fn maria(sql: &str) {
 }
 
 fn maria_raw(sql: &str) {
-    use std::io::Write;
-    let mut child = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-u",
-            "root",
-            "--default-character-set=utf8mb4",
-            "--max-allowed-packet=1G",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the mariadb client: run appliance/setup.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sql.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mariadb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-u",
+        "root",
+        "--default-character-set=utf8mb4",
+        "--max-allowed-packet=1G",
+    ];
+    pipe_sql("mariadb", &args, sql);
 }
 
 /// Run SQL on a SQLite file through the `sqlite3` client.
 pub fn sqlite(path: &Path, sql: &str) {
+    pipe_sql("sqlite3", &[path.to_str().unwrap()], sql);
+}
+
+/// Feed SQL to a database client on its standard input; panic with its message on failure.
+fn pipe_sql(client: &str, args: &[&str], sql: &str) {
     use std::io::Write;
-    let mut child = Command::new("sqlite3")
-        .arg(path)
+    let mut child = Command::new(client)
+        .args(args)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the sqlite3 client: run appliance/setup.sh");
+        .unwrap_or_else(|e| panic!("the {client} client ({e}): run appliance/setup.sh"));
     child
         .stdin
         .take()
@@ -122,7 +110,7 @@ pub fn sqlite(path: &Path, sql: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "sqlite3 failed: {}",
+        "{client} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -163,13 +151,23 @@ impl Sandbox {
     }
 
     pub fn run_job_in(&self, job: &Path, work_dir: &Path) -> Run {
-        let output = dbhaul(&[
-            "run",
-            job.to_str().unwrap(),
-            "--work-dir",
-            work_dir.to_str().unwrap(),
-            "--json",
-        ]);
+        self.run_job_env(job, work_dir, &[])
+    }
+
+    /// `dbhaul run --json` with extra environment variables.
+    pub fn run_job_env(&self, job: &Path, work_dir: &Path, env: &[(&str, &str)]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+            .args([
+                "run",
+                job.to_str().unwrap(),
+                "--work-dir",
+                work_dir.to_str().unwrap(),
+                "--json",
+            ])
+            .env_remove("DBHAUL_LOG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run dbhaul");
         Run::from(output)
     }
 }

@@ -1,0 +1,290 @@
+//! The local working folder: `<work>/<task>/<schema>.<table>[/<partition>]/`.
+//!
+//! Chunks are written to `<name>.partial`, fsynced, renamed to their final name, and the
+//! folder fsynced, in that order (STACK.md trap 10), so a crash or a full disk can leave a
+//! `.partial` file behind but never a half-written file under a final name. A writer that
+//! is dropped before it is sealed deletes its partial file.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+use crate::model::{ChunkName, ChunkRecord, Compression};
+
+const PARTIAL_SUFFIX: &str = ".partial";
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// The working folder of one task.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    root: PathBuf,
+}
+
+impl WorkDir {
+    pub fn new(root: PathBuf) -> WorkDir {
+        WorkDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Create the folder if needed and prove it is writable with a probe file. Returns
+    /// the free space in bytes.
+    pub fn check_writable(&self) -> io::Result<u64> {
+        fs::create_dir_all(&self.root)?;
+        let probe = self.root.join(".dbhaul-write-probe");
+        {
+            let mut file = File::create(&probe)?;
+            file.write_all(b"probe")?;
+            file.sync_all()?;
+        }
+        fs::remove_file(&probe)?;
+        free_bytes(&self.root)
+    }
+
+    /// A subtask's folder, emptied of what an earlier run left (chunks, partial files and
+    /// the manifest, the manifest first so no manifest ever describes stale chunks).
+    pub fn prepare_subtask_dir(&self, relative: &str) -> io::Result<PathBuf> {
+        let dir = self.root.join(relative);
+        fs::create_dir_all(&dir)?;
+        let manifest = dir.join("manifest.json");
+        if manifest.exists() {
+            fs::remove_file(&manifest)?;
+        }
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let is_chunk = name.ends_with(PARTIAL_SUFFIX)
+                || name.ends_with(".csv.gz")
+                || name.ends_with(".csv");
+            if is_chunk && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(dir)
+    }
+}
+
+/// Free bytes on the filesystem that holds `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid C string and `stat` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Write a small file atomically: temporary name, fsync, rename, fsync the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = partial_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(PARTIAL_SUFFIX);
+    path.with_file_name(name)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The file under the encoder: counts and hashes the bytes as stored.
+struct HashingFile {
+    file: BufWriter<File>,
+    sha256: Sha256,
+    written: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+enum Encoder {
+    Gzip(Box<GzEncoder<HashingFile>>),
+    Plain(HashingFile),
+}
+
+/// One chunk being written.
+pub struct ChunkWriter {
+    name: ChunkName,
+    partial: PathBuf,
+    final_path: PathBuf,
+    /// `None` once sealed.
+    encoder: Option<Encoder>,
+    uncompressed: u64,
+    rows: u64,
+    /// Set once the file is under its final name; until then, dropping deletes it.
+    sealed: bool,
+}
+
+impl ChunkWriter {
+    pub fn create(dir: &Path, name: ChunkName, gzip_level: u32) -> io::Result<ChunkWriter> {
+        let final_path = dir.join(name.to_string());
+        let partial = partial_path(&final_path);
+        let file = HashingFile {
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&partial)?),
+            sha256: Sha256::new(),
+            written: 0,
+        };
+        let encoder = match name.compression {
+            Compression::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(
+                file,
+                flate2::Compression::new(gzip_level),
+            ))),
+            Compression::None => Encoder::Plain(file),
+        };
+        Ok(ChunkWriter {
+            name,
+            partial,
+            final_path,
+            encoder: Some(encoder),
+            uncompressed: 0,
+            rows: 0,
+            sealed: false,
+        })
+    }
+
+    pub fn name(&self) -> ChunkName {
+        self.name
+    }
+
+    pub fn write(&mut self, bytes: &[u8], rows: u64) -> io::Result<()> {
+        let encoder = self.encoder.as_mut().expect("write after seal");
+        match encoder {
+            Encoder::Gzip(gz) => gz.write_all(bytes)?,
+            Encoder::Plain(file) => file.write_all(bytes)?,
+        }
+        self.uncompressed += bytes.len() as u64;
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Bytes written to the file so far (compressed output; the encoder may hold a little
+    /// more that is not flushed yet).
+    pub fn compressed_bytes(&self) -> u64 {
+        match &self.encoder {
+            Some(Encoder::Gzip(gz)) => gz.get_ref().written,
+            Some(Encoder::Plain(file)) => file.written,
+            None => 0,
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finish the stream, fsync, rename into place and fsync the folder.
+    pub fn seal(mut self) -> io::Result<(ChunkRecord, PathBuf)> {
+        let encoder = self.encoder.take().expect("sealed twice");
+        let mut file = match encoder {
+            Encoder::Gzip(gz) => (*gz).finish()?,
+            Encoder::Plain(file) => file,
+        };
+        file.flush()?;
+        let HashingFile {
+            file: buffered,
+            sha256,
+            written,
+        } = file;
+        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.partial, &self.final_path)?;
+        self.sealed = true;
+        sync_dir(&self.final_path)?;
+        let record = ChunkRecord {
+            name: self.name.to_string(),
+            rows: self.rows,
+            bytes_uncompressed: self.uncompressed,
+            bytes_compressed: written,
+            sha256: hex::encode(sha256.finalize()),
+        };
+        Ok((record, self.final_path.clone()))
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        if !self.sealed {
+            // The run failed or stopped (perhaps while sealing, on a full disk): the
+            // partial file must not survive looking like data.
+            self.encoder = None;
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_sealed_chunk_is_complete_and_hashed_and_an_unsealed_one_vanishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = ChunkName {
+            number: 1,
+            compression: Compression::Gzip,
+        };
+        let mut writer = ChunkWriter::create(dir.path(), name, 3).unwrap();
+        writer.write(b"1,a\n2,b\n", 2).unwrap();
+        assert!(dir.path().join("00000001.csv.gz.partial").exists());
+        let (record, path) = writer.seal().unwrap();
+        assert_eq!(path, dir.path().join("00000001.csv.gz"));
+        assert!(!dir.path().join("00000001.csv.gz.partial").exists());
+        let stored = fs::read(&path).unwrap();
+        assert_eq!(record.sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(record.bytes_compressed, stored.len() as u64);
+        assert_eq!((record.rows, record.bytes_uncompressed), (2, 8));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&stored[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "1,a\n2,b\n");
+
+        let name = ChunkName {
+            number: 2,
+            compression: Compression::Gzip,
+        };
+        let mut writer = ChunkWriter::create(dir.path(), name, 3).unwrap();
+        writer.write(b"3,c\n", 1).unwrap();
+        drop(writer);
+        assert!(!dir.path().join("00000002.csv.gz.partial").exists());
+        assert!(!dir.path().join("00000002.csv.gz").exists());
+    }
+}
