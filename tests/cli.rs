@@ -156,3 +156,43 @@ fn ctrl_c_stops_the_run_and_leaves_no_partial_chunk() {
         "an interrupted subtask has no manifest: {files:?}"
     );
 }
+
+/// On a terminal each subtask gets a live bar instead of plain lines.
+#[test]
+fn run_draws_progress_bars_on_a_terminal() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.path("s.db");
+    sqlite(
+        &db,
+        "CREATE TABLE a (id integer primary key); INSERT INTO a VALUES (1), (2);",
+    );
+    let job = sandbox.job(
+        "tty",
+        &format!(
+            "[task]\nname = \"tty\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"a\"\n",
+            sqlite_odbc(&db)
+        ),
+    );
+    let command = format!(
+        "{} run {} --work-dir {}",
+        env!("CARGO_BIN_EXE_dbhaul"),
+        job.display(),
+        sandbox.work_dir().display()
+    );
+    // `script` runs the command on a pseudo-terminal and copies what it drew.
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (bsdutils)");
+    assert!(output.status.success(), "{output:?}");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("main.a") && screen.contains("done: 2 rows"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("started main.a"),
+        "plain lines on a terminal:\n{screen}"
+    );
+    assert!(screen.contains('\u{1b}'), "no terminal drawing:\n{screen}");
+}

@@ -593,3 +593,28 @@ fn chunks_roll_at_chunk_mb_and_the_manifest_matches_the_files() {
         .collect();
     assert!(!files.iter().any(|f| f.ends_with(".partial")), "{files:?}");
 }
+
+/// SQLite does not enforce declared lengths: a `varchar(5)` may hold 6000 bytes, and the
+/// extractor must take them whole rather than fail or cut.
+#[test]
+fn sqlite_values_longer_than_their_declared_size_come_out_whole() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.path("source.db");
+    let long = "é".repeat(3000);
+    sqlite(
+        &db,
+        &format!(
+            "CREATE TABLE t (id integer primary key, code varchar(5));\
+             INSERT INTO t VALUES (1, '{long}'), (2, 'ok'), (3, NULL);"
+        ),
+    );
+    extract(
+        &sandbox,
+        "long",
+        &sqlite_odbc(&db),
+        "[[tables]]\nname = \"t\"\n",
+        "",
+    );
+    let csv = String::from_utf8(chunk_bytes(&sandbox.work_dir().join("long/main.t"))).unwrap();
+    assert_eq!(csv, format!("1,{long}\n2,ok\n3,\n"));
+}

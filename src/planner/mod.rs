@@ -8,8 +8,8 @@ pub mod partition;
 use odbc_api::Connection;
 
 use crate::config::{Job, PartitionRequest, TableRequest};
-use crate::model::{FetchKind, KeyKind, SubtaskSpec, TableRef, ValueFamily};
-use crate::source::{Source, SourceError, catalog};
+use crate::model::{ColumnSpec, FetchKind, KeyKind, SubtaskSpec, TableRef, ValueFamily};
+use crate::source::{Dialect, Source, SourceError, catalog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -49,13 +49,8 @@ fn plan_table(
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
     let table = catalog::find_table(conn, source, &request.name)?;
     let mut all_columns = catalog::columns(conn, source, &table)?;
-    if crate::source::fetch::exact_text_floats(source.dialect) {
-        for column in all_columns
-            .iter_mut()
-            .filter(|c| c.family() == ValueFamily::Float)
-        {
-            column.fetch = FetchKind::Text { max_bytes: 32 };
-        }
+    if source.dialect == Dialect::Sqlite {
+        fit_sqlite_columns(source, conn, &table, &mut all_columns)?;
     }
     if all_columns.is_empty() {
         return Err(PlanError::Invalid(format!(
@@ -158,6 +153,58 @@ fn plan_table(
             ..base.clone()
         })
         .collect())
+}
+
+/// SQLite keeps any value in any column: declared lengths are not enforced and REAL turns
+/// into text with 15 digits. So floats are selected as exact text (see
+/// `source::fetch::select_item`), and text buffers are sized from the longest value stored
+/// rather than from the declaration, measured in one scan.
+fn fit_sqlite_columns(
+    source: &Source,
+    conn: &Connection<'_>,
+    table: &TableRef,
+    columns: &mut [ColumnSpec],
+) -> Result<(), PlanError> {
+    for column in columns
+        .iter_mut()
+        .filter(|c| c.family() == ValueFamily::Float)
+    {
+        column.fetch = FetchKind::Text { max_bytes: 32 };
+    }
+    let texts: Vec<usize> = (0..columns.len())
+        .filter(|i| {
+            columns[*i].family() == ValueFamily::Other
+                && matches!(columns[*i].fetch, FetchKind::Text { .. })
+        })
+        .collect();
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let measures: Vec<String> = texts
+        .iter()
+        .map(|i| {
+            format!(
+                "max(length(CAST({} AS BLOB)))",
+                source.quote_ident(&columns[*i].name)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}",
+        measures.join(", "),
+        source.qualified(table)
+    );
+    let row = catalog::query_text(conn, &sql, &[])?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    for (i, longest) in texts.iter().zip(row) {
+        let longest: usize = longest.and_then(|v| v.parse().ok()).unwrap_or(0);
+        if let FetchKind::Text { max_bytes } = &mut columns[*i].fetch {
+            *max_bytes = (*max_bytes).max(longest);
+        }
+    }
+    Ok(())
 }
 
 /// Run the filter against the table with no rows selected, so a typo fails now, with the

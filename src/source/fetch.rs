@@ -126,19 +126,14 @@ pub fn select_sql(source: &Source, spec: &SubtaskSpec) -> String {
 }
 
 /// How a column is selected. SQLite turns REAL into text with 15 significant digits
-/// whatever the driver asks for, so its floats are printed by SQLite with 17 (exact); the
-/// planner fetches them as text (see [`exact_text_floats`]).
+/// whatever the driver asks for, so its floats are printed by SQLite with 17 (exact) and
+/// fetched as text (the planner's `fit_sqlite_columns` sets that up).
 fn select_item(source: &Source, column: &crate::model::ColumnSpec) -> String {
     let quoted = source.quote_ident(&column.name);
-    if exact_text_floats(source.dialect) && column.family() == ValueFamily::Float {
+    if source.dialect == super::Dialect::Sqlite && column.family() == ValueFamily::Float {
         return format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE printf('%!.17g', {quoted}) END");
     }
     quoted
-}
-
-/// Whether this dialect's floats must be selected as exact text.
-pub fn exact_text_floats(dialect: super::Dialect) -> bool {
-    dialect == super::Dialect::Sqlite
 }
 
 fn predicates(spec: &SubtaskSpec) -> Vec<String> {
