@@ -166,6 +166,16 @@ impl Source {
         Ok((source, connection))
     }
 
+    /// A source that was never connected, for tests of query building.
+    #[cfg(test)]
+    pub(crate) fn offline(dialect: Dialect, quote: char) -> Source {
+        Source {
+            attributes: Vec::new(),
+            dialect,
+            quote,
+        }
+    }
+
     /// A new connection for a subtask.
     pub fn connect(&self, purpose: Purpose) -> Result<Connection<'static>, SourceError> {
         let connection = self.connect_raw(purpose)?;
@@ -426,6 +436,36 @@ mod tests {
         );
         assert!(parse_attributes("=x").is_err());
         assert!(parse_attributes("no equals sign").is_err());
+    }
+
+    #[test]
+    fn drivers_get_the_options_that_keep_memory_flat() {
+        let pg = Dialect::Postgres.driver_options(Purpose::Bulk);
+        for (key, value) in [
+            ("UseDeclareFetch", "1"),
+            ("CommLog", "0"),
+            ("MaxVarcharSize", "0"),
+        ] {
+            assert!(
+                pg.iter().any(|(k, v)| *k == key && v == value),
+                "psqlODBC needs {key}={value}"
+            );
+        }
+        let lobs = Dialect::Postgres.driver_options(Purpose::Lobs);
+        assert!(
+            lobs.iter().any(|(k, v)| *k == "Fetch" && v == "64"),
+            "small fetches for LOB rows"
+        );
+        assert!(
+            !Dialect::MariaDb.streams_results(),
+            "MariaDB is read in key ranges"
+        );
+        assert!(
+            Dialect::Sqlite
+                .driver_options(Purpose::Bulk)
+                .iter()
+                .any(|(k, _)| *k == "NoCreat")
+        );
     }
 
     #[test]

@@ -162,24 +162,16 @@ pub fn read_subtask(
 ) -> Result<ReadSummary, SourceError> {
     let table = spec.table.to_string();
     match ReadMethod::for_subtask(source, spec) {
-        ReadMethod::Blocks => {
-            let sql = select_sql(source, spec);
-            let rows = run_query(conn, &sql, &[], spec, &table, sink, false)?;
-            Ok(ReadSummary {
-                rows: rows.count,
-                queries: 1,
-            })
-        }
-        ReadMethod::RowWise => {
-            let sql = select_sql(source, spec);
-            let rows = run_query(conn, &sql, &[], spec, &table, sink, true)?;
-            Ok(ReadSummary {
-                rows: rows.count,
-                queries: 1,
-            })
-        }
         ReadMethod::KeyRanges { rows_per_query } => {
             read_key_ranges(conn, source, spec, rows_per_query, &table, sink)
+        }
+        ReadMethod::Blocks | ReadMethod::RowWise => {
+            let sql = select_sql(source, spec);
+            let outcome = run_query(conn, &sql, &[], spec, &table, sink)?;
+            Ok(ReadSummary {
+                rows: outcome.count,
+                queries: 1,
+            })
         }
     }
 }
@@ -215,7 +207,7 @@ fn read_key_ranges(
                 (format!("{base}{joiner}({predicate}){order}"), params)
             }
         };
-        let outcome = run_query(conn, &sql, &params, spec, table, sink, spec.has_lobs())?;
+        let outcome = run_query(conn, &sql, &params, spec, table, sink)?;
         summary.rows += outcome.count;
         summary.queries += 1;
         if outcome.count < rows_per_query as u64 {
@@ -279,7 +271,6 @@ fn run_query(
     spec: &SubtaskSpec,
     table: &str,
     sink: &mut impl RowSink,
-    row_wise: bool,
 ) -> Result<QueryOutcome, SourceError> {
     let query_error = |e: odbc_api::Error| classify_query_error(e, table, sql);
     let params: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
@@ -290,7 +281,8 @@ fn run_query(
             detail: format!("`{sql}` returned no result set"),
         });
     };
-    if row_wise {
+    // A result with LOB columns is read value by value; one without, in blocks.
+    if spec.has_lobs() {
         read_row_wise(cursor, spec, table, sink)
     } else {
         read_blocks(cursor, spec, table, sink)
@@ -559,4 +551,87 @@ where
     }
     sink.end_stream();
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ColumnSpec, KeyKind, TableRef};
+    use crate::source::Dialect;
+
+    fn spec(columns: &[(&str, i16)], key: &[usize]) -> SubtaskSpec {
+        SubtaskSpec {
+            table: TableRef {
+                catalog: Some("shop".into()),
+                schema: None,
+                name: "t".into(),
+            },
+            columns: columns
+                .iter()
+                .map(|(name, sql_type)| {
+                    ColumnSpec::from_catalog(
+                        name.to_string(),
+                        "x".into(),
+                        *sql_type,
+                        Some(10),
+                        Some(0),
+                    )
+                })
+                .collect(),
+            left_out: Vec::new(),
+            filter: Some("a <> 0".into()),
+            partition: None,
+            key: (!key.is_empty()).then(|| KeyKind {
+                columns: key.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_read_method_follows_the_driver_and_the_columns() {
+        let keyed = spec(&[("a", 4), ("b", 12)], &[0]);
+        let mut with_lob = spec(&[("a", 4), ("body", -1)], &[0]);
+        with_lob.columns[1].fetch = FetchKind::LongText;
+        let maria = Source::offline(Dialect::MariaDb, '`');
+        let pg = Source::offline(Dialect::Postgres, '"');
+        assert!(matches!(
+            ReadMethod::for_subtask(&maria, &keyed),
+            ReadMethod::KeyRanges { .. }
+        ));
+        assert_eq!(
+            ReadMethod::for_subtask(&maria, &with_lob),
+            ReadMethod::KeyRanges {
+                rows_per_query: RANGE_ROWS_WITH_LOBS
+            }
+        );
+        assert_eq!(ReadMethod::for_subtask(&pg, &keyed), ReadMethod::Blocks);
+        assert_eq!(ReadMethod::for_subtask(&pg, &with_lob), ReadMethod::RowWise);
+        let unkeyed = spec(&[("a", 4)], &[]);
+        assert_eq!(
+            ReadMethod::for_subtask(&maria, &unkeyed),
+            ReadMethod::Blocks
+        );
+    }
+
+    #[test]
+    fn key_ranges_continue_after_the_last_key_in_key_order() {
+        let composite = spec(&[("b", 12), ("a", 4), ("c", 91)], &[1, 0, 2]);
+        let names = ["`a`".to_string(), "`b`".to_string(), "`c`".to_string()];
+        let values = [
+            "42".to_string(),
+            "x'y".to_string(),
+            "2024-01-01".to_string(),
+        ];
+        let (predicate, params) = after_key(&composite, &names, &values);
+        assert_eq!(
+            predicate,
+            "(`a` > 42) OR (`a` = 42 AND `b` > ?) OR (`a` = 42 AND `b` = ? AND `c` > ?)"
+        );
+        assert_eq!(params, ["x'y", "x'y", "2024-01-01"]);
+        let maria = Source::offline(Dialect::MariaDb, '`');
+        assert_eq!(
+            select_sql(&maria, &composite),
+            "SELECT `b`, `a`, `c` FROM `shop`.`t` WHERE (a <> 0)"
+        );
+    }
 }
