@@ -282,3 +282,40 @@ fn a_full_working_folder_fails_the_run_and_leaves_no_partial_chunk_under_a_final
         "a 2 MB folder holds at most two 1 MB chunks, found {finals}"
     );
 }
+
+#[test]
+fn an_unreachable_server_is_named_with_what_to_check() {
+    let sandbox = Sandbox::new();
+    let connection = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=1;Database=x;Uid=postgres;";
+    let job = sandbox.job("j", &job_for(connection, "t", ""));
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("cannot connect to the source")
+        .assert_stderr("check Server, Port");
+    let output = dbhaul(&["tables", "--source", connection]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect to the source"));
+}
+
+/// Without a key, MariaDB's driver holds the whole result: the table is still extracted
+/// whole, and the user is told why memory grows and what to do.
+#[test]
+fn a_mariadb_table_without_a_key_is_extracted_whole_with_a_warning() {
+    maria(
+        "DROP TABLE IF EXISTS dbhaul_test.keyless; CREATE TABLE dbhaul_test.keyless (v int, w varchar(10)); \
+         INSERT INTO dbhaul_test.keyless VALUES (1, 'a'), (1, 'a'), (2, NULL), (NULL, '');",
+    );
+    let sandbox = Sandbox::new();
+    let job = sandbox.job("j", &job_for(&maria_odbc(), "dbhaul_test.keyless", ""));
+    let run = sandbox.run_job(&job);
+    run.assert_stderr("no primary key");
+    assert_eq!(run.assert_ok()["rows"], 4);
+    let csv = String::from_utf8(chunk_bytes(
+        &sandbox.work_dir().join("bad/dbhaul_test.keyless"),
+    ))
+    .unwrap();
+    let mut lines: Vec<&str> = csv.lines().collect();
+    lines.sort();
+    assert_eq!(lines, [",\"\"", "1,a", "1,a", "2,"]);
+}
