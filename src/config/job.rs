@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Secret;
+use crate::model::chunk::BinaryFormat;
 use crate::model::{Compression, LogLevel, MigrationMode, TaskName};
 
 /// Default size at which a chunk is closed, in MB of compressed output.
@@ -82,6 +83,8 @@ struct FilesSection {
     null_string: Spanned<String>,
     #[serde(default)]
     rtrim: bool,
+    #[serde(default = "default_binary_format")]
+    binary_format: BinaryFormat,
 }
 
 impl Default for FilesSection {
@@ -93,6 +96,7 @@ impl Default for FilesSection {
             delimiter: default_delimiter(),
             null_string: default_null_string(),
             rtrim: false,
+            binary_format: default_binary_format(),
         }
     }
 }
@@ -114,6 +118,9 @@ fn default_compression() -> Compression {
 }
 fn default_gzip_level() -> Spanned<u32> {
     Spanned::new(0..0, DEFAULT_GZIP_LEVEL)
+}
+fn default_binary_format() -> BinaryFormat {
+    BinaryFormat::ByteaHex
 }
 fn default_null_string() -> Spanned<String> {
     Spanned::new(0..0, String::new())
@@ -199,6 +206,7 @@ pub struct FileSettings {
     pub delimiter: u8,
     pub null_string: String,
     pub rtrim: bool,
+    pub binary_format: BinaryFormat,
 }
 
 impl Default for FileSettings {
@@ -210,6 +218,7 @@ impl Default for FileSettings {
             delimiter: b',',
             null_string: String::new(),
             rtrim: false,
+            binary_format: BinaryFormat::ByteaHex,
         }
     }
 }
@@ -391,6 +400,7 @@ impl Job {
                 delimiter,
                 null_string,
                 rtrim: files.rtrim,
+                binary_format: files.binary_format,
             },
         })
     }
@@ -593,7 +603,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 9, "every default setting is shown once");
+        assert_eq!(shown, 10, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);

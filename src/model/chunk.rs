@@ -24,6 +24,33 @@ impl Compression {
     }
 }
 
+/// How binary values are written in the CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum BinaryFormat {
+    /// `\x` and hex digits: PostgreSQL's bytea input form.
+    #[serde(rename = "bytea-hex")]
+    ByteaHex,
+    /// Hex digits alone: what Redshift's COPY reads into VARBYTE.
+    #[serde(rename = "hex")]
+    Hex,
+}
+
+impl BinaryFormat {
+    pub fn prefix(self) -> &'static [u8] {
+        match self {
+            BinaryFormat::ByteaHex => b"\\x",
+            BinaryFormat::Hex => b"",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            BinaryFormat::ByteaHex => "bytea-hex: \\x and hex digits (PostgreSQL bytea)",
+            BinaryFormat::Hex => "hex: hex digits (Redshift VARBYTE); empty is \"\"",
+        }
+    }
+}
+
 /// A chunk's number and file name: `00000001.csv.gz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkName {

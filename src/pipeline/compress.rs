@@ -285,7 +285,7 @@ fn build_manifest(
             null_string: files.null_string.clone(),
             header: false,
             encoding: "UTF-8",
-            binary: "hex with \\x prefix (PostgreSQL bytea hex format)",
+            binary: files.binary_format.describe(),
             time_zone: "UTC",
         },
         rows,

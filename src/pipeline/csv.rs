@@ -23,6 +23,10 @@ pub struct CsvEncoder {
     /// Whether the next field is the first of its row (no delimiter before it).
     at_row_start: bool,
     streaming_binary: bool,
+    /// Bytes of the value being streamed so far (the buffer may be handed on mid-value).
+    streamed: u64,
+    /// What comes before the hex digits of a binary value.
+    binary_prefix: &'static [u8],
 }
 
 impl CsvEncoder {
@@ -39,6 +43,8 @@ impl CsvEncoder {
             special,
             at_row_start: true,
             streaming_binary: false,
+            streamed: 0,
+            binary_prefix: settings.binary_format.prefix(),
         }
     }
 
@@ -69,10 +75,7 @@ impl CsvEncoder {
         match field {
             Field::Null => self.out.extend_from_slice(&self.null),
             Field::Text(value) => self.text(value),
-            Field::Binary(value) => {
-                self.out.extend_from_slice(b"\\x");
-                self.hex(value);
-            }
+            Field::Binary(value) => self.binary(value),
             Field::Float64(v) => {
                 self.float(v.is_nan(), v.is_infinite(), v < 0.0, format_args!("{v:?}"))
             }
@@ -140,14 +143,27 @@ impl CsvEncoder {
         hex::encode_to_slice(value, &mut self.out[start..]).expect("sized for hex");
     }
 
+    /// A binary value: prefix and hex digits. Without a prefix an empty value would be an
+    /// empty field, which reads back as NULL, so it is written `""`.
+    fn binary(&mut self, value: &[u8]) {
+        if value.is_empty() && self.binary_prefix.is_empty() {
+            self.out.extend_from_slice(b"\"\"");
+            return;
+        }
+        self.out.extend_from_slice(self.binary_prefix);
+        self.hex(value);
+    }
+
     pub fn begin_stream(&mut self, binary: bool) {
         self.separator();
         self.streaming_binary = binary;
-        self.out
-            .extend_from_slice(if binary { b"\\x" } else { b"\"" });
+        self.streamed = 0;
+        let opening: &[u8] = if binary { self.binary_prefix } else { b"\"" };
+        self.out.extend_from_slice(opening);
     }
 
     pub fn piece(&mut self, bytes: &[u8]) {
+        self.streamed += bytes.len() as u64;
         if self.streaming_binary {
             self.hex(bytes);
         } else {
@@ -158,6 +174,8 @@ impl CsvEncoder {
     pub fn end_stream(&mut self) {
         if !self.streaming_binary {
             self.out.push(b'"');
+        } else if self.streamed == 0 && self.binary_prefix.is_empty() {
+            self.out.extend_from_slice(b"\"\"");
         }
     }
 
@@ -251,6 +269,29 @@ mod tests {
         assert_eq!(
             encode(&settings, &[row]),
             "\\N|\"\\N\"|\"a|b\"|a,b|pad|\"\"\n"
+        );
+    }
+
+    #[test]
+    fn plain_hex_binary_keeps_empty_apart_from_null() {
+        use crate::model::chunk::BinaryFormat;
+        let settings = FileSettings {
+            binary_format: BinaryFormat::Hex,
+            ..FileSettings::default()
+        };
+        let mut encoder = CsvEncoder::new(&settings, 64);
+        encoder.field(Field::Binary(&[0xab, 0x01]));
+        encoder.field(Field::Binary(&[]));
+        encoder.field(Field::Null);
+        encoder.begin_stream(true);
+        encoder.end_stream();
+        encoder.begin_stream(true);
+        encoder.piece(&[0xff]);
+        encoder.end_stream();
+        encoder.end_row();
+        assert_eq!(
+            String::from_utf8(encoder.take()).unwrap(),
+            "ab01,\"\",,\"\",ff\n"
         );
     }
 
