@@ -158,7 +158,6 @@ impl Summary {
         Summary {
             task: job.name.to_string(),
             work_dir: work.root().display().to_string(),
-            // An interrupted run may end with subtasks never started: those are not ok either.
             ok: !subtasks.is_empty() && subtasks.iter().all(|s| s.error.is_none()),
             rows: subtasks.iter().map(|s| s.rows).sum(),
             chunks: subtasks.iter().map(|s| s.chunks).sum(),
