@@ -48,9 +48,11 @@ fn run_prints_progress_lines_off_a_terminal_and_a_summary() {
     );
     let job = sandbox.job(
         "two",
-        &format!(
-            "[task]\nname = \"two\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"a\"\n[[tables]]\nname = \"b\"\n",
-            sqlite_odbc(&db)
+        &job_text(
+            "two",
+            &sqlite_odbc(&db),
+            "[[tables]]\nname = \"a\"\n[[tables]]\nname = \"b\"\n",
+            "",
         ),
     );
     let output = dbhaul(&[
@@ -65,6 +67,17 @@ fn run_prints_progress_lines_off_a_terminal_and_a_summary() {
     run.assert_code(0)
         .assert_stderr("started main.a")
         .assert_stderr("main.b: done: 1 rows");
+    // --parallel 1: the second subtask starts only after the first has ended.
+    let a_done = run.stderr.find("main.a: done").expect("main.a done line");
+    let b_started = run
+        .stderr
+        .find("started main.b")
+        .expect("main.b started line");
+    assert!(
+        a_done < b_started,
+        "--parallel 1 ran two at once:\n{}",
+        run.stderr
+    );
     assert!(
         run.stdout.contains("main.a") && run.stdout.contains("completed"),
         "{}",
@@ -102,19 +115,14 @@ fn run_prints_progress_lines_off_a_terminal_and_a_summary() {
 #[test]
 fn ctrl_c_stops_the_run_and_leaves_no_partial_chunk() {
     let sandbox = Sandbox::new();
-    let mut client = pg();
-    client
-        .batch_execute(
-            "DROP TABLE IF EXISTS src_pg.interrupted; \
-             CREATE TABLE src_pg.interrupted AS SELECT g AS id, md5(g::text)::varchar(32) AS h \
-             FROM generate_series(1, 3000000) g",
-        )
-        .unwrap();
+    pg_hash_table("interrupted", 3_000_000);
     let job = sandbox.job(
         "int",
-        &format!(
-            "[task]\nname = \"int\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"src_pg.interrupted\"\n[files]\nchunk_mb = 1\ngzip_level = 9\n",
-            pg_odbc()
+        &job_text(
+            "int",
+            &pg_odbc(),
+            "[[tables]]\nname = \"src_pg.interrupted\"\n[files]\nchunk_mb = 1\ngzip_level = 9\n",
+            "",
         ),
     );
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dbhaul"))
@@ -168,10 +176,7 @@ fn run_draws_progress_bars_on_a_terminal() {
     );
     let job = sandbox.job(
         "tty",
-        &format!(
-            "[task]\nname = \"tty\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"a\"\n",
-            sqlite_odbc(&db)
-        ),
+        &job_text("tty", &sqlite_odbc(&db), "[[tables]]\nname = \"a\"\n", ""),
     );
     let command = format!(
         "{} run {} --work-dir {}",

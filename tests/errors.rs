@@ -8,9 +8,11 @@ use std::process::Command;
 use crate::common::*;
 
 fn job_for(connection: &str, table: &str, extra_tables: &str) -> String {
-    format!(
-        "[task]\nname = \"bad\"\n[source]\nconnection = \"{}\"\n[[tables]]\nname = \"{table}\"\n{extra_tables}",
-        connection.replace('"', "\\\"")
+    job_text(
+        "bad",
+        connection,
+        &format!("[[tables]]\nname = \"{table}\"\n{extra_tables}"),
+        "",
     )
 }
 
@@ -188,9 +190,11 @@ fn a_malformed_job_file_names_the_line_and_field() {
 fn upload_modes_are_refused_until_the_upload_stage_exists() {
     let sandbox = Sandbox::new();
     let connection = sqlite_source(&sandbox);
-    let text = job_for(&connection, "t", "").replace(
-        "name = \"bad\"",
-        "name = \"bad\"\nmode = \"extract-upload\"",
+    let text = job_text(
+        "bad",
+        &connection,
+        "[[tables]]\nname = \"t\"\n",
+        "mode = \"extract-upload\"",
     );
     let job = sandbox.job("j", &text);
     sandbox
@@ -243,14 +247,7 @@ fn an_unwritable_working_folder_is_refused_before_anything_runs() {
 #[test]
 fn a_full_working_folder_fails_the_run_and_leaves_no_partial_chunk_under_a_final_name() {
     let sandbox = Sandbox::new();
-    let mut client = pg();
-    client
-        .batch_execute(
-            "DROP TABLE IF EXISTS src_pg.filler; \
-             CREATE TABLE src_pg.filler AS SELECT g AS id, (md5(g::text) || md5((g * 3)::text))::varchar(64) AS h \
-             FROM generate_series(1, 150000) g",
-        )
-        .unwrap();
+    pg_hash_table("filler", 150_000);
     let mount = Mount::tmpfs(&sandbox.path("small"), "size=2m");
     let job = sandbox.job(
         "j",

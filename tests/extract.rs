@@ -44,13 +44,6 @@ fn name(db: Db) -> &'static str {
     }
 }
 
-fn job_text(task: &str, connection: &str, tables: &str, extra: &str) -> String {
-    format!(
-        "[task]\nname = \"{task}\"\nmode = \"extract\"\n{extra}\n[source]\nconnection = \"{}\"\n{tables}",
-        connection.replace('\\', "\\\\").replace('"', "\\\"")
-    )
-}
-
 /// Write a job for `tables` and run it to success; returns the JSON summary.
 fn extract(
     sandbox: &Sandbox,
@@ -548,14 +541,7 @@ fn date_range_partitions_cover_every_row_once_from_sqlite() {
 #[test]
 fn chunks_roll_at_chunk_mb_and_the_manifest_matches_the_files() {
     let sandbox = Sandbox::new();
-    let mut client = pg();
-    client
-        .batch_execute(
-            "DROP TABLE IF EXISTS src_pg.rolling; \
-             CREATE TABLE src_pg.rolling AS SELECT g AS id, (md5(g::text) || md5((g * 7)::text))::varchar(64) AS h \
-             FROM generate_series(1, 200000) g",
-        )
-        .unwrap();
+    pg_hash_table("rolling", 200_000);
     let tables = "[[tables]]\nname = \"src_pg.rolling\"\n[files]\nchunk_mb = 1\ngzip_level = 1\n";
     let summary = extract(&sandbox, "rolling", &pg_odbc(), tables, "");
     let dir = sandbox.work_dir().join("rolling/src_pg.rolling");

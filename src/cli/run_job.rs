@@ -11,11 +11,11 @@ use super::progress::ProgressView;
 use super::{Exit, RunArgs, report_error};
 use crate::config::Job;
 use crate::model::MigrationMode;
-use crate::pipeline::compress::describe_io;
 use crate::pipeline::job_runner::{JobRunner, StopJob};
 use crate::pipeline::{SubtaskContext, SubtaskOutcome};
 use crate::source::Source;
 use crate::target::WorkDir;
+use crate::target::local::describe_io;
 
 pub fn run(args: RunArgs) -> Exit {
     let job = match Job::load(&args.job) {

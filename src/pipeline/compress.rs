@@ -20,7 +20,7 @@ use crate::model::chunk::{FileFormat, LeftOutColumn, ManifestColumn};
 use crate::model::{ChunkName, ChunkRecord, Manifest, SubtaskSpec};
 use crate::source::fetch::row_predicate;
 use crate::target::ChunkWriter;
-use crate::target::local::write_atomic;
+use crate::target::local::{MANIFEST_FILE, describe_io, write_atomic};
 
 /// Batches the compressor may have queued: a few MB each.
 pub const COMPRESSOR_CREDITS: usize = 4;
@@ -160,7 +160,7 @@ impl Compressor {
         }
         let manifest = build_manifest(&self.context, &self.spec, self.rows, roller.chunks.clone());
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        let path = self.context.subtask_dir(&self.spec).join("manifest.json");
+        let path = self.context.subtask_dir(&self.spec).join(MANIFEST_FILE);
         write_atomic(&path, &json).map_err(|e| ("writing manifest.json".to_string(), e))?;
         self.done = true;
         self.report.do_send(StageReport::Finished {
@@ -290,21 +290,6 @@ fn build_manifest(
         },
         rows,
         chunks,
-    }
-}
-
-/// An I/O error in words a user can act on; a full disk says so and says what to do.
-pub fn describe_io(what: &str, error: &io::Error) -> String {
-    match error.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
-            "{what}: the working folder is full ({error}); free space or choose another \
-             folder with --work-dir, then run again"
-        ),
-        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "{what}: the working folder is not writable ({error}); fix its permissions or \
-             choose another folder with --work-dir"
-        ),
-        _ => format!("{what}: {error}"),
     }
 }
 

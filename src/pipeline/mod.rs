@@ -39,7 +39,7 @@ pub struct SubtaskContext {
 
 impl SubtaskContext {
     pub fn subtask_dir(&self, spec: &SubtaskSpec) -> PathBuf {
-        self.work.root().join(spec.id())
+        self.work.subtask_dir(&spec.id())
     }
 }
 

@@ -14,6 +14,7 @@ use super::extract::Extractor;
 use super::messages::{Abort, ChunkSealed, Stage, StageReport};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome};
 use crate::model::SubtaskSpec;
+use crate::target::local::MANIFEST_FILE;
 
 /// Stop a running subtask (Ctrl-C, or a user's stop).
 #[derive(Message)]
@@ -74,7 +75,7 @@ impl SubtaskActor {
             bytes_uncompressed: self.bytes_in,
             bytes_compressed: self.bytes_out,
             seconds: self.started.elapsed().as_secs_f64(),
-            manifest: result.map(|()| self.context.subtask_dir(&self.spec).join("manifest.json")),
+            manifest: result.map(|()| self.context.subtask_dir(&self.spec).join(MANIFEST_FILE)),
         };
         let compressor = self.compressor.take();
         match compressor {

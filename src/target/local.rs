@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::model::{ChunkName, ChunkRecord, Compression};
 
 const PARTIAL_SUFFIX: &str = ".partial";
+/// The manifest's file name in every subtask folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// The working folder of one task.
@@ -46,12 +48,17 @@ impl WorkDir {
         free_bytes(&self.root)
     }
 
+    /// The folder of the subtask named `relative` (`public.orders/part-003`).
+    pub fn subtask_dir(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
     /// A subtask's folder, emptied of what an earlier run left (chunks, partial files and
     /// the manifest, the manifest first so no manifest ever describes stale chunks).
     pub fn prepare_subtask_dir(&self, relative: &str) -> io::Result<PathBuf> {
-        let dir = self.root.join(relative);
+        let dir = self.subtask_dir(relative);
         fs::create_dir_all(&dir)?;
-        let manifest = dir.join("manifest.json");
+        let manifest = dir.join(MANIFEST_FILE);
         if manifest.exists() {
             fs::remove_file(&manifest)?;
         }
@@ -246,6 +253,21 @@ impl Drop for ChunkWriter {
             self.encoder = None;
             let _ = fs::remove_file(&self.partial);
         }
+    }
+}
+
+/// An I/O error in words a user can act on; a full disk says so and says what to do.
+pub fn describe_io(what: &str, error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
+            "{what}: the working folder is full ({error}); free space or choose another \
+             folder with --work-dir, then run again"
+        ),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "{what}: the working folder is not writable ({error}); fix its permissions or \
+             choose another folder with --work-dir"
+        ),
+        _ => format!("{what}: {error}"),
     }
 }
 

@@ -115,6 +115,26 @@ fn pipe_sql(client: &str, args: &[&str], sql: &str) {
     );
 }
 
+/// The text of a job file: `tables` is the `[[tables]]` (and any `[files]`) TOML, `extra`
+/// goes into `[task]`.
+pub fn job_text(task: &str, connection: &str, tables: &str, extra: &str) -> String {
+    format!(
+        "[task]\nname = \"{task}\"\n{extra}\n[source]\nconnection = \"{}\"\n{tables}",
+        connection.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// `src_pg.<table>`: `rows` rows of `(id int, h varchar(64))`, `h` an md5 pair that
+/// barely compresses, for tests that need volume.
+pub fn pg_hash_table(table: &str, rows: u32) {
+    pg().batch_execute(&format!(
+        "DROP TABLE IF EXISTS src_pg.{table}; \
+         CREATE TABLE src_pg.{table} AS SELECT g AS id, \
+         (md5(g::text) || md5((g * 7)::text))::varchar(64) AS h FROM generate_series(1, {rows}) g"
+    ))
+    .unwrap();
+}
+
 /// A scratch folder for one test, removed at the end.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
