@@ -64,11 +64,19 @@ if ! mariadb -h 127.0.0.1 -uroot -e 'select 1' >/dev/null 2>&1; then
   as_root mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')"
 fi
 
-# --- moto's S3 server (used by the upload stage's tests) --------------------------------
-if ! command -v moto_server >/dev/null; then
-  log "installing moto[server] from PyPI"
-  python3 -m pip install -q 'moto[server]' 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages 'moto[server]'
+# --- moto's S3 server and the aws CLI (the upload stage's tests and benchmark) -----------
+# 5.2.5 at least: 5.2.1 answers CompleteMultipartUpload with a root element the SDK rejects.
+MOTO=5.2.5
+if [ "$(python3 -m pip show moto 2>/dev/null | sed -n 's/^Version: //p')" != "$MOTO" ] \
+   || ! command -v moto_server >/dev/null; then
+  log "installing moto[server]==$MOTO from PyPI"
+  python3 -m pip install -q "moto[server]==$MOTO" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "moto[server]==$MOTO"
+fi
+if ! command -v aws >/dev/null; then
+  log "installing the aws CLI from PyPI"
+  python3 -m pip install -q awscli 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages awscli
 fi
 
 log "ready: ODBC drivers $(odbcinst -q -d | tr -d '[]' | paste -sd, -), PostgreSQL :5432, MariaDB :3306"

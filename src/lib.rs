@@ -15,7 +15,9 @@ pub mod pipeline;
 pub mod planner;
 /// ODBC sources: connection strings, catalog, and block or row-wise fetching.
 pub mod source;
-/// Where chunk files land: the local working folder.
+/// Where chunk files land: the local working folder and S3.
 pub mod target;
 /// Logging set-up.
 pub mod telemetry;
+/// The copy stage's warehouses: PostgreSQL and Redshift, exactly once.
+pub mod warehouse;

@@ -186,23 +186,6 @@ fn a_malformed_job_file_names_the_line_and_field() {
         .assert_stderr("cannot read the job file");
 }
 
-#[test]
-fn upload_modes_are_refused_until_the_upload_stage_exists() {
-    let sandbox = Sandbox::new();
-    let connection = sqlite_source(&sandbox);
-    let text = job_text(
-        "bad",
-        &connection,
-        "[[tables]]\nname = \"t\"\n",
-        "mode = \"extract-upload\"",
-    );
-    let job = sandbox.job("j", &text);
-    sandbox
-        .run_job(&job)
-        .assert_code(2)
-        .assert_stderr("needs the upload stage");
-}
-
 /// A small tmpfs mounted for one test; needs root (the test set-up runs as root).
 struct Mount {
     dir: std::path::PathBuf,

@@ -8,4 +8,5 @@ mod common;
 mod cli;
 mod errors;
 mod extract;
+mod stages;
 mod tables;

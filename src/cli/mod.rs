@@ -2,6 +2,7 @@
 //! own file and returns an [`Exit`]; this file holds the clap tree and the dispatch. Only
 //! commands that work exist: later stages add theirs.
 
+pub mod checks;
 mod progress;
 mod run_job;
 mod tables;
@@ -93,6 +94,12 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+
+    /// Test the task instead of running it: source login and table access, working folder,
+    /// bucket (write, read back, delete a probe object), warehouse login and permissions.
+    /// One line per check with the cause and fix of each failure; exit 0 when all pass.
+    #[arg(long)]
+    pub test: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::pipeline::SubtaskOutcome;
 use crate::pipeline::job_runner::JobObserver;
+use crate::pipeline::{SubtaskOutcome, SubtaskProgress};
 
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
@@ -40,13 +40,21 @@ impl ProgressView {
     }
 }
 
-fn rate_line(rows: u64, bytes_out: u64, elapsed: Duration) -> String {
+fn rate_line(progress: &SubtaskProgress, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
-    format!(
-        "{rows} rows  {:.1} MB  {:.0} rows/s",
-        bytes_out as f64 / 1_000_000.0,
-        rows as f64 / secs
-    )
+    let mut line = format!(
+        "{} rows  {:.1} MB  {:.0} rows/s",
+        progress.rows,
+        progress.bytes_out as f64 / 1_000_000.0,
+        progress.rows as f64 / secs
+    );
+    if let Some(uploaded) = progress.uploaded_rows {
+        line.push_str(&format!("  uploaded {uploaded}"));
+    }
+    if let Some(copied) = progress.copied_rows {
+        line.push_str(&format!("  copied {copied}"));
+    }
+    line
 }
 
 impl JobObserver for ProgressView {
@@ -75,11 +83,11 @@ impl JobObserver for ProgressView {
         );
     }
 
-    fn progress(&mut self, id: &str, rows: u64, bytes_out: u64) {
+    fn progress(&mut self, id: &str, progress: &SubtaskProgress) {
         let Some(running) = self.running.get_mut(id) else {
             return;
         };
-        let line = rate_line(rows, bytes_out, running.started.elapsed());
+        let line = rate_line(progress, running.started.elapsed());
         match &running.bar {
             Some(bar) => bar.set_message(line),
             None if running.last_line.elapsed() >= LINE_EVERY => {
@@ -97,8 +105,12 @@ impl JobObserver for ProgressView {
             Ok(_) => format!(
                 "done: {} ({} chunks) [{}/{}]",
                 rate_line(
-                    outcome.rows,
-                    outcome.bytes_compressed,
+                    &SubtaskProgress {
+                        rows: outcome.rows,
+                        bytes_out: outcome.bytes_compressed,
+                        uploaded_rows: outcome.uploaded_rows,
+                        copied_rows: outcome.copied_rows,
+                    },
                     Duration::from_secs_f64(outcome.seconds)
                 ),
                 outcome.chunks,

@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use actix::Arbiter;
+
+use super::checks;
 use super::progress::ProgressView;
 use super::{Exit, RunArgs, report_error};
 use crate::config::Job;
-use crate::model::MigrationMode;
 use crate::pipeline::job_runner::{JobRunner, StopJob};
 use crate::pipeline::{SubtaskContext, SubtaskOutcome};
 use crate::source::Source;
 use crate::target::WorkDir;
-use crate::target::local::describe_io;
 
 pub fn run(args: RunArgs) -> Exit {
     let job = match Job::load(&args.job) {
@@ -25,33 +26,16 @@ pub fn run(args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    if job.mode != MigrationMode::Extract {
-        report_error(format!(
-            "{}: task.mode = \"{}\" needs the upload stage, which this version of dbhaul does \
-             not have yet; use mode = \"extract\"",
-            args.job.display(),
-            job.mode.as_str()
-        ));
+    let work = WorkDir::new(args.work_dir.join(job.name.as_str()));
+    if args.test {
+        return test(&job, &work, args.json);
+    }
+
+    let folder = checks::work_folder(&work);
+    if !folder.ok {
+        report_error(folder.detail);
         return Exit::Usage;
     }
-
-    let work = WorkDir::new(args.work_dir.join(job.name.as_str()));
-    match work.check_writable() {
-        Ok(free) if free < 64 * 1024 * 1024 => tracing::warn!(
-            free_mb = free / (1024 * 1024),
-            folder = %work.root().display(),
-            "little free space in the working folder"
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            report_error(describe_io(
-                &format!("working folder {}", work.root().display()),
-                &e,
-            ));
-            return Exit::Usage;
-        }
-    }
-
     let (source, conn) = match Source::open(&job.connection, job.password.as_ref()) {
         Ok(opened) => opened,
         Err(e) => {
@@ -69,29 +53,54 @@ pub fn run(args: RunArgs) -> Exit {
     drop(conn);
     tracing::info!(task = %job.name, subtasks = subtasks.len(), dialect = ?source.dialect, "planned");
 
-    let context = Arc::new(SubtaskContext {
-        task: job.name.clone(),
-        source,
-        files: job.files.clone(),
-        work: work.clone(),
-    });
     let started = std::time::Instant::now();
     let n_subtasks = subtasks.len();
-    let view = ProgressView::new(n_subtasks);
     let system = actix::System::new();
-    let (outcomes, interrupted) = system.block_on(async move {
+    let ran = system.block_on(async {
+        // The bucket and the warehouse are checked before any data moves.
+        let (bucket, target) =
+            checks::bucket(&job, job.target.as_ref().map_or(1, |t| t.attempts.min(3))).await;
+        if !bucket.ok {
+            return Err(format!("target: {}", bucket.detail));
+        }
+        let warehouse = checks::warehouse(&job, Some(&source), &subtasks, true).await;
+        if !warehouse.ok {
+            return Err(warehouse.detail);
+        }
+        let io = (job.mode.uploads()).then(Arbiter::new);
+        let context = Arc::new(SubtaskContext {
+            task: job.name.clone(),
+            source: source.clone(),
+            files: job.files.clone(),
+            work: work.clone(),
+            target,
+            warehouse: job.warehouse.clone(),
+            io: io.as_ref().map(Arbiter::handle),
+        });
+        let view = ProgressView::new(n_subtasks);
         let (runner, done) =
             JobRunner::start(context, subtasks, args.parallel as usize, Box::new(view));
         tokio::pin!(done);
-        tokio::select! {
+        let outcome = tokio::select! {
             outcomes = &mut done => (outcomes.unwrap_or_default(), false),
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("dbhaul: interrupted; stopping subtasks (partial chunks are deleted)");
                 runner.do_send(StopJob);
                 (done.await.unwrap_or_default(), true)
             }
+        };
+        if let Some(io) = io {
+            io.stop();
         }
+        Ok(outcome)
     });
+    let (outcomes, interrupted) = match ran {
+        Ok(ran) => ran,
+        Err(e) => {
+            report_error(e);
+            return Exit::Usage;
+        }
+    };
     let summary = Summary::new(&job, &work, outcomes, started.elapsed().as_secs_f64());
     if args.json {
         println!(
@@ -106,6 +115,37 @@ pub fn run(args: RunArgs) -> Exit {
     } else {
         Exit::Done
     }
+}
+
+/// `dbhaul run --test`: one line per check; exit 0 when all pass, 1 otherwise.
+fn test(job: &Job, work: &WorkDir, json: bool) -> Exit {
+    let checks = checks::test_task(job, work);
+    let ok = checks.iter().all(|c| c.ok);
+    if json {
+        let report = serde_json::json!({ "task": job.name.as_str(), "ok": ok, "checks": checks });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializes")
+        );
+    } else {
+        println!("test of task {} (mode {})", job.name, job.mode.as_str());
+        for check in &checks {
+            println!("{}", check.line());
+        }
+        println!(
+            "{}",
+            if ok {
+                "all checks passed".to_string()
+            } else {
+                format!(
+                    "{} of {} checks failed",
+                    checks.iter().filter(|c| !c.ok).count(),
+                    checks.len()
+                )
+            }
+        );
+    }
+    if ok { Exit::Done } else { Exit::Failed }
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +166,10 @@ struct SubtaskSummary {
     id: String,
     state: &'static str,
     rows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uploaded_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copied_rows: Option<u64>,
     chunks: u64,
     bytes_uncompressed: u64,
     bytes_compressed: u64,
@@ -149,6 +193,8 @@ impl Summary {
                 error: o.manifest.as_ref().err().cloned(),
                 id: o.id,
                 rows: o.rows,
+                uploaded_rows: o.uploaded_rows,
+                copied_rows: o.copied_rows,
                 chunks: o.chunks,
                 bytes_uncompressed: o.bytes_uncompressed,
                 bytes_compressed: o.bytes_compressed,
@@ -170,17 +216,20 @@ impl Summary {
 
     fn print(&self) {
         let mb = |b: u64| b as f64 / 1_000_000.0;
+        let count = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
         println!("task {} -> {}", self.task, self.work_dir);
         println!(
-            "{:<40} {:>10} {:>12} {:>7} {:>10} {:>8}",
-            "subtask", "state", "rows", "chunks", "MB (gz)", "seconds"
+            "{:<40} {:>10} {:>12} {:>12} {:>12} {:>7} {:>10} {:>8}",
+            "subtask", "state", "rows", "uploaded", "copied", "chunks", "MB (gz)", "seconds"
         );
         for s in &self.subtasks {
             println!(
-                "{:<40} {:>10} {:>12} {:>7} {:>10.1} {:>8.1}",
+                "{:<40} {:>10} {:>12} {:>12} {:>12} {:>7} {:>10.1} {:>8.1}",
                 s.id,
                 s.state,
                 s.rows,
+                count(s.uploaded_rows),
+                count(s.copied_rows),
                 s.chunks,
                 mb(s.bytes_compressed),
                 s.seconds

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Secret;
+use super::stages::{TargetSection, TargetSettings, WarehouseSection, WarehouseSettings};
 use crate::model::chunk::BinaryFormat;
 use crate::model::{Compression, LogLevel, MigrationMode, TaskName};
 
@@ -28,6 +29,8 @@ struct JobFile {
     tables: Vec<TableSection>,
     #[serde(default)]
     files: FilesSection,
+    target: Option<Spanned<TargetSection>>,
+    warehouse: Option<Spanned<WarehouseSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +88,10 @@ struct FilesSection {
     rtrim: bool,
     #[serde(default = "default_binary_format")]
     binary_format: BinaryFormat,
+    #[serde(default)]
+    keep_local: bool,
+    #[serde(default = "default_true")]
+    keep_uploaded: bool,
 }
 
 impl Default for FilesSection {
@@ -97,6 +104,8 @@ impl Default for FilesSection {
             null_string: default_null_string(),
             rtrim: false,
             binary_format: default_binary_format(),
+            keep_local: false,
+            keep_uploaded: true,
         }
     }
 }
@@ -143,6 +152,10 @@ pub struct Job {
     pub password: Option<Secret>,
     pub tables: Vec<TableRequest>,
     pub files: FileSettings,
+    /// Where chunks are uploaded: set when the mode uploads.
+    pub target: Option<TargetSettings>,
+    /// Where chunks are copied: set when the mode copies.
+    pub warehouse: Option<WarehouseSettings>,
 }
 
 /// One `[[tables]]` entry.
@@ -207,6 +220,10 @@ pub struct FileSettings {
     pub null_string: String,
     pub rtrim: bool,
     pub binary_format: BinaryFormat,
+    /// Keep local chunk files once they are uploaded.
+    pub keep_local: bool,
+    /// Keep uploaded objects once they are copied into the warehouse.
+    pub keep_uploaded: bool,
 }
 
 impl Default for FileSettings {
@@ -219,6 +236,8 @@ impl Default for FileSettings {
             null_string: String::new(),
             rtrim: false,
             binary_format: BinaryFormat::ByteaHex,
+            keep_local: false,
+            keep_uploaded: true,
         }
     }
 }
@@ -384,10 +403,49 @@ impl Job {
             ));
         }
 
+        let mode = raw.task.mode;
+        let target = match raw.target {
+            Some(section) if mode.uploads() => Some(
+                section
+                    .into_inner()
+                    .validate()
+                    .map_err(|(s, m)| err(s, m))?,
+            ),
+            None if mode.uploads() => {
+                return Err(err(
+                    None,
+                    format!(
+                        "task.mode = \"{}\" uploads, but there is no [target]; add one with \
+                         url = \"s3://bucket/prefix\" (and endpoint = \"https://...\" for an \
+                         S3-compatible device)",
+                        mode.as_str()
+                    ),
+                ));
+            }
+            _ => None,
+        };
+        let warehouse = match raw.warehouse {
+            Some(section) if mode.copies() => Some(
+                section
+                    .into_inner()
+                    .validate(&env)
+                    .map_err(|(s, m)| err(s, m))?,
+            ),
+            None if mode.copies() => {
+                return Err(err(
+                    None,
+                    "task.mode = \"extract-upload-copy\" copies, but there is no [warehouse]; \
+                     add one with kind = \"postgres\" or \"redshift\" and url = \"postgresql://...\""
+                        .into(),
+                ));
+            }
+            _ => None,
+        };
+
         Ok(Job {
             name,
             description: raw.task.description,
-            mode: raw.task.mode,
+            mode,
             extract_lobs: raw.task.extract_lobs,
             log_level: raw.task.log_level,
             connection,
@@ -401,7 +459,11 @@ impl Job {
                 null_string,
                 rtrim: files.rtrim,
                 binary_format: files.binary_format,
+                keep_local: files.keep_local,
+                keep_uploaded: files.keep_uploaded,
             },
+            target,
+            warehouse,
         })
     }
 }
@@ -591,6 +653,8 @@ null_string = "\\N"
     #[test]
     fn the_example_job_shows_the_true_defaults() {
         let text = include_str!("../../appliance/examples/job.toml");
+        // Parsed in the mode that uses every section.
+        let text = &text.replace("# mode = \"extract\"", "mode = \"extract-upload-copy\"");
         let as_is = parse(text).expect("the example parses as shipped");
         let uncommented: Vec<String> = text
             .lines()
@@ -603,13 +667,25 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 10, "every default setting is shown once");
+        assert_eq!(shown, 17, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
+        assert_eq!(explicit.target, as_is.target);
+        let target = as_is.target.as_ref().expect("[target]");
         assert_eq!(
-            (explicit.mode, explicit.extract_lobs, explicit.log_level),
-            (as_is.mode, as_is.extract_lobs, as_is.log_level)
+            (target.part_size, target.concurrency, target.attempts),
+            (16 << 20, 4, 12)
+        );
+        let (a, b) = (explicit.warehouse.unwrap(), as_is.warehouse.unwrap());
+        assert_eq!(
+            (&a.schema, a.create_tables, a.count_source),
+            (&b.schema, b.create_tables, b.count_source)
+        );
+        assert_eq!(b.schema, "public");
+        assert_eq!(
+            (explicit.extract_lobs, explicit.log_level),
+            (as_is.extract_lobs, as_is.log_level)
         );
         assert_eq!(as_is.tables.len(), 2);
         parse(include_str!("../../appliance/examples/quickstart.toml"))

@@ -4,6 +4,8 @@
 
 pub mod job;
 mod secret;
+pub mod stages;
 
 pub use job::{FileSettings, Job, JobError, PartitionRequest, SqlLiteral, TableRequest};
 pub use secret::Secret;
+pub use stages::{ChecksumMode, TargetSettings, WarehouseSettings};

@@ -109,11 +109,28 @@ pub struct FileFormat {
     pub time_zone: &'static str,
 }
 
-/// `manifest.json` of one subtask.
+/// One chunk as a Redshift COPY manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestEntry {
+    /// `s3://bucket/key`.
+    pub url: String,
+    pub mandatory: bool,
+    pub meta: EntryMeta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryMeta {
+    pub content_length: u64,
+}
+
+/// `manifest.json` of one subtask. In upload modes it also carries `entries`, which makes
+/// it a Redshift COPY manifest as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Manifest {
     pub version: u32,
     pub task: String,
+    /// This extraction of the subtask: the copy stage replaces what other runs loaded.
+    pub run: String,
     pub table: String,
     pub partition: Option<String>,
     /// The full row predicate (filter and partition), if any.
@@ -123,6 +140,8 @@ pub struct Manifest {
     pub format: FileFormat,
     pub rows: u64,
     pub chunks: Vec<ChunkRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<ManifestEntry>,
 }
 
 #[cfg(test)]

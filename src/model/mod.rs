@@ -8,6 +8,7 @@ pub mod task;
 
 pub use chunk::{ChunkName, ChunkRecord, Compression, Manifest};
 pub use subtask::{
-    ColumnSpec, FetchKind, KeyKind, PartitionSpec, SubtaskSpec, TableRef, ValueFamily,
+    ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
+    ValueFamily,
 };
 pub use task::{LogLevel, MigrationMode, TaskName};

@@ -229,8 +229,56 @@ pub struct KeyKind {
 pub struct PartitionSpec {
     /// Folder name: `part-001` and so on, `part-other` for the rest, `part-null` for NULLs.
     pub name: String,
-    /// The SQL predicate that selects the partition's rows.
+    /// The SQL predicate that selects the partition's rows, in the source's SQL.
     pub predicate: String,
+    /// The partition column, unquoted, and the partition's bounds: to select the same rows
+    /// in another database (the warehouse) with its own quoting.
+    pub column: String,
+    pub bound: PartitionBound,
+}
+
+impl PartitionSpec {
+    /// A partition of `column` (unquoted), with the predicate written for the source.
+    pub fn new(name: String, column: &str, quoted: &str, bound: PartitionBound) -> PartitionSpec {
+        PartitionSpec {
+            name,
+            predicate: bound.predicate(quoted),
+            column: column.to_string(),
+            bound,
+        }
+    }
+}
+
+/// Which rows of the partition column a partition holds. Values are SQL literals that
+/// PostgreSQL, Redshift and the sources read alike (numbers, `'quoted text'`, `'2024-01-01'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionBound {
+    Below(String),
+    Between(String, String),
+    From(String),
+    NotNull,
+    IsNull,
+    Equals(String),
+    /// Every value not listed, and NULL.
+    Other(Vec<String>),
+}
+
+impl PartitionBound {
+    /// The predicate over `column`, which must already be quoted.
+    pub fn predicate(&self, column: &str) -> String {
+        match self {
+            PartitionBound::Below(b) => format!("{column} < {b}"),
+            PartitionBound::Between(lo, hi) => format!("{column} >= {lo} AND {column} < {hi}"),
+            PartitionBound::From(b) => format!("{column} >= {b}"),
+            PartitionBound::NotNull => format!("{column} IS NOT NULL"),
+            PartitionBound::IsNull => format!("{column} IS NULL"),
+            PartitionBound::Equals(v) => format!("{column} = {v}"),
+            PartitionBound::Other(listed) => format!(
+                "({column} NOT IN ({}) OR {column} IS NULL)",
+                listed.join(", ")
+            ),
+        }
+    }
 }
 
 /// Everything one subtask needs to run.

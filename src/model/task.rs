@@ -51,6 +51,16 @@ pub enum MigrationMode {
 }
 
 impl MigrationMode {
+    /// Whether chunks are uploaded.
+    pub fn uploads(self) -> bool {
+        self != MigrationMode::Extract
+    }
+
+    /// Whether chunks are copied into a warehouse.
+    pub fn copies(self) -> bool {
+        self == MigrationMode::ExtractUploadCopy
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MigrationMode::Extract => "extract",

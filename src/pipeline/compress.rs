@@ -13,10 +13,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::SubtaskContext;
-use super::credit::Credits;
-use super::messages::{Abort, ChunkSealed, CsvBatch, Stage, StageReport};
+use super::credit::{BoundedSender, Credits};
+use super::messages::{Abort, ChunkSealed, CsvBatch, SealedFile, Stage, StageReport, ToUpload};
 use crate::config::FileSettings;
-use crate::model::chunk::{FileFormat, LeftOutColumn, ManifestColumn};
+use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
 use crate::model::{ChunkName, ChunkRecord, Manifest, SubtaskSpec};
 use crate::source::fetch::row_predicate;
 use crate::target::ChunkWriter;
@@ -107,9 +107,12 @@ impl ChunkRoller {
 pub struct Compressor {
     context: Arc<SubtaskContext>,
     spec: Arc<SubtaskSpec>,
+    run: Arc<str>,
     roller: Option<ChunkRoller>,
     credits: Credits,
     sealed: Recipient<ChunkSealed>,
+    /// The uploader, when the mode uploads: each sealed chunk, then the manifest.
+    upload: Option<BoundedSender<ToUpload>>,
     report: Recipient<StageReport>,
     rows: u64,
     bytes_in: u64,
@@ -120,16 +123,20 @@ impl Compressor {
     pub fn new(
         context: Arc<SubtaskContext>,
         spec: Arc<SubtaskSpec>,
+        run: Arc<str>,
         credits: Credits,
         sealed: Recipient<ChunkSealed>,
+        upload: Option<BoundedSender<ToUpload>>,
         report: Recipient<StageReport>,
     ) -> Compressor {
         Compressor {
             context,
             spec,
+            run,
             roller: None,
             credits,
             sealed,
+            upload,
             report,
             rows: 0,
             bytes_in: 0,
@@ -152,16 +159,26 @@ impl Compressor {
 
     fn finish(&mut self, ctx: &mut Context<Self>) -> Result<(), (String, io::Error)> {
         let roller = self.roller.as_mut().expect("started");
-        if let Some((chunk, path)) = roller
+        let last = roller
             .seal()
-            .map_err(|e| ("sealing the last chunk".to_string(), e))?
-        {
-            self.sealed.do_send(ChunkSealed { chunk, path });
+            .map_err(|e| ("sealing the last chunk".to_string(), e))?;
+        let chunks = roller.chunks.clone();
+        if let Some((chunk, path)) = last {
+            self.pass_on(chunk, path)?;
         }
-        let manifest = build_manifest(&self.context, &self.spec, self.rows, roller.chunks.clone());
+        let manifest = build_manifest(&self.context, &self.spec, &self.run, self.rows, chunks);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         let path = self.context.subtask_dir(&self.spec).join(MANIFEST_FILE);
         write_atomic(&path, &json).map_err(|e| ("writing manifest.json".to_string(), e))?;
+        if let Some(upload) = &self.upload {
+            let file = SealedFile::Manifest {
+                path,
+                manifest: Arc::new(manifest),
+            };
+            upload
+                .send_blocking(|credit| ToUpload { file, credit })
+                .map_err(|_| uploader_gone())?;
+        }
         self.done = true;
         self.report.do_send(StageReport::Finished {
             stage: Stage::Compress,
@@ -170,6 +187,32 @@ impl Compressor {
         ctx.stop();
         Ok(())
     }
+}
+
+impl Compressor {
+    /// Tell the subtask, and hand the chunk to the uploader — waiting for a credit while
+    /// the uploader is behind (this arbiter is the compressor's own: waiting here holds
+    /// back nothing but the extractor, which is the point).
+    fn pass_on(&mut self, chunk: ChunkRecord, path: PathBuf) -> Result<(), (String, io::Error)> {
+        self.sealed.do_send(ChunkSealed {
+            chunk: chunk.clone(),
+            path: path.clone(),
+        });
+        if let Some(upload) = &self.upload {
+            let file = SealedFile::Chunk { chunk, path };
+            upload
+                .send_blocking(|credit| ToUpload { file, credit })
+                .map_err(|_| uploader_gone())?;
+        }
+        Ok(())
+    }
+}
+
+fn uploader_gone() -> (String, io::Error) {
+    (
+        "passing a chunk to the uploader".into(),
+        io::Error::other("the uploader stopped"),
+    )
 }
 
 impl Actor for Compressor {
@@ -207,17 +250,21 @@ impl Handler<CsvBatch> for Compressor {
             return;
         }
         let roller = self.roller.as_mut().expect("started");
-        match roller.push(&batch.bytes, batch.rows, batch.ends_row) {
-            Ok(Some((chunk, path))) => self.sealed.do_send(ChunkSealed { chunk, path }),
-            Ok(None) => {}
+        let sealed = match roller.push(&batch.bytes, batch.rows, batch.ends_row) {
+            Ok(sealed) => sealed,
             Err(e) => {
                 let what = format!("writing a chunk of {}", self.spec.id());
                 return self.fail(what, e, ctx);
             }
+        };
+        let bytes_out = roller.bytes_out();
+        if let Some((chunk, path)) = sealed
+            && let Err((what, e)) = self.pass_on(chunk, path)
+        {
+            return self.fail(what, e, ctx);
         }
         self.rows += batch.rows;
         self.bytes_in += batch.bytes.len() as u64;
-        let bytes_out = roller.bytes_out();
         self.report.do_send(StageReport::Progress {
             stage: Stage::Compress,
             rows: self.rows,
@@ -248,13 +295,28 @@ impl Handler<Abort> for Compressor {
 fn build_manifest(
     context: &SubtaskContext,
     spec: &SubtaskSpec,
+    run: &str,
     rows: u64,
     chunks: Vec<ChunkRecord>,
 ) -> Manifest {
     let files = &context.files;
+    let entries = match &context.target {
+        Some(target) => chunks
+            .iter()
+            .map(|c| ManifestEntry {
+                url: target.url_of(&target.key(context.task.as_str(), &spec.id(), &c.name)),
+                mandatory: true,
+                meta: EntryMeta {
+                    content_length: c.bytes_compressed,
+                },
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     Manifest {
         version: 1,
         task: context.task.to_string(),
+        run: run.to_string(),
         table: spec.table.to_string(),
         partition: spec.partition.as_ref().map(|p| p.name.clone()),
         predicate: row_predicate(spec),
@@ -290,6 +352,7 @@ fn build_manifest(
         },
         rows,
         chunks,
+        entries,
     }
 }
 

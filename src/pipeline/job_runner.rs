@@ -9,13 +9,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::subtask::{StopSubtask, SubtaskActor};
-use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome};
+use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::model::SubtaskSpec;
 
 /// Sees a job's progress; implemented by the command line's display.
 pub trait JobObserver {
     fn started(&mut self, id: &str);
-    fn progress(&mut self, id: &str, rows: u64, bytes_out: u64);
+    fn progress(&mut self, id: &str, progress: &SubtaskProgress);
     fn finished(&mut self, outcome: &SubtaskOutcome);
 }
 
@@ -89,11 +89,7 @@ impl Handler<SubtaskEvent> for JobRunner {
     fn handle(&mut self, event: SubtaskEvent, ctx: &mut Context<Self>) {
         match event {
             SubtaskEvent::Started { id } => self.observer.started(&id),
-            SubtaskEvent::Progress {
-                id,
-                rows,
-                bytes_out,
-            } => self.observer.progress(&id, rows, bytes_out),
+            SubtaskEvent::Progress { id, progress } => self.observer.progress(&id, &progress),
             SubtaskEvent::Finished(outcome) => {
                 self.observer.finished(&outcome);
                 self.running.retain(|(id, _)| *id != outcome.id);

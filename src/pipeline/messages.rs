@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use actix::prelude::*;
 
 use super::credit::Credit;
-use crate::model::ChunkRecord;
+use std::sync::Arc;
+
+use crate::model::{ChunkRecord, Manifest};
 
 /// Encoded CSV from the extractor. `rows` counts rows completed in this batch; a batch
 /// may end inside a row (a large LOB value is passed on in pieces), and a chunk is only
@@ -30,11 +32,65 @@ pub struct ChunkSealed {
     pub path: PathBuf,
 }
 
+/// A durable file for the uploader: a chunk, or last, the manifest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToUpload {
+    pub file: SealedFile,
+    pub credit: Credit,
+}
+
+#[derive(Debug, Clone)]
+pub enum SealedFile {
+    Chunk {
+        chunk: ChunkRecord,
+        path: PathBuf,
+    },
+    Manifest {
+        path: PathBuf,
+        manifest: Arc<Manifest>,
+    },
+}
+
+/// An uploaded file for the copier: a chunk, or last, the manifest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToCopy {
+    pub file: UploadedFile,
+    pub credit: Credit,
+}
+
+#[derive(Debug, Clone)]
+pub enum UploadedFile {
+    Chunk {
+        chunk: ChunkRecord,
+        key: String,
+    },
+    Manifest {
+        key: String,
+        sha256: String,
+        manifest: Arc<Manifest>,
+    },
+}
+
 /// The stages of a subtask's pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Extract,
     Compress,
+    Upload,
+    Copy,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Extract => "extract",
+            Stage::Compress => "compress",
+            Stage::Upload => "upload",
+            Stage::Copy => "copy",
+        }
+    }
 }
 
 /// What a stage tells its subtask.

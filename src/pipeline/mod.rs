@@ -2,30 +2,35 @@
 //!
 //! ```text
 //! Extractor (OS thread, ODBC) ──CsvBatch+credit──▶ Compressor (own arbiter: gzip, chunk
-//!     files, manifest) ──ChunkSealed──▶ SubtaskActor (supervises, reports to the runner)
+//!     files, manifest) ──ToUpload+credit──▶ Uploader (I/O arbiter: S3) ──ToCopy+credit──▶
+//!     Copier (I/O arbiter: warehouse)
+//! every stage ──StageReport──▶ SubtaskActor (supervises, reports to the runner)
 //! ```
 //!
+//! The stages run at once: chunk 1 can be in the warehouse while chunk 9 is being read.
 //! Every data-path send goes through [`credit::BoundedSender`]: memory stays flat however
 //! large the table, and the slowest stage sets the pace. One [`credit::CancelSwitch`] per
 //! subtask stops every stage. [`job_runner::JobRunner`] runs a job's subtasks, a few at a
 //! time, on this machine.
 
 pub mod compress;
+pub mod copy;
 pub mod credit;
 pub mod csv;
 pub mod extract;
 pub mod job_runner;
 pub mod messages;
 pub mod subtask;
+pub mod upload;
 
 use std::path::PathBuf;
 
 use actix::prelude::*;
 
-use crate::config::FileSettings;
+use crate::config::{FileSettings, WarehouseSettings};
 use crate::model::{SubtaskSpec, TaskName};
 use crate::source::Source;
-use crate::target::WorkDir;
+use crate::target::{S3Target, WorkDir};
 
 /// What every subtask of a task shares.
 #[derive(Debug)]
@@ -35,6 +40,13 @@ pub struct SubtaskContext {
     pub files: FileSettings,
     /// The task's working folder (`<work-dir>/<task>`).
     pub work: WorkDir,
+    /// Set when the mode uploads.
+    pub target: Option<S3Target>,
+    /// Set when the mode copies.
+    pub warehouse: Option<WarehouseSettings>,
+    /// The one long-lived arbiter of every uploader and copier: the S3 client's connection
+    /// pool and the warehouse connections live on its runtime (STACK.md trap 2).
+    pub io: Option<ArbiterHandle>,
 }
 
 impl SubtaskContext {
@@ -47,7 +59,12 @@ impl SubtaskContext {
 #[derive(Debug, Clone)]
 pub struct SubtaskOutcome {
     pub id: String,
+    /// Rows extracted and written into chunks.
     pub rows: u64,
+    /// Rows in uploaded chunks, when the mode uploads.
+    pub uploaded_rows: Option<u64>,
+    /// Rows in the warehouse from this run, when the mode copies.
+    pub copied_rows: Option<u64>,
     pub chunks: u64,
     pub bytes_uncompressed: u64,
     pub bytes_compressed: u64,
@@ -65,8 +82,20 @@ pub enum SubtaskEvent {
     },
     Progress {
         id: String,
-        rows: u64,
-        bytes_out: u64,
+        progress: SubtaskProgress,
     },
     Finished(SubtaskOutcome),
+}
+
+/// A running subtask's counters, per stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubtaskProgress {
+    /// Rows written into chunks.
+    pub rows: u64,
+    /// Compressed bytes written.
+    pub bytes_out: u64,
+    /// Rows in uploaded chunks, when the mode uploads.
+    pub uploaded_rows: Option<u64>,
+    /// Rows copied into the warehouse, when the mode copies.
+    pub copied_rows: Option<u64>,
 }

@@ -1,7 +1,7 @@
 //! The SubtaskActor supervises one subtask: it wires its pipeline downstream first
-//! (compressor, then extractor), gathers the stages' progress, and decides what a failed
-//! stage means — for now, the subtask fails, the cancel switch stops the other stages, and
-//! no partial chunk survives. It reports to whoever runs the job.
+//! (copier, uploader, compressor, then extractor), gathers the stages' progress, and decides
+//! what a failed stage means — for now, the subtask fails, the cancel switch stops the
+//! other stages, and no partial chunk survives. It reports to whoever runs the job.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,10 +9,12 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::compress::{COMPRESSOR_CREDITS, Compressor};
+use super::copy::{COPIER_CREDITS, Copier};
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::extract::Extractor;
 use super::messages::{Abort, ChunkSealed, Stage, StageReport};
-use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome};
+use super::upload::{UPLOADER_CREDITS, Uploader};
+use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::model::SubtaskSpec;
 use crate::target::local::MANIFEST_FILE;
 
@@ -26,16 +28,36 @@ pub struct SubtaskActor {
     spec: Arc<SubtaskSpec>,
     events: Recipient<SubtaskEvent>,
     cancel: CancelSwitch,
+    /// This extraction's run id: the copy stage replaces what other runs loaded.
+    run: Arc<str>,
     compressor: Option<Addr<Compressor>>,
+    uploader: Option<Addr<Uploader>>,
+    copier: Option<Addr<Copier>>,
     arbiter: Option<Arbiter>,
     started: Instant,
     chunks: u64,
-    rows: u64,
     bytes_in: u64,
-    bytes_out: u64,
-    extract_rows: Option<u64>,
-    compress_rows: Option<u64>,
+    progress: SubtaskProgress,
+    /// Rows each stage reported when it finished, by [`stage_index`].
+    finished_rows: [Option<u64>; 4],
     finished: bool,
+}
+
+fn stage_index(stage: Stage) -> usize {
+    match stage {
+        Stage::Extract => 0,
+        Stage::Compress => 1,
+        Stage::Upload => 2,
+        Stage::Copy => 3,
+    }
+}
+
+/// A run id: time and randomness, unique enough to tell two extractions apart.
+pub fn new_run_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{millis:x}-{:08x}", fastrand::u32(..))
 }
 
 impl SubtaskActor {
@@ -44,22 +66,40 @@ impl SubtaskActor {
         spec: SubtaskSpec,
         events: Recipient<SubtaskEvent>,
     ) -> Self {
+        let progress = SubtaskProgress {
+            uploaded_rows: context.target.as_ref().map(|_| 0),
+            copied_rows: context.warehouse.as_ref().map(|_| 0),
+            ..SubtaskProgress::default()
+        };
         SubtaskActor {
             context,
             spec: Arc::new(spec),
             events,
             cancel: CancelSwitch::default(),
+            run: new_run_id().into(),
             compressor: None,
+            uploader: None,
+            copier: None,
             arbiter: None,
             started: Instant::now(),
             chunks: 0,
-            rows: 0,
             bytes_in: 0,
-            bytes_out: 0,
-            extract_rows: None,
-            compress_rows: None,
+            progress,
+            finished_rows: [None; 4],
             finished: false,
         }
+    }
+
+    /// The stages this subtask runs.
+    fn stages(&self) -> Vec<Stage> {
+        let mut stages = vec![Stage::Extract, Stage::Compress];
+        if self.context.target.is_some() {
+            stages.push(Stage::Upload);
+        }
+        if self.context.warehouse.is_some() {
+            stages.push(Stage::Copy);
+        }
+        stages
     }
 
     fn finish(&mut self, result: Result<(), String>, ctx: &mut Context<Self>) {
@@ -70,17 +110,26 @@ impl SubtaskActor {
         let failed = result.is_err();
         let outcome = SubtaskOutcome {
             id: self.spec.id(),
-            rows: self.rows,
+            rows: self.progress.rows,
+            uploaded_rows: self.progress.uploaded_rows,
+            copied_rows: self.progress.copied_rows,
             chunks: self.chunks,
             bytes_uncompressed: self.bytes_in,
-            bytes_compressed: self.bytes_out,
+            bytes_compressed: self.progress.bytes_out,
             seconds: self.started.elapsed().as_secs_f64(),
             manifest: result.map(|()| self.context.subtask_dir(&self.spec).join(MANIFEST_FILE)),
         };
-        let compressor = self.compressor.take();
-        match compressor {
+        if failed {
+            self.cancel.cancel();
+            if let Some(uploader) = self.uploader.take() {
+                uploader.do_send(Abort);
+            }
+            if let Some(copier) = self.copier.take() {
+                copier.do_send(Abort);
+            }
+        }
+        match self.compressor.take() {
             Some(compressor) if failed => {
-                self.cancel.cancel();
                 // Report only once the compressor has deleted its partial chunk, so that
                 // whoever runs the job (and may exit right after) never leaves one behind.
                 // A compressor that already stopped has deleted it itself.
@@ -104,18 +153,33 @@ impl SubtaskActor {
         ctx.stop();
     }
 
+    /// Done when every stage finished; every stage must have seen the same rows.
     fn check_done(&mut self, ctx: &mut Context<Self>) {
-        let (Some(read), Some(written)) = (self.extract_rows, self.compress_rows) else {
+        let stages = self.stages();
+        let rows: Option<Vec<(Stage, u64)>> = stages
+            .iter()
+            .map(|s| self.finished_rows[stage_index(*s)].map(|r| (*s, r)))
+            .collect();
+        let Some(rows) = rows else {
             return;
         };
-        let result = if read == written {
-            Ok(())
-        } else {
-            Err(format!(
-                "{read} rows were read but {written} written; this is a bug, please report it"
-            ))
+        let (_, read) = rows[0];
+        let result = match rows.iter().find(|(_, r)| *r != read) {
+            None => Ok(()),
+            Some((stage, other)) => Err(format!(
+                "{read} rows were read but the {} stage saw {other}; nothing was lost \
+                 silently: run the task again, and please report this",
+                stage.as_str()
+            )),
         };
         self.finish(result, ctx);
+    }
+
+    fn send_progress(&self) {
+        self.events.do_send(SubtaskEvent::Progress {
+            id: self.spec.id(),
+            progress: self.progress,
+        });
     }
 }
 
@@ -123,16 +187,58 @@ impl Actor for SubtaskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Downstream first: the compressor exists before anything can send to it.
+        // Downstream first: each stage exists before anything can send to it.
+        let me = ctx.address();
+        let io = self.context.io.clone();
+        let copy = match (&self.context.warehouse, &io) {
+            (Some(_), Some(io)) => {
+                let credits = Credits::new(COPIER_CREDITS);
+                let (context, spec, run, c, report, cancel) = (
+                    self.context.clone(),
+                    self.spec.clone(),
+                    self.run.clone(),
+                    credits.clone(),
+                    me.clone().recipient(),
+                    self.cancel.clone(),
+                );
+                let copier = Copier::start_in_arbiter(io, move |_| {
+                    Copier::new(context, spec, run, c, report, cancel)
+                });
+                self.copier = Some(copier.clone());
+                Some(BoundedSender::new(copier.recipient(), &credits))
+            }
+            _ => None,
+        };
+        let upload = match (&self.context.target, &io) {
+            (Some(_), Some(io)) => {
+                let credits = Credits::new(UPLOADER_CREDITS);
+                let (context, spec, c, report, cancel) = (
+                    self.context.clone(),
+                    self.spec.clone(),
+                    credits.clone(),
+                    me.clone().recipient(),
+                    self.cancel.clone(),
+                );
+                let uploader = Uploader::start_in_arbiter(io, move |_| {
+                    Uploader::new(context, spec, c, copy, report, cancel)
+                });
+                self.uploader = Some(uploader.clone());
+                Some(BoundedSender::new(uploader.recipient(), &credits))
+            }
+            _ => None,
+        };
         let arbiter = Arbiter::new();
         let credits = Credits::new(COMPRESSOR_CREDITS);
-        let me = ctx.address();
         let compressor = {
-            let (context, spec, credits) =
-                (self.context.clone(), self.spec.clone(), credits.clone());
+            let (context, spec, run, credits) = (
+                self.context.clone(),
+                self.spec.clone(),
+                self.run.clone(),
+                credits.clone(),
+            );
             let (sealed, report) = (me.clone().recipient(), me.clone().recipient());
             Compressor::start_in_arbiter(&arbiter.handle(), move |_| {
-                Compressor::new(context, spec, credits, sealed, report)
+                Compressor::new(context, spec, run, credits, sealed, upload, report)
             })
         };
         let extractor = Extractor {
@@ -167,39 +273,36 @@ impl Handler<StageReport> for SubtaskActor {
     fn handle(&mut self, report: StageReport, ctx: &mut Context<Self>) {
         match report {
             StageReport::Progress {
-                stage: Stage::Compress,
+                stage,
                 rows,
                 bytes_in,
                 bytes_out,
             } => {
-                self.rows = rows;
-                self.bytes_in = bytes_in;
-                self.bytes_out = bytes_out;
-                self.events.do_send(SubtaskEvent::Progress {
-                    id: self.spec.id(),
-                    rows,
-                    bytes_out,
-                });
+                match stage {
+                    Stage::Extract => return,
+                    Stage::Compress => {
+                        self.progress.rows = rows;
+                        self.progress.bytes_out = bytes_out;
+                        self.bytes_in = bytes_in;
+                    }
+                    Stage::Upload => self.progress.uploaded_rows = Some(rows),
+                    Stage::Copy => self.progress.copied_rows = Some(rows),
+                }
+                self.send_progress();
             }
-            StageReport::Progress {
-                stage: Stage::Extract,
-                ..
-            } => {}
-            StageReport::Finished {
-                stage: Stage::Extract,
-                rows,
-            } => {
-                self.extract_rows = Some(rows);
+            StageReport::Finished { stage, rows } => {
+                self.finished_rows[stage_index(stage)] = Some(rows);
+                match stage {
+                    Stage::Upload => self.progress.uploaded_rows = Some(rows),
+                    Stage::Copy => self.progress.copied_rows = Some(rows),
+                    _ => {}
+                }
                 self.check_done(ctx);
             }
-            StageReport::Finished {
-                stage: Stage::Compress,
-                rows,
-            } => {
-                self.compress_rows = Some(rows);
-                self.check_done(ctx);
+            StageReport::Failed { error, stage } => {
+                tracing::debug!(subtask = %self.spec.id(), stage = stage.as_str(), "stage failed");
+                self.finish(Err(error), ctx)
             }
-            StageReport::Failed { error, .. } => self.finish(Err(error), ctx),
         }
     }
 }

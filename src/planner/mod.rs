@@ -134,7 +134,7 @@ fn plan_table(
                     column.source_type
                 ))
             })?;
-            partition::range_partitions(&quoted, &boundaries, column.nullable)
+            partition::range_partitions(column_name, &quoted, &boundaries, column.nullable)
         }
         PartitionRequest::Values { values, .. } => {
             partition::check_values(column.family(), values).map_err(|m| {
@@ -143,7 +143,7 @@ fn plan_table(
                     column.source_type
                 ))
             })?;
-            partition::value_partitions(&quoted, values)
+            partition::value_partitions(column_name, &quoted, values)
         }
     };
     Ok(partitions

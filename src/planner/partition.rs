@@ -6,7 +6,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 
 use crate::config::SqlLiteral;
-use crate::model::{PartitionSpec, ValueFamily};
+use crate::model::{PartitionBound, PartitionSpec, ValueFamily};
 
 /// Interior boundaries splitting `min..=max` into `count` ranges of equal width, as SQL
 /// literals; fewer when the range has fewer distinct values than `count`.
@@ -86,57 +86,61 @@ pub fn range_boundaries(
 
 /// Range partitions from interior boundaries, plus the NULL partition when the column can
 /// hold NULL.
-pub fn range_partitions(column: &str, boundaries: &[String], nullable: bool) -> Vec<PartitionSpec> {
-    let mut partitions = Vec::with_capacity(boundaries.len() + 2);
-    let name = |i: usize| format!("part-{i:03}");
+pub fn range_partitions(
+    column: &str,
+    quoted: &str,
+    boundaries: &[String],
+    nullable: bool,
+) -> Vec<PartitionSpec> {
+    let mut bounds = Vec::with_capacity(boundaries.len() + 2);
     if boundaries.is_empty() {
-        partitions.push(PartitionSpec {
-            name: name(1),
-            predicate: format!("{column} IS NOT NULL"),
-        });
+        bounds.push(PartitionBound::NotNull);
     } else {
-        partitions.push(PartitionSpec {
-            name: name(1),
-            predicate: format!("{column} < {}", boundaries[0]),
-        });
-        for (i, pair) in boundaries.windows(2).enumerate() {
-            partitions.push(PartitionSpec {
-                name: name(i + 2),
-                predicate: format!("{column} >= {} AND {column} < {}", pair[0], pair[1]),
-            });
+        bounds.push(PartitionBound::Below(boundaries[0].clone()));
+        for pair in boundaries.windows(2) {
+            bounds.push(PartitionBound::Between(pair[0].clone(), pair[1].clone()));
         }
-        partitions.push(PartitionSpec {
-            name: name(boundaries.len() + 1),
-            predicate: format!("{column} >= {}", boundaries[boundaries.len() - 1]),
-        });
+        bounds.push(PartitionBound::From(
+            boundaries[boundaries.len() - 1].clone(),
+        ));
     }
+    let mut partitions: Vec<PartitionSpec> = bounds
+        .into_iter()
+        .enumerate()
+        .map(|(i, bound)| PartitionSpec::new(format!("part-{:03}", i + 1), column, quoted, bound))
+        .collect();
     if nullable {
-        partitions.push(PartitionSpec {
-            name: "part-null".into(),
-            predicate: format!("{column} IS NULL"),
-        });
+        partitions.push(PartitionSpec::new(
+            "part-null".into(),
+            column,
+            quoted,
+            PartitionBound::IsNull,
+        ));
     }
     partitions
 }
 
-/// One partition per listed value, and one for every other value and NULL.
-pub fn value_partitions(column: &str, values: &[SqlLiteral]) -> Vec<PartitionSpec> {
+/// One partition per listed value, and `part-other` for every other value and NULL.
+pub fn value_partitions(column: &str, quoted: &str, values: &[SqlLiteral]) -> Vec<PartitionSpec> {
     let mut partitions: Vec<PartitionSpec> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| PartitionSpec {
-            name: format!("part-{:03}", i + 1),
-            predicate: format!("{column} = {}", v.to_sql()),
+        .map(|(i, v)| {
+            PartitionSpec::new(
+                format!("part-{:03}", i + 1),
+                column,
+                quoted,
+                PartitionBound::Equals(v.to_sql()),
+            )
         })
         .collect();
     let listed: Vec<String> = values.iter().map(SqlLiteral::to_sql).collect();
-    partitions.push(PartitionSpec {
-        name: "part-other".into(),
-        predicate: format!(
-            "({column} NOT IN ({}) OR {column} IS NULL)",
-            listed.join(", ")
-        ),
-    });
+    partitions.push(PartitionSpec::new(
+        "part-other".into(),
+        column,
+        quoted,
+        PartitionBound::Other(listed),
+    ));
     partitions
 }
 
@@ -210,7 +214,8 @@ mod tests {
 
     #[test]
     fn range_partitions_are_open_at_both_ends_and_catch_nulls() {
-        let parts = range_partitions("\"id\"", &["10".into(), "20".into()], true);
+        let parts = range_partitions("id", "\"id\"", &["10".into(), "20".into()], true);
+        assert_eq!(parts[1].bound.predicate("`id`"), "`id` >= 10 AND `id` < 20");
         let predicates: Vec<_> = parts
             .iter()
             .map(|p| (p.name.as_str(), p.predicate.as_str()))
@@ -224,16 +229,17 @@ mod tests {
                 ("part-null", "\"id\" IS NULL"),
             ]
         );
-        let single = range_partitions("c", &[], true);
+        let single = range_partitions("c", "c", &[], true);
         assert_eq!(single[0].predicate, "c IS NOT NULL");
         assert_eq!(single[1].predicate, "c IS NULL");
-        let not_null = range_partitions("k", &["5".into()], false);
+        let not_null = range_partitions("k", "k", &["5".into()], false);
         assert_eq!(not_null.len(), 2, "no NULL partition for a NOT NULL column");
     }
 
     #[test]
     fn value_partitions_keep_the_rest() {
         let parts = value_partitions(
+            "r",
             "r",
             &[SqlLiteral::Text("eu".into()), SqlLiteral::Integer(7)],
         );

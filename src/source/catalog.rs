@@ -343,6 +343,21 @@ pub fn query_text(
     Ok(rows)
 }
 
+/// `SELECT COUNT(*)` of a subtask's rows (its filter and partition), for validation.
+pub fn count_rows(source: &Source, spec: &crate::model::SubtaskSpec) -> Result<u64, SourceError> {
+    let conn = source.connect(super::connection::Purpose::Bulk)?;
+    let mut sql = format!("SELECT COUNT(*) FROM {}", source.qualified(&spec.table));
+    if let Some(predicate) = super::fetch::row_predicate(spec) {
+        sql.push_str(&format!(" WHERE {predicate}"));
+    }
+    let rows = query_text(&conn, &sql, &[])?;
+    let text = rows.first().and_then(|r| r[0].clone()).unwrap_or_default();
+    text.trim().parse().map_err(|_| SourceError::Odbc {
+        what: format!("running `{sql}`"),
+        detail: format!("the count `{text}` is not a number"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

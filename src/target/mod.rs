@@ -1,7 +1,9 @@
-//! Where chunk files land. For now the local working folder; S3 and S3-compatible targets
-//! arrive with the upload stage. The rule every target keeps: a file appears under its
-//! final name only when it is complete and durable.
+//! Where chunk files land: the local working folder, then S3 or an S3-compatible device.
+//! The rule every target keeps: a file appears under its final name only when it is
+//! complete and durable.
 
 pub mod local;
+pub mod s3;
 
 pub use local::{ChunkWriter, WorkDir};
+pub use s3::{S3Error, S3Target};

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod fixtures;
+pub mod s3;
 
 /// The database every test uses, in PostgreSQL and in MariaDB.
 pub const TEST_DB: &str = "dbhaul_test";
@@ -52,6 +53,14 @@ pub fn pg() -> postgres::Client {
                 .batch_execute(&format!("CREATE DATABASE {TEST_DB}"))
                 .unwrap();
         }
+        // The schemas source tables live in (created here: a fresh server has none).
+        postgres::Client::connect(
+            &format!("host={} user=postgres dbname={TEST_DB}", pg_host()),
+            postgres::NoTls,
+        )
+        .expect("PostgreSQL test database")
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS src_pg; CREATE SCHEMA IF NOT EXISTS cat_pg")
+        .unwrap();
     });
     let mut client = postgres::Client::connect(
         &format!("host={} user=postgres dbname={TEST_DB}", pg_host()),

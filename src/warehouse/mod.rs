@@ -1,0 +1,555 @@
+//! The copy stage's side: warehouses reached over the PostgreSQL protocol (tokio-postgres;
+//! COPY does not work through psqlODBC, STACK.md trap 7). PostgreSQL loads each chunk with
+//! client-side `COPY ... FROM STDIN` ([`postgres`]); Redshift loads a subtask with one
+//! server-side `COPY ... FROM 's3://.../manifest.json' MANIFEST` ([`redshift`]). Both record
+//! what they loaded in the bookkeeping table [`LOADS_TABLE`] in the same transaction, so a
+//! copy happens exactly once however often it is repeated.
+//!
+//! Replacing an earlier run: each extraction of a subtask has a run id (in its manifest).
+//! The first load of a new run deletes the rows an earlier run of the same subtask loaded —
+//! selected by the subtask's filter and partition predicate — together with that run's
+//! bookkeeping, in the same transaction. Rows dbhaul never loaded are left alone unless they
+//! match a subtask dbhaul loaded before.
+
+pub mod postgres;
+pub mod redshift;
+pub mod types;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_postgres::Client;
+
+use crate::config::WarehouseSettings;
+use crate::model::{ColumnSpec, SubtaskSpec};
+use crate::source::Dialect;
+use types::quote_ident;
+
+/// The bookkeeping table, in the warehouse schema.
+pub const LOADS_TABLE: &str = "dbhaul_loads";
+
+/// Which warehouse a task copies into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseKind {
+    Postgres,
+    Redshift,
+}
+
+impl WarehouseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarehouseKind::Postgres => "postgres",
+            WarehouseKind::Redshift => "redshift",
+        }
+    }
+}
+
+/// A warehouse error with its cause and fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WarehouseError(pub String);
+
+impl WarehouseError {
+    /// Describe a tokio-postgres error while doing `what`.
+    pub fn from_pg(
+        settings: &WarehouseSettings,
+        what: &str,
+        error: &tokio_postgres::Error,
+    ) -> Self {
+        let url = settings.display_url();
+        let message = match error.as_db_error() {
+            Some(db) => {
+                let fix = match db.code().code() {
+                    "28P01" | "28000" => {
+                        "; check the user in warehouse.url and the password (warehouse.password_env)"
+                    }
+                    "3D000" => "; fix the database name in warehouse.url",
+                    "42501" => {
+                        "; grant the user USAGE and CREATE on the schema and INSERT, DELETE and \
+                         SELECT on the tables"
+                    }
+                    "3F000" => "; create the schema or fix warehouse.schema",
+                    _ => "",
+                };
+                format!("{} ({}){fix}", db.message(), db.code().code())
+            }
+            None => {
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(error);
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                if error.is_closed() || text.contains("connect") || text.contains("refused") {
+                    format!(
+                        "{text}; check the host and port in warehouse.url and that the server runs"
+                    )
+                } else {
+                    text
+                }
+            }
+        };
+        WarehouseError(format!("warehouse {url}: {what}: {message}"))
+    }
+}
+
+/// Connect, with the password from `password_env` if given, TLS when the server offers it
+/// (`sslmode` in the URL decides), and the session in UTC: timestamps with a time zone are
+/// written in UTC without an offset, and must be read back the same way.
+pub async fn connect(settings: &WarehouseSettings) -> Result<Client, WarehouseError> {
+    let (mut config, verify) =
+        parse_url(&settings.url).map_err(|e| WarehouseError(format!("warehouse.url: {e}")))?;
+    if let Some(password) = &settings.password {
+        config.password(password.expose());
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config.application_name("dbhaul");
+    let (client, connection) = config
+        .connect(tls_connector(verify))
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "cannot connect", &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("warehouse connection ended: {e}");
+        }
+    });
+    client
+        .batch_execute("SET timezone TO 'UTC'")
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "setting the session time zone", &e))?;
+    Ok(client)
+}
+
+/// Parse a warehouse URL as libpq reads it. tokio-postgres knows `sslmode` disable, prefer
+/// and require; libpq's `verify-ca` and `verify-full` become `require` plus certificate
+/// verification (the returned flag). Like libpq, `prefer` and `require` encrypt without
+/// checking the server's certificate.
+pub fn parse_url(raw: &str) -> Result<(tokio_postgres::Config, bool), String> {
+    let mut verify = false;
+    let mut text = raw.to_string();
+    if let Ok(mut url) = url::Url::parse(raw) {
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        if pairs
+            .iter()
+            .any(|(k, v)| k == "sslmode" && v.starts_with("verify-"))
+        {
+            verify = true;
+            let rewritten: Vec<(String, String)> = pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == "sslmode" {
+                        (k, "require".to_string())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(rewritten);
+            text = url.to_string();
+        }
+    }
+    let config = tokio_postgres::Config::from_str(&text).map_err(|e| e.to_string())?;
+    Ok((config, verify))
+}
+
+fn tls_connector(verify: bool) -> tokio_postgres_rustls::MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions");
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth()
+    };
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// `sslmode=prefer|require`: any certificate is accepted, as libpq does, but the handshake
+/// signatures are still verified, so the session is encrypted to whoever holds the key.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A warehouse table as the copy stage uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTable {
+    /// `"schema"."table"`, quoted.
+    pub qualified: String,
+    /// The target column for each extracted column, in the chunk's column order, quoted.
+    pub columns: Vec<String>,
+    /// The subtask's rows in the warehouse's SQL (filter and partition), if any.
+    pub predicate: Option<String>,
+}
+
+/// Find (or, with `create_tables`, create) the warehouse table of a subtask: the table of
+/// the same name in `warehouse.schema`, matched exactly or else ignoring case, with a column
+/// for every extracted column, matched the same way.
+pub async fn resolve_table(
+    client: &Client,
+    settings: &WarehouseSettings,
+    dialect: Dialect,
+    spec: &SubtaskSpec,
+) -> Result<TargetTable, WarehouseError> {
+    let schema = &settings.schema;
+    let wanted = &spec.table.name;
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 AND lower(table_name::text) = lower($2)",
+            &[schema, wanted],
+        )
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let table = match pick(&names, wanted) {
+        Some(name) => name,
+        None if settings.create_tables => {
+            let sql =
+                types::create_table_sql(settings.kind, dialect, schema, wanted, &spec.columns);
+            client.batch_execute(&sql).await.map_err(|e| {
+                WarehouseError::from_pg(settings, &format!("creating {schema}.{wanted}"), &e)
+            })?;
+            tracing::info!(table = %format!("{schema}.{}", wanted.to_ascii_lowercase()), "created the warehouse table");
+            wanted.to_ascii_lowercase()
+        }
+        None => {
+            return Err(WarehouseError(format!(
+                "warehouse {}: table {schema}.{wanted} does not exist; create it (docs/type-map.md \
+                 shows matching types) or set warehouse.create_tables = true",
+                settings.display_url()
+            )));
+        }
+    };
+    let rows = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[schema, &table],
+        )
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
+    let target_columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let columns = match_columns(&spec.columns, &target_columns).map_err(|missing| {
+        WarehouseError(format!(
+            "warehouse table {schema}.{table} has no column {missing} (it has {}); add it, or \
+             drop the table and let create_tables make it",
+            target_columns.join(", ")
+        ))
+    })?;
+    let partition_column = spec.partition.as_ref().map(|p| {
+        pick(&target_columns, &p.column)
+            .map(|c| quote_ident(&c))
+            .unwrap_or_else(|| quote_ident(&p.column))
+    });
+    let mut predicates = Vec::new();
+    if let Some(filter) = &spec.filter {
+        predicates.push(format!("({filter})"));
+    }
+    if let (Some(partition), Some(column)) = (&spec.partition, &partition_column) {
+        predicates.push(format!("({})", partition.bound.predicate(column)));
+    }
+    Ok(TargetTable {
+        qualified: format!("{}.{}", quote_ident(schema), quote_ident(&table)),
+        columns,
+        predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
+    })
+}
+
+/// The name equal to `wanted`, else the one equal ignoring case.
+fn pick(names: &[String], wanted: &str) -> Option<String> {
+    names
+        .iter()
+        .find(|n| *n == wanted)
+        .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(wanted)))
+        .cloned()
+}
+
+/// The quoted target column for each source column, or the first source column missing.
+fn match_columns(source: &[ColumnSpec], target: &[String]) -> Result<Vec<String>, String> {
+    source
+        .iter()
+        .map(|c| {
+            pick(target, &c.name)
+                .map(|t| quote_ident(&t))
+                .ok_or_else(|| c.name.clone())
+        })
+        .collect()
+}
+
+/// The bookkeeping table, created if missing (PostgreSQL and Redshift alike).
+pub fn loads_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} (\
+         task varchar(64) NOT NULL, \
+         subtask varchar(512) NOT NULL, \
+         run varchar(64) NOT NULL, \
+         chunk varchar(64) NOT NULL, \
+         row_count bigint NOT NULL, \
+         sha256 varchar(64) NOT NULL, \
+         loaded_at timestamp NOT NULL, \
+         PRIMARY KEY (task, subtask, run, chunk))",
+        quote_ident(schema),
+        quote_ident(LOADS_TABLE)
+    )
+}
+
+/// `"schema"."dbhaul_loads"`.
+pub fn loads_table(schema: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(LOADS_TABLE))
+}
+
+/// Create the bookkeeping table if it is missing.
+pub async fn ensure_loads_table(
+    client: &Client,
+    settings: &WarehouseSettings,
+) -> Result<(), WarehouseError> {
+    client
+        .batch_execute(&loads_ddl(&settings.schema))
+        .await
+        .map_err(|e| {
+            WarehouseError::from_pg(
+                settings,
+                &format!(
+                    "creating the bookkeeping table {}.{LOADS_TABLE}",
+                    settings.schema
+                ),
+                &e,
+            )
+        })
+}
+
+/// Rows the bookkeeping table records for one run of a subtask.
+pub async fn loaded_rows(
+    client: &Client,
+    settings: &WarehouseSettings,
+    task: &str,
+    subtask: &str,
+    run: &str,
+) -> Result<i64, WarehouseError> {
+    let sql = format!(
+        "SELECT COALESCE(SUM(row_count), 0)::bigint FROM {} \
+         WHERE task = $1 AND subtask = $2 AND run = $3",
+        loads_table(&settings.schema)
+    );
+    let row = client
+        .query_one(&sql, &[&task, &subtask, &run])
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "reading the bookkeeping table", &e))?;
+    Ok(row.get(0))
+}
+
+/// A timestamp literal for `loaded_at`, in UTC.
+fn now_literal() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+/// An SQL string literal: single quotes doubled.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Check, changing nothing, that the warehouse can take these subtasks: the schema, the
+/// bookkeeping table (or the right to create it), every table with its columns (or the
+/// right to create it with `create_tables`), and INSERT and DELETE on them.
+pub async fn check_access(
+    client: &Client,
+    settings: &WarehouseSettings,
+    specs: &[SubtaskSpec],
+) -> Result<String, WarehouseError> {
+    let schema = &settings.schema;
+    let pg = |what: &str, e: tokio_postgres::Error| WarehouseError::from_pg(settings, what, &e);
+    let allowed = |row: tokio_postgres::Row| row.get::<_, Option<bool>>(0).unwrap_or(false);
+    let schema_exists = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+            &[schema],
+        )
+        .await
+        .map_err(|e| pg("reading the catalog", e))?
+        .is_some();
+    if !schema_exists {
+        return Err(WarehouseError(format!(
+            "warehouse {}: schema `{schema}` does not exist; create it or fix warehouse.schema",
+            settings.display_url()
+        )));
+    }
+    let can_create = allowed(
+        client
+            .query_one("SELECT has_schema_privilege($1, 'CREATE')", &[schema])
+            .await
+            .map_err(|e| pg("checking privileges", e))?,
+    );
+    let mut problems = Vec::new();
+    let mut tables: Vec<&SubtaskSpec> = Vec::new();
+    for spec in specs {
+        if !tables.iter().any(|t| t.table == spec.table) {
+            tables.push(spec);
+        }
+    }
+    let mut to_create = 0;
+    let mut checked: Vec<(String, Vec<&ColumnSpec>)> = vec![(LOADS_TABLE.to_string(), Vec::new())];
+    checked.extend(
+        tables
+            .iter()
+            .map(|s| (s.table.name.clone(), s.columns.iter().collect())),
+    );
+    for (name, columns) in checked {
+        let found = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = $1 AND lower(table_name::text) = lower($2)",
+                &[schema, &name],
+            )
+            .await
+            .map_err(|e| pg("reading the catalog", e))?;
+        let names: Vec<String> = found.iter().map(|r| r.get(0)).collect();
+        let Some(table) = pick(&names, &name) else {
+            if name == LOADS_TABLE || settings.create_tables {
+                to_create += 1;
+                if !can_create {
+                    problems.push(format!(
+                        "{schema}.{name} is missing and the user may not create tables in \
+                         `{schema}`; GRANT CREATE ON SCHEMA {schema}, or create it"
+                    ));
+                }
+            } else {
+                problems.push(format!(
+                    "table {schema}.{name} does not exist; create it (docs/type-map.md) or set \
+                     warehouse.create_tables = true"
+                ));
+            }
+            continue;
+        };
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(&table));
+        for privilege in ["INSERT", "DELETE", "SELECT"] {
+            let ok = allowed(
+                client
+                    .query_one(
+                        "SELECT has_table_privilege($1, $2)",
+                        &[&qualified, &privilege],
+                    )
+                    .await
+                    .map_err(|e| pg("checking privileges", e))?,
+            );
+            if !ok {
+                problems.push(format!(
+                    "no {privilege} privilege on {schema}.{table}; GRANT {privilege} ON \
+                     {schema}.{table} TO the warehouse user"
+                ));
+            }
+        }
+        if !columns.is_empty() {
+            let rows = client
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns \
+                     WHERE table_schema = $1 AND table_name = $2",
+                    &[schema, &table],
+                )
+                .await
+                .map_err(|e| pg("reading the catalog", e))?;
+            let target: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let source: Vec<ColumnSpec> = columns.into_iter().cloned().collect();
+            if let Err(missing) = match_columns(&source, &target) {
+                problems.push(format!(
+                    "table {schema}.{table} has no column {missing}; add it, or drop the \
+                     table and let create_tables make it"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!(
+            "{}: {} tables ready{}",
+            settings.display_url(),
+            tables.len(),
+            if to_create > 0 {
+                format!(", {to_create} to be created (bookkeeping included)")
+            } else {
+                String::new()
+            }
+        ))
+    } else {
+        Err(WarehouseError(format!(
+            "warehouse {}: {}",
+            settings.display_url(),
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Before a run: create the bookkeeping table and, with `create_tables`, missing tables —
+/// once, here, rather than from several copiers at once.
+pub async fn prepare(
+    client: &Client,
+    settings: &WarehouseSettings,
+    dialect: Dialect,
+    specs: &[SubtaskSpec],
+) -> Result<(), WarehouseError> {
+    ensure_loads_table(client, settings).await?;
+    let mut done: Vec<&crate::model::TableRef> = Vec::new();
+    for spec in specs {
+        if !done.contains(&&spec.table) {
+            resolve_table(client, settings, dialect, spec).await?;
+            done.push(&spec.table);
+        }
+    }
+    Ok(())
+}

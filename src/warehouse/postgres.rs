@@ -1,0 +1,278 @@
+//! Copy into PostgreSQL: each uploaded chunk is read back from the target, checked against
+//! its SHA-256 in the manifest, decompressed as it streams, and fed to
+//! `COPY ... FROM STDIN (FORMAT csv)`. The chunk's rows and its bookkeeping row commit in
+//! one transaction: a chunk is in the warehouse once, or not at all.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::{TargetTable, WarehouseError, literal, loads_table, now_literal};
+use crate::config::{FileSettings, WarehouseSettings};
+use crate::model::{ChunkRecord, Compression};
+use crate::pipeline::credit::CancelSwitch;
+use crate::target::{S3Error, S3Target};
+
+/// Hand decompressed data to COPY in pieces of about this size.
+const COPY_PIECE: usize = 1024 * 1024;
+
+/// Which chunk of which run of which subtask.
+#[derive(Debug, Clone)]
+pub struct ChunkLoad<'a> {
+    pub task: &'a str,
+    pub subtask: &'a str,
+    pub run: &'a str,
+    pub chunk: &'a ChunkRecord,
+    pub key: &'a str,
+}
+
+/// What loading one chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The chunk's rows were copied now.
+    Copied(u64),
+    /// The bookkeeping table says this chunk of this run is in already.
+    AlreadyThere(u64),
+}
+
+/// Why loading a chunk failed: the S3 side may pass (the caller tries again), the rest not.
+#[derive(Debug)]
+pub enum LoadError {
+    S3(S3Error),
+    /// Reading the object's body broke off; trying again may help.
+    Download(String),
+    Warehouse(WarehouseError),
+}
+
+/// `COPY t (cols) FROM STDIN (FORMAT csv, ...)` for the task's file settings.
+pub fn copy_sql(table: &TargetTable, files: &FileSettings) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER {}, NULL {}, QUOTE '\"', ENCODING 'UTF8')",
+        table.qualified,
+        table.columns.join(", "),
+        literal(&(files.delimiter as char).to_string()),
+        literal(&files.null_string),
+    )
+}
+
+/// Load one chunk, exactly once. `replace_earlier` deletes what earlier runs of the subtask
+/// loaded, in the same transaction (set it for the first chunk a copier loads).
+#[allow(clippy::too_many_arguments)]
+pub async fn load_chunk(
+    client: &mut Client,
+    settings: &WarehouseSettings,
+    files: &FileSettings,
+    table: &TargetTable,
+    s3: &S3Target,
+    load: &ChunkLoad<'_>,
+    replace_earlier: bool,
+    cancel: &CancelSwitch,
+) -> Result<Loaded, LoadError> {
+    let pg = |what: &str, e: tokio_postgres::Error| {
+        LoadError::Warehouse(WarehouseError::from_pg(settings, what, &e))
+    };
+    let loads = loads_table(&settings.schema);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg("starting a transaction", e))?;
+    let done = tx
+        .query_opt(
+            &format!(
+                "SELECT row_count FROM {loads} WHERE task = $1 AND subtask = $2 AND run = $3 \
+                 AND chunk = $4"
+            ),
+            &[&load.task, &load.subtask, &load.run, &load.chunk.name],
+        )
+        .await
+        .map_err(|e| pg("reading the bookkeeping table", e))?;
+    if let Some(row) = done {
+        let rows: i64 = row.get(0);
+        tx.commit().await.map_err(|e| pg("committing", e))?;
+        return Ok(Loaded::AlreadyThere(rows as u64));
+    }
+    if replace_earlier {
+        let sql = replace_earlier_sql(table, &settings.schema);
+        let deleted = tx
+            .execute(&sql, &[&load.task, &load.subtask, &load.run])
+            .await
+            .map_err(|e| {
+                pg(
+                    &format!(
+                        "removing the rows an earlier run loaded ({sql}); a `where` filter must \
+                         also be valid SQL in the warehouse"
+                    ),
+                    e,
+                )
+            })?;
+        let forgotten = tx
+            .execute(
+                &format!("DELETE FROM {loads} WHERE task = $1 AND subtask = $2 AND run <> $3"),
+                &[&load.task, &load.subtask, &load.run],
+            )
+            .await
+            .map_err(|e| pg("clearing earlier runs from the bookkeeping table", e))?;
+        if forgotten > 0 {
+            tracing::info!(
+                subtask = load.subtask,
+                rows = deleted,
+                "replaced the rows of an earlier run"
+            );
+        }
+    }
+
+    let sink = tx
+        .copy_in::<_, Bytes>(&copy_sql(table, files))
+        .await
+        .map_err(|e| pg(&format!("starting COPY into {}", table.qualified), e))?;
+    futures::pin_mut!(sink);
+    let mut body = s3.get(load.key, cancel).await.map_err(LoadError::S3)?;
+    let mut digest = Sha256::new();
+    let mut decoder = match files.compression {
+        Compression::Gzip => Some(flate2::write::MultiGzDecoder::new(Vec::with_capacity(
+            COPY_PIECE * 2,
+        ))),
+        Compression::None => None,
+    };
+    let mut plain = Vec::with_capacity(COPY_PIECE * 2);
+    loop {
+        let piece = tokio::select! {
+            piece = body.try_next() => piece,
+            () = cancel.cancelled() => return Err(LoadError::S3(S3Error::Cancelled)),
+        };
+        let Some(piece) = piece.map_err(|e| LoadError::Download(e.to_string()))? else {
+            break;
+        };
+        digest.update(&piece);
+        let out = match &mut decoder {
+            Some(decoder) => {
+                decoder.write_all(&piece).map_err(|e| corrupt(load, e))?;
+                decoder.get_mut()
+            }
+            None => {
+                plain.extend_from_slice(&piece);
+                &mut plain
+            }
+        };
+        if out.len() >= COPY_PIECE {
+            let bytes = Bytes::from(std::mem::replace(out, Vec::with_capacity(COPY_PIECE * 2)));
+            sink.send(bytes)
+                .await
+                .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
+        }
+    }
+    let rest = match decoder {
+        Some(decoder) => decoder.finish().map_err(|e| corrupt(load, e))?,
+        None => plain,
+    };
+    let sha256 = hex::encode(digest.finalize());
+    if sha256 != load.chunk.sha256 {
+        return Err(LoadError::Warehouse(WarehouseError(format!(
+            "{} read back from the target has SHA-256 {sha256}, the manifest says {}: the \
+             object was changed or damaged after upload; nothing of it was loaded",
+            load.key, load.chunk.sha256
+        ))));
+    }
+    if !rest.is_empty() {
+        sink.send(Bytes::from(rest))
+            .await
+            .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
+    }
+    let copied = sink
+        .finish()
+        .await
+        .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
+    if copied != load.chunk.rows {
+        return Err(LoadError::Warehouse(WarehouseError(format!(
+            "COPY of {} loaded {copied} rows, the manifest says {}; nothing of it was kept",
+            load.key, load.chunk.rows
+        ))));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {loads} (task, subtask, run, chunk, row_count, sha256, loaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, {}::timestamp)",
+            literal(&now_literal())
+        ),
+        &[
+            &load.task,
+            &load.subtask,
+            &load.run,
+            &load.chunk.name,
+            &(copied as i64),
+            &load.chunk.sha256,
+        ],
+    )
+    .await
+    .map_err(|e| pg("recording the chunk in the bookkeeping table", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| pg(&format!("committing {}", load.key), e))?;
+    Ok(Loaded::Copied(copied))
+}
+
+/// Delete the rows of earlier runs of a subtask: `$1` task, `$2` subtask, `$3` this run.
+/// Deletes nothing unless the bookkeeping table records an earlier run.
+pub fn replace_earlier_sql(table: &TargetTable, schema: &str) -> String {
+    let earlier = format!(
+        "EXISTS (SELECT 1 FROM {} WHERE task = $1 AND subtask = $2 AND run <> $3)",
+        loads_table(schema)
+    );
+    match &table.predicate {
+        Some(predicate) => format!(
+            "DELETE FROM {} WHERE {predicate} AND {earlier}",
+            table.qualified
+        ),
+        None => format!("DELETE FROM {} WHERE {earlier}", table.qualified),
+    }
+}
+
+fn corrupt(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
+    LoadError::Warehouse(WarehouseError(format!(
+        "{} is not valid gzip ({error}): the object was changed or damaged after upload",
+        load.key
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(predicate: Option<&str>) -> TargetTable {
+        TargetTable {
+            qualified: "\"public\".\"orders\"".into(),
+            columns: vec!["\"id\"".into(), "\"note\"".into()],
+            predicate: predicate.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn copy_reads_the_files_as_written() {
+        let files = FileSettings {
+            delimiter: b'|',
+            null_string: "\\N".into(),
+            ..FileSettings::default()
+        };
+        assert_eq!(
+            copy_sql(&table(None), &files),
+            "COPY \"public\".\"orders\" (\"id\", \"note\") FROM STDIN (FORMAT csv, \
+             DELIMITER '|', NULL '\\N', QUOTE '\"', ENCODING 'UTF8')"
+        );
+    }
+
+    #[test]
+    fn earlier_runs_are_replaced_only_where_they_loaded() {
+        assert_eq!(
+            replace_earlier_sql(&table(Some("(\"id\" < 10)")), "public"),
+            "DELETE FROM \"public\".\"orders\" WHERE (\"id\" < 10) AND EXISTS (SELECT 1 FROM \
+             \"public\".\"dbhaul_loads\" WHERE task = $1 AND subtask = $2 AND run <> $3)"
+        );
+        assert!(
+            replace_earlier_sql(&table(None), "public")
+                .starts_with("DELETE FROM \"public\".\"orders\" WHERE EXISTS")
+        );
+    }
+}

@@ -1,0 +1,715 @@
+//! Upload and copy, end to end against real parts: moto's S3 server (started by the
+//! harness), the real PostgreSQL as the warehouse, the real ODBC sources. What a user would
+//! check: rows in the warehouse equal rows in the source, both ways, NULL and "" apart;
+//! uploaded objects equal the local chunks byte for byte; an S3 outage mid-upload, or a run
+//! killed during copy and run again, leaves every row in the warehouse exactly once; bad
+//! settings fail before any data moves, with the cause and the fix.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::fixtures::{self, Db};
+use crate::common::s3::{self, Proxy};
+use crate::common::*;
+
+/// `[target]` and `[warehouse]` sections for a bucket on `endpoint` and a schema of the
+/// PostgreSQL test database; `target_extra` and `warehouse_extra` are more settings.
+fn stages_with(
+    endpoint: &str,
+    bucket: &str,
+    schema: &str,
+    target_extra: &str,
+    warehouse_extra: &str,
+) -> String {
+    format!(
+        "[target]\nurl = \"s3://{bucket}/exports\"\nendpoint = \"{endpoint}\"\n{target_extra}\n\
+         [warehouse]\nkind = \"postgres\"\nurl = \"postgresql://postgres@{}:5432/{TEST_DB}\"\n\
+         schema = \"{schema}\"\n{warehouse_extra}\n",
+        pg_host()
+    )
+}
+
+fn stages_toml(endpoint: &str, bucket: &str, schema: &str, warehouse_extra: &str) -> String {
+    stages_with(endpoint, bucket, schema, "", warehouse_extra)
+}
+
+fn copy_mode() -> &'static str {
+    "mode = \"extract-upload-copy\""
+}
+
+/// `dbhaul run --json` with the S3 test environment.
+fn run_with_s3(sandbox: &Sandbox, job: &Path, endpoint: &str) -> Run {
+    let env = s3::s3_env(endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sandbox.run_job_env(job, &sandbox.work_dir(), &env)
+}
+
+fn fresh_schema(schema: &str) -> postgres::Client {
+    let mut client = pg();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    client
+}
+
+fn count(client: &mut postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn source_of(db: Db, sandbox: &Sandbox) -> (String, String) {
+    match db {
+        Db::Pg => (pg_odbc(), "src_pg".into()),
+        Db::Maria => (maria_odbc(), TEST_DB.into()),
+        Db::Sqlite => (sqlite_odbc(&sandbox.path("source.db")), "main".into()),
+    }
+}
+
+/// The fidelity table from `db` through S3 into the PostgreSQL warehouse.
+fn fidelity_through_the_warehouse(db: Db, tag: &str) {
+    let sandbox = Sandbox::new();
+    let rows = fixtures::fidelity_rows(2000);
+    let (connection, namespace) = source_of(db, &sandbox);
+    let table = format!("wh_fidelity_{tag}");
+    let sql = |t: &str| fixtures::fidelity_sql(db, t, &rows);
+    match db {
+        Db::Pg => pg()
+            .batch_execute(&sql(&format!("src_pg.{table}")))
+            .unwrap(),
+        Db::Maria => maria(&sql(&format!("{TEST_DB}.{table}"))),
+        Db::Sqlite => sqlite(&sandbox.path("source.db"), &sql(&table)),
+    }
+    let schema = format!("wh_{tag}");
+    let mut client = fresh_schema(&schema);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.{table} ({}); {}",
+            fixtures::FIDELITY_PG_COLUMNS,
+            fixtures::fidelity_sql(Db::Pg, &format!("{schema}.expected"), &rows)
+        ))
+        .unwrap();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket(tag);
+    s3::create_bucket(&moto.endpoint(), &bucket);
+
+    let task = format!("wh-{tag}");
+    let text = job_text(
+        &task,
+        &connection,
+        &format!(
+            "[[tables]]\nname = \"{namespace}.{table}\"\n[files]\nkeep_local = true\nchunk_mb = 1\n{}",
+            stages_toml(&moto.endpoint(), &bucket, &schema, "")
+        ),
+        copy_mode(),
+    );
+    let job = sandbox.job(&task, &text);
+    let summary = run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let subtask = &summary["subtasks"][0];
+    assert_eq!(subtask["rows"], rows.len() as u64);
+    assert_eq!(subtask["uploaded_rows"], rows.len() as u64);
+    assert_eq!(subtask["copied_rows"], rows.len() as u64);
+
+    let loaded = format!("{schema}.{table}");
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {loaded}")),
+        rows.len() as i64
+    );
+    assert_eq!(
+        pg_difference(&mut client, &loaded, &format!("{schema}.expected")),
+        0,
+        "warehouse rows differ from the source rows ({tag})"
+    );
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE s IS NULL), count(*) FILTER (WHERE s = '') FROM {loaded}"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
+
+    // What was uploaded is what was written locally, byte for byte, under the documented
+    // keys, with the manifest last.
+    let dir = sandbox
+        .work_dir()
+        .join(&task)
+        .join(format!("{namespace}.{table}"));
+    let manifest = manifest(&dir);
+    let prefix = format!("exports/{task}/{namespace}.{table}/");
+    let keys = s3::list_keys(&moto.endpoint(), &bucket, &prefix);
+    let chunks = manifest["chunks"].as_array().unwrap();
+    assert_eq!(keys.len(), chunks.len() + 1, "{keys:?}");
+    for chunk in chunks {
+        let name = chunk["name"].as_str().unwrap();
+        let uploaded = s3::get_object(&moto.endpoint(), &bucket, &format!("{prefix}{name}"));
+        assert!(
+            uploaded == std::fs::read(dir.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let uploaded_manifest =
+        s3::get_object(&moto.endpoint(), &bucket, &format!("{prefix}manifest.json"));
+    assert_eq!(
+        uploaded_manifest,
+        std::fs::read(dir.join("manifest.json")).unwrap()
+    );
+    // The manifest doubles as a Redshift COPY manifest.
+    let entries = manifest["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), chunks.len());
+    assert_eq!(
+        entries[0]["url"],
+        format!("s3://{bucket}/{prefix}00000001.csv.gz")
+    );
+    assert_eq!(entries[0]["mandatory"], true);
+    assert_eq!(
+        entries[0]["meta"]["content_length"],
+        chunks[0]["bytes_compressed"]
+    );
+}
+
+#[test]
+fn rows_reach_the_warehouse_byte_for_byte_from_postgres() {
+    fidelity_through_the_warehouse(Db::Pg, "pg");
+}
+
+#[test]
+fn rows_reach_the_warehouse_byte_for_byte_from_mariadb() {
+    fidelity_through_the_warehouse(Db::Maria, "maria");
+}
+
+#[test]
+fn rows_reach_the_warehouse_byte_for_byte_from_sqlite() {
+    fidelity_through_the_warehouse(Db::Sqlite, "sqlite");
+}
+
+#[test]
+fn missing_tables_are_created_from_the_source_types() {
+    let sandbox = Sandbox::new();
+    let rows = fixtures::fidelity_rows(100);
+    let table = "wh_created";
+    let mut client = pg();
+    client
+        .batch_execute(&fixtures::fidelity_sql(
+            Db::Pg,
+            &format!("src_pg.{table}"),
+            &rows,
+        ))
+        .unwrap();
+    let schema = "wh_create";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&fixtures::fidelity_sql(
+            Db::Pg,
+            &format!("{schema}.expected"),
+            &rows,
+        ))
+        .unwrap();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("create");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let text = job_text(
+        "wh-create",
+        &pg_odbc(),
+        &format!(
+            "[[tables]]\nname = \"src_pg.{table}\"\n{}",
+            stages_toml(&moto.endpoint(), &bucket, schema, "create_tables = true")
+        ),
+        copy_mode(),
+    );
+    let job = sandbox.job("create", &text);
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let types: Vec<String> = client
+        .query(
+            "SELECT data_type::text FROM information_schema.columns WHERE table_schema = $1 \
+             AND table_name = $2 ORDER BY ordinal_position",
+            &[&schema, &table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types[0], "bigint");
+    assert_eq!(
+        pg_difference(
+            &mut client,
+            &format!("{schema}.{table}"),
+            &format!("{schema}.expected")
+        ),
+        0
+    );
+}
+
+/// A table big enough for several chunks of 1 MB and a multipart upload with 5 MB parts.
+fn hash_table_job(
+    sandbox: &Sandbox,
+    task: &str,
+    table: &str,
+    endpoint: &str,
+    bucket: &str,
+    schema: &str,
+    files: &str,
+) -> std::path::PathBuf {
+    let text = job_text(
+        task,
+        &pg_odbc(),
+        &format!(
+            "[[tables]]\nname = \"src_pg.{table}\"\n[files]\n{files}\n{}",
+            stages_with(
+                endpoint,
+                bucket,
+                schema,
+                "attempts = 20\npart_size_mb = 5",
+                ""
+            )
+        ),
+        copy_mode(),
+    );
+    sandbox.job(task, &text)
+}
+
+fn warehouse_table(client: &mut postgres::Client, schema: &str, table: &str) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.{table} (id int, h varchar(64))"
+        ))
+        .unwrap();
+}
+
+/// Every source row is in the warehouse exactly once.
+fn assert_exactly_once(client: &mut postgres::Client, schema: &str, table: &str, rows: i64) {
+    assert_eq!(
+        count(client, &format!("SELECT count(*) FROM {schema}.{table}")),
+        rows
+    );
+    assert_eq!(
+        count(
+            client,
+            &format!("SELECT count(DISTINCT id) FROM {schema}.{table}")
+        ),
+        rows,
+        "a row is doubled"
+    );
+    assert_eq!(
+        pg_difference(
+            client,
+            &format!("{schema}.{table}"),
+            &format!("src_pg.{table}")
+        ),
+        0
+    );
+}
+
+#[test]
+fn large_chunks_go_up_in_parts_and_come_back_identical() {
+    let sandbox = Sandbox::new();
+    let table = "wh_multipart";
+    pg_hash_table(table, 200_000);
+    let schema = "wh_multipart";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("multipart");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let job = hash_table_job(
+        &sandbox,
+        "wh-multipart",
+        table,
+        &moto.endpoint(),
+        &bucket,
+        schema,
+        "chunk_mb = 64\ngzip_level = 1\nkeep_local = true",
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let dir = sandbox
+        .work_dir()
+        .join("wh-multipart")
+        .join(format!("src_pg.{table}"));
+    let local = std::fs::read(dir.join("00000001.csv.gz")).unwrap();
+    assert!(local.len() > 5 << 20, "the chunk must exceed one 5 MB part");
+    let key = format!("exports/wh-multipart/src_pg.{table}/00000001.csv.gz");
+    assert!(s3::get_object(&moto.endpoint(), &bucket, &key) == local);
+    assert_eq!(s3::list_multipart_uploads(&moto.endpoint(), &bucket), 0);
+    assert_exactly_once(&mut client, schema, table, 200_000);
+}
+
+#[test]
+fn an_s3_outage_mid_upload_is_ridden_out_with_nothing_lost_or_doubled() {
+    let sandbox = Sandbox::new();
+    let table = "wh_outage";
+    pg_hash_table(table, 300_000);
+    let schema = "wh_outage";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("outage");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let proxy = Proxy::start(moto.port);
+    let job = hash_table_job(
+        &sandbox,
+        "wh-outage",
+        table,
+        &proxy.endpoint(),
+        &bucket,
+        schema,
+        "chunk_mb = 1\ngzip_level = 1",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
+        .arg(sandbox.work_dir())
+        .envs(s3::s3_env(&proxy.endpoint()))
+        .env_remove("DBHAUL_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Pull the plug once the first chunks are going up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.bytes_forwarded() < 2 << 20 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.resume();
+    let output = child.wait_with_output().unwrap();
+    let run = Run::from(output);
+    let summary = run.assert_ok();
+    assert!(
+        run.stderr.contains("next in"),
+        "the outage was seen and retried:\n{}",
+        run.stderr
+    );
+    assert_eq!(summary["subtasks"][0]["copied_rows"], 300_000);
+    assert_exactly_once(&mut client, schema, table, 300_000);
+}
+
+#[test]
+fn a_run_killed_during_copy_and_run_again_loads_every_row_once() {
+    let sandbox = Sandbox::new();
+    let table = "wh_killed";
+    pg_hash_table(table, 400_000);
+    let schema = "wh_killed";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("killed");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let job = hash_table_job(
+        &sandbox,
+        "wh-killed",
+        table,
+        &moto.endpoint(),
+        &bucket,
+        schema,
+        "chunk_mb = 1\ngzip_level = 1",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
+        .arg(sandbox.work_dir())
+        .envs(s3::s3_env(&moto.endpoint()))
+        .env_remove("DBHAUL_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no clean-up) as soon as the first chunk is in the warehouse.
+    let loads = format!("SELECT count(*) FROM {schema}.dbhaul_loads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{schema}.dbhaul_loads")],
+            )
+            .unwrap()
+            .get::<_, bool>(0);
+        if ready && count(&mut client, &loads) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk was ever copied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let loaded_chunks = count(&mut client, &loads);
+    let partial_rows = count(
+        &mut client,
+        &format!("SELECT count(*) FROM {schema}.{table}"),
+    );
+    assert!(
+        partial_rows < 400_000,
+        "the kill came too late to prove anything ({loaded_chunks} chunks were in)"
+    );
+    // Every committed chunk is whole: the rows present are what the bookkeeping says.
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT COALESCE(SUM(row_count), 0)::bigint FROM {schema}.dbhaul_loads")
+        ),
+        partial_rows
+    );
+
+    let summary = run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_eq!(summary["subtasks"][0]["copied_rows"], 400_000);
+    assert_exactly_once(&mut client, schema, table, 400_000);
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(DISTINCT run) FROM {schema}.dbhaul_loads")
+        ),
+        1,
+        "the first run's bookkeeping is replaced"
+    );
+    // And a third run over a complete load changes nothing either.
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_exactly_once(&mut client, schema, table, 400_000);
+}
+
+/// A small SQLite job into schema `schema`, with `target` and `warehouse` overrides.
+fn small_job(sandbox: &Sandbox, task: &str, stages: &str) -> std::path::PathBuf {
+    let db = sandbox.path("source.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t (id integer primary key, v text); INSERT INTO t VALUES (1, 'a'), (2, NULL);",
+    );
+    let text = job_text(
+        task,
+        &sqlite_odbc(&db),
+        &format!("[[tables]]\nname = \"t\"\n{stages}"),
+        copy_mode(),
+    );
+    sandbox.job(task, &text)
+}
+
+/// Nothing was extracted: no chunk in the working folder.
+fn assert_no_chunks(sandbox: &Sandbox) {
+    let chunks = walk(&sandbox.work_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".csv"))
+        .count();
+    assert_eq!(
+        chunks, 0,
+        "a chunk was written although the run was refused"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_missing_bucket_is_named_before_any_data_moves() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let schema = "wh_nobucket";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    let job = small_job(
+        &sandbox,
+        "no-bucket",
+        &stages_toml(&moto.endpoint(), "no-such-bucket-here", schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr("bucket `no-such-bucket-here` at ")
+        .assert_stderr("does not exist; create it, or fix target.url");
+    assert_no_chunks(&sandbox);
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        0
+    );
+}
+
+#[test]
+fn an_unreachable_endpoint_is_named_with_the_fix() {
+    let sandbox = Sandbox::new();
+    let schema = "wh_unreachable";
+    fresh_schema(schema);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let job = small_job(
+        &sandbox,
+        "unreachable",
+        &stages_with(&endpoint, "bucket", schema, "attempts = 2", ""),
+    );
+    run_with_s3(&sandbox, &job, &endpoint)
+        .assert_code(2)
+        .assert_stderr(&format!("cannot reach {endpoint}"))
+        .assert_stderr("check target.endpoint and the network");
+    assert_no_chunks(&sandbox);
+}
+
+#[test]
+fn refused_credentials_are_named_with_the_fix() {
+    let sandbox = Sandbox::new();
+    // A moto of its own that checks credentials: ours are unknown to it.
+    let moto = s3::start_moto_with_auth();
+    let schema = "wh_badkeys";
+    fresh_schema(schema);
+    let job = small_job(
+        &sandbox,
+        "bad-keys",
+        &stages_toml(&moto.endpoint(), "any-bucket", schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr("refused the credentials (InvalidAccessKeyId")
+        .assert_stderr("AWS_ACCESS_KEY_ID");
+    assert_no_chunks(&sandbox);
+}
+
+#[test]
+fn a_missing_warehouse_table_is_named_with_the_fix() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("notable");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let schema = "wh_notable";
+    fresh_schema(schema);
+    let job = small_job(
+        &sandbox,
+        "no-table",
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr(&format!("table {schema}.t does not exist"))
+        .assert_stderr("set warehouse.create_tables = true");
+    assert_no_chunks(&sandbox);
+    assert!(s3::list_keys(&moto.endpoint(), &bucket, "").is_empty());
+}
+
+#[test]
+fn a_wrong_warehouse_database_is_named_with_the_fix() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("nodb");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let stages = stages_toml(&moto.endpoint(), &bucket, "public", "")
+        .replace(&format!("5432/{TEST_DB}"), "5432/no_such_database");
+    let job = small_job(&sandbox, "no-db", &stages);
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr("database \"no_such_database\" does not exist")
+        .assert_stderr("fix the database name in warehouse.url");
+    assert_no_chunks(&sandbox);
+}
+
+#[test]
+fn upload_modes_need_their_sections() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.path("source.db");
+    sqlite(&db, "CREATE TABLE t (id integer);");
+    for (mode, stages, expected) in [
+        ("extract-upload", "", "uploads, but there is no [target]"),
+        (
+            "extract-upload-copy",
+            "[target]\nurl = \"s3://bucket\"\n",
+            "copies, but there is no [warehouse]",
+        ),
+        (
+            "extract-upload",
+            "[target]\nurl = \"bucket/prefix\"\n",
+            "target.url = \"bucket/prefix\": must start with s3://",
+        ),
+        (
+            "extract-upload-copy",
+            "[target]\nurl = \"s3://bucket\"\n[warehouse]\nkind = \"redshift\"\nurl = \"postgresql://u@h:5439/dev\"\n",
+            "needs iam_role",
+        ),
+    ] {
+        let text = job_text(
+            "sections",
+            &sqlite_odbc(&db),
+            &format!("[[tables]]\nname = \"t\"\n{stages}"),
+            &format!("mode = \"{mode}\""),
+        );
+        let job = sandbox.job("sections", &text);
+        sandbox.run_job(&job).assert_code(2).assert_stderr(expected);
+    }
+}
+
+#[test]
+fn the_test_task_prints_one_line_per_check_with_the_fix() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("testtask");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let schema = "wh_testtask";
+    let mut client = fresh_schema(schema);
+    let env = s3::s3_env(&moto.endpoint());
+    let test = |job: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+            .args(["run", "--test", job.to_str().unwrap(), "--work-dir"])
+            .arg(sandbox.work_dir())
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    // The warehouse table is missing: that check fails, with the fix; the others pass.
+    let job = small_job(
+        &sandbox,
+        "tested",
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    let (code, out) = test(&job);
+    assert_eq!(code, 1, "{out}");
+    for line in [
+        "ok   source",
+        "ok   tables           1 tables readable, 1 subtasks",
+        "ok   working folder",
+        &format!(
+            "ok   bucket           bucket `{bucket}` at {}: write, read back, delete",
+            moto.endpoint()
+        ),
+        &format!(
+            "FAIL warehouse        warehouse postgresql://postgres@{}:5432/{TEST_DB}: table {schema}.t does not exist",
+            pg_host()
+        ),
+        "1 of 5 checks failed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // The test changed nothing: no bookkeeping table, no probe object left, no chunk.
+    let tables = count(
+        &mut client,
+        &format!("SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"),
+    );
+    assert_eq!(tables, 0);
+    assert!(s3::list_keys(&moto.endpoint(), &bucket, "").is_empty());
+    assert_no_chunks(&sandbox);
+
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    let (code, out) = test(&job);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("all checks passed"), "{out}");
+}
