@@ -473,7 +473,8 @@ fn small_job(sandbox: &Sandbox, task: &str, stages: &str) -> std::path::PathBuf 
     let db = sandbox.path("source.db");
     sqlite(
         &db,
-        "CREATE TABLE t (id integer primary key, v text); INSERT INTO t VALUES (1, 'a'), (2, NULL);",
+        "DROP TABLE IF EXISTS t; CREATE TABLE t (id integer primary key, v text); \
+         INSERT INTO t VALUES (1, 'a'), (2, NULL);",
     );
     let text = job_text(
         task,
@@ -712,4 +713,246 @@ fn the_test_task_prints_one_line_per_check_with_the_fix() {
     let (code, out) = test(&job);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("all checks passed"), "{out}");
+}
+
+/// A self-signed certificate for 127.0.0.1, as an S3-compatible device has.
+fn self_signed(sandbox: &Sandbox) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (sandbox.path("device.pem"), sandbox.path("device.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg("/CN=device")
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn a_device_with_its_own_certificate_is_trusted_through_ca_bundle() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = self_signed(&sandbox);
+    let moto = s3::start_moto_tls(&cert, &key);
+    let endpoint = format!("https://127.0.0.1:{}", moto.port);
+    let table = "wh_device";
+    pg_hash_table(table, 1000);
+    let schema = "wh_device";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    let job_with = |name: &str, target_extra: &str| {
+        let text = job_text(
+            name,
+            &pg_odbc(),
+            &format!(
+                "[[tables]]\nname = \"src_pg.{table}\"\n{}",
+                stages_with(&endpoint, "device", schema, target_extra, "")
+            ),
+            copy_mode(),
+        );
+        sandbox.job(name, &text)
+    };
+    // Without the device's certificate, TLS fails, and the error says so.
+    let untrusted = job_with("untrusted", "attempts = 1");
+    run_with_s3(&sandbox, &untrusted, &endpoint)
+        .assert_code(2)
+        .assert_stderr(&format!("cannot reach {endpoint}"))
+        .assert_stderr("certificate");
+    // With it, the bucket is created through a real TLS session and the run goes through.
+    let env = s3::s3_env(&endpoint);
+    let status = Command::new("aws")
+        .args(["--endpoint-url", &endpoint, "--ca-bundle"])
+        .arg(&cert)
+        .args(["s3", "mb", "s3://device"])
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .status()
+        .expect("the aws CLI (appliance/setup.sh installs it)");
+    assert!(status.success());
+    let trusted = job_with("trusted", &format!("ca_bundle = \"{}\"", cert.display()));
+    run_with_s3(&sandbox, &trusted, &endpoint).assert_ok();
+    assert_exactly_once(&mut client, schema, table, 1000);
+}
+
+#[test]
+fn a_named_profile_supplies_the_credentials() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("profile");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let schema = "wh_profile";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    let credentials = sandbox.path("credentials");
+    std::fs::write(
+        &credentials,
+        "[SnowballEdge]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let job = small_job(
+        &sandbox,
+        "profile",
+        &stages_with(
+            &moto.endpoint(),
+            &bucket,
+            schema,
+            "profile = \"SnowballEdge\"",
+            "",
+        ),
+    );
+    // No keys in the environment: only the profile can provide them.
+    let mut env: Vec<(String, String)> = s3::s3_env(&moto.endpoint())
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    env.retain(|(k, _)| k != "AWS_SHARED_CREDENTIALS_FILE");
+    env.push((
+        "AWS_SHARED_CREDENTIALS_FILE".into(),
+        credentials.display().to_string(),
+    ));
+    let run = |job: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+            .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
+            .arg(sandbox.work_dir())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        Run::from(output)
+    };
+    run(&job).assert_ok();
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        2
+    );
+
+    let wrong = small_job(
+        &sandbox,
+        "no-profile",
+        &stages_with(
+            &moto.endpoint(),
+            &bucket,
+            schema,
+            "profile = \"Nowhere\"",
+            "",
+        ),
+    );
+    run(&wrong)
+        .assert_code(2)
+        .assert_stderr("no AWS credentials")
+        .assert_stderr("target.profile");
+}
+
+#[test]
+fn copied_files_are_cleaned_up_as_configured() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("cleanup");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let schema = "wh_cleanup";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    // Defaults: local chunks go once uploaded (the manifest stays); objects stay.
+    let job = small_job(
+        &sandbox,
+        "cleanup",
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let dir = sandbox.work_dir().join("cleanup/main.t");
+    let local: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(local, ["manifest.json"]);
+    assert_eq!(s3::list_keys(&moto.endpoint(), &bucket, "").len(), 2);
+    // keep_uploaded = false: the objects go once copied and checked.
+    let job = small_job(
+        &sandbox,
+        "cleanup",
+        &format!(
+            "[files]\nkeep_uploaded = false\n{}",
+            stages_toml(&moto.endpoint(), &bucket, schema, "")
+        ),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert!(s3::list_keys(&moto.endpoint(), &bucket, "").is_empty());
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        2
+    );
+}
+
+#[test]
+fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("mismatch");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let table = "wh_mismatch";
+    pg_hash_table(table, 100);
+    let schema = "wh_mismatch";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    // The warehouse silently drops a row (a trigger): COPY reports 99 for 100.
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.drop_one() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.id = 50 THEN RETURN NULL; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER drop_one BEFORE INSERT ON {schema}.{table} \
+             FOR EACH ROW EXECUTE FUNCTION {schema}.drop_one()"
+        ))
+        .unwrap();
+    let text = |name: &str, extra: &str| {
+        job_text(
+            name,
+            &pg_odbc(),
+            &format!(
+                "[[tables]]\nname = \"src_pg.{table}\"\n{}",
+                stages_toml(&moto.endpoint(), &bucket, schema, extra)
+            ),
+            copy_mode(),
+        )
+    };
+    let job = sandbox.job("mismatch", &text("mismatch", ""));
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(1)
+        .assert_stderr("loaded 99 rows, the manifest says 100; nothing of it was kept");
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM {schema}.{table}")
+        ),
+        0
+    );
+
+    // count_source: the source gains a row while the copy runs (a trigger on the
+    // warehouse table inserts it): extracted 100, source now 101.
+    client
+        .batch_execute(&format!(
+            "DROP TRIGGER drop_one ON {schema}.{table}; \
+             CREATE FUNCTION {schema}.grow_source() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO src_pg.{table} VALUES (1000001, 'late'); RETURN NULL; END $$; \
+             CREATE TRIGGER grow_source AFTER INSERT ON {schema}.{table} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {schema}.grow_source()"
+        ))
+        .unwrap();
+    let job = sandbox.job("counted", &text("counted", "count_source = true"));
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(1)
+        .assert_stderr("the source now has 101 rows of src_pg.wh_mismatch, but 100 were extracted");
 }

@@ -62,8 +62,13 @@ pub enum Command {
         long_about = "Run one job to the end in this process: every table (and every \
         partition of a partitioned table) is a subtask; up to --parallel run at once. Chunks \
         land in <work-dir>/<task>/<schema>.<table>[/<partition>]/00000001.csv.gz with a \
-        manifest.json beside them.\n\nExample:\n  dbhaul run appliance/examples/job.toml \
-        --work-dir /var/lib/dbhaul/work"
+        manifest.json beside them. With mode = \"extract-upload\" each chunk is uploaded to \
+        [target] as soon as it is written; with \"extract-upload-copy\" it is then copied into \
+        [warehouse] (PostgreSQL: COPY per chunk; Redshift: COPY from the manifest), exactly \
+        once. The source, the working folder, the bucket and the warehouse are checked before \
+        any data moves (exit 2 if one fails); --test runs those checks alone and prints one \
+        line each.\n\nExamples:\n  dbhaul run appliance/examples/job.toml --work-dir \
+        /var/lib/dbhaul/work\n  dbhaul run job.toml --test"
     )]
     Run(RunArgs),
 

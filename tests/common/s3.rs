@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -78,6 +78,26 @@ pub fn start_moto_with_auth() -> Moto {
         .unwrap_or_else(|message| panic!("{message}"))
 }
 
+/// A moto server of the calling test's own that speaks HTTPS with this certificate and
+/// key (`https://127.0.0.1:<port>`), as an S3-compatible device with its own certificate
+/// does. Killed on drop.
+pub fn start_moto_tls(cert: &Path, key: &Path) -> Moto {
+    let args = [
+        "-c".to_string(),
+        cert.display().to_string(),
+        "-k".to_string(),
+        key.display().to_string(),
+    ];
+    let mut last = String::new();
+    for _ in 0..3 {
+        match start_moto_once(&[], &args).unwrap_or_else(|message| panic!("{message}")) {
+            Ok(moto) => return moto,
+            Err(message) => last = message,
+        }
+    }
+    panic!("{last}")
+}
+
 fn try_start_moto() -> Result<Moto, String> {
     try_start_moto_env(&[])
 }
@@ -87,7 +107,7 @@ fn try_start_moto_env(env: &[(&str, &str)]) -> Result<Moto, String> {
     // at once, and another port is tried.
     let mut last = String::new();
     for _ in 0..3 {
-        match start_moto_once(env)? {
+        match start_moto_once(env, &[])? {
             Ok(moto) => return Ok(moto),
             Err(message) => last = message,
         }
@@ -96,7 +116,8 @@ fn try_start_moto_env(env: &[(&str, &str)]) -> Result<Moto, String> {
 }
 
 /// `Err` when moto cannot run at all, `Ok(Err)` when it exited early (a port clash?).
-fn start_moto_once(env: &[(&str, &str)]) -> Result<Result<Moto, String>, String> {
+fn start_moto_once(env: &[(&str, &str)], args: &[String]) -> Result<Result<Moto, String>, String> {
+    let tls = !args.is_empty();
     const HINT: &str = "moto's S3 server (moto_server, PyPI moto[server]): run appliance/setup.sh";
     let port = free_port();
     let log = std::env::temp_dir().join(format!(
@@ -108,6 +129,7 @@ fn start_moto_once(env: &[(&str, &str)]) -> Result<Result<Moto, String>, String>
     let mut command = Command::new("moto_server");
     command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(|e| e.to_string())?)
@@ -130,7 +152,16 @@ fn start_moto_once(env: &[(&str, &str)]) -> Result<Result<Moto, String>, String>
                 text.trim()
             )));
         }
-        if answers_http(port) {
+        let ready = if tls {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(1),
+            )
+            .is_ok()
+        } else {
+            answers_http(port)
+        };
+        if ready {
             if let Ok(None) = child.try_wait() {
                 return Ok(Ok(Moto { port, log, child }));
             }
