@@ -956,3 +956,69 @@ fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
         .assert_code(1)
         .assert_stderr("the source now has 101 rows of src_pg.wh_mismatch, but 100 were extracted");
 }
+
+#[test]
+fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
+    let sandbox = Sandbox::new();
+    let table = "wh_sigint";
+    pg_hash_table(table, 400_000);
+    let schema = "wh_sigint";
+    let mut client = fresh_schema(schema);
+    warehouse_table(&mut client, schema, table);
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("sigint");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let job = hash_table_job(
+        &sandbox,
+        "wh-sigint",
+        table,
+        &moto.endpoint(),
+        &bucket,
+        schema,
+        "chunk_mb = 1\ngzip_level = 1",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
+        .arg(sandbox.work_dir())
+        .envs(s3::s3_env(&moto.endpoint()))
+        .env_remove("DBHAUL_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let loads = format!("SELECT count(*) FROM {schema}.dbhaul_loads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{schema}.dbhaul_loads")],
+            )
+            .unwrap()
+            .get(0);
+        if ready && count(&mut client, &loads) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk was ever copied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopped = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(1).assert_stderr("interrupted");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "stopping took {:?}",
+        stopped.elapsed()
+    );
+    let rows = count(&mut client, &format!("SELECT count(*) FROM {schema}.{table}"));
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT COALESCE(SUM(row_count), 0)::bigint FROM {schema}.dbhaul_loads")
+        ),
+        rows,
+        "only whole, recorded chunks are in the warehouse"
+    );
+    assert!(rows < 400_000, "the interrupt came too late to prove anything");
+}

@@ -84,9 +84,18 @@ pub fn run(args: RunArgs) -> Exit {
         let outcome = tokio::select! {
             outcomes = &mut done => (outcomes.unwrap_or_default(), false),
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("dbhaul: interrupted; stopping subtasks (partial chunks are deleted)");
+                eprintln!(
+                    "dbhaul: interrupted; stopping subtasks (partial chunks are deleted, \
+                     open copies rolled back); interrupt again to exit at once"
+                );
                 runner.do_send(StopJob);
-                (done.await.unwrap_or_default(), true)
+                tokio::select! {
+                    outcomes = done => (outcomes.unwrap_or_default(), true),
+                    _ = tokio::signal::ctrl_c() => {
+                        eprintln!("dbhaul: interrupted twice; exiting now");
+                        std::process::exit(130);
+                    }
+                }
             }
         };
         if let Some(io) = io {

@@ -129,29 +129,38 @@ impl Handler<ToCopy> for Copier {
             run: self.run.clone(),
             cancel: self.cancel.clone(),
         };
+        let cancel = self.cancel.clone();
         let work = async move {
             let ToCopy { file, credit } = message;
-            let result = match (kind, file) {
-                (WarehouseKind::Postgres, UploadedFile::Chunk { chunk, key }) => job
-                    .postgres_chunk(&mut client, &table, &chunk, &key, replace)
-                    .await
-                    .map(Step::Chunk),
-                (WarehouseKind::Postgres, UploadedFile::Manifest { manifest, .. }) => {
-                    job.validate(&client, &manifest).await.map(Step::Done)
+            let load = async {
+                match (kind, file) {
+                    (WarehouseKind::Postgres, UploadedFile::Chunk { chunk, key }) => job
+                        .postgres_chunk(&mut client, &table, &chunk, &key, replace)
+                        .await
+                        .map(Step::Chunk),
+                    (WarehouseKind::Postgres, UploadedFile::Manifest { manifest, .. }) => {
+                        job.validate(&client, &manifest).await.map(Step::Done)
+                    }
+                    // Redshift reads the chunks itself, from the manifest.
+                    (WarehouseKind::Redshift, UploadedFile::Chunk { .. }) => Ok(Step::Chunk(0)),
+                    (
+                        WarehouseKind::Redshift,
+                        UploadedFile::Manifest {
+                            key,
+                            sha256,
+                            manifest,
+                        },
+                    ) => job
+                        .redshift_subtask(&client, &table, &key, &sha256, &manifest)
+                        .await
+                        .map(Step::Done),
                 }
-                // Redshift reads the chunks itself, from the manifest.
-                (WarehouseKind::Redshift, UploadedFile::Chunk { .. }) => Ok(Step::Chunk(0)),
-                (
-                    WarehouseKind::Redshift,
-                    UploadedFile::Manifest {
-                        key,
-                        sha256,
-                        manifest,
-                    },
-                ) => job
-                    .redshift_subtask(&client, &table, &key, &sha256, &manifest)
-                    .await
-                    .map(Step::Done),
+            };
+            // A cancelled subtask abandons its transaction: it is rolled back when the
+            // connection goes with the copier.
+            let result = tokio::select! {
+                result = load => result,
+                () = cancel.cancelled() => Err("stopped".to_string()),
             };
             drop(credit);
             (client, table, result)

@@ -60,6 +60,13 @@ pub struct ToCopy {
     pub credit: Credit,
 }
 
+impl ToCopy {
+    /// A maker for [`super::credit::BoundedSender::send`].
+    pub fn with(file: UploadedFile) -> impl FnOnce(Credit) -> ToCopy {
+        move |credit| ToCopy { file, credit }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum UploadedFile {
     Chunk {

@@ -70,6 +70,19 @@ impl Drop for Uploader {
     }
 }
 
+/// Pass a file to the copier, waiting for a credit while it is behind — unless the
+/// subtask is cancelled meanwhile.
+async fn hand_on(
+    out: &BoundedSender<ToCopy>,
+    cancel: &CancelSwitch,
+    make: impl FnOnce(crate::pipeline::credit::Credit) -> ToCopy,
+) -> Result<(), S3Error> {
+    tokio::select! {
+        sent = out.send(make) => sent.map_err(|_| S3Error::Cancelled),
+        () = cancel.cancelled() => Err(S3Error::Cancelled),
+    }
+}
+
 /// What uploading one file did.
 struct Uploaded {
     rows: u64,
@@ -105,9 +118,7 @@ impl Handler<ToUpload> for Uploader {
                     let rows = chunk.rows;
                     if let Some(out) = &out {
                         let file = UploadedFile::Chunk { chunk, key };
-                        out.send(|credit| ToCopy { file, credit })
-                            .await
-                            .map_err(|_| S3Error::Cancelled)?;
+                        hand_on(out, &cancel, ToCopy::with(file)).await?;
                     }
                     Uploaded {
                         rows,
@@ -134,9 +145,7 @@ impl Handler<ToUpload> for Uploader {
                             sha256,
                             manifest,
                         };
-                        out.send(|credit| ToCopy { file, credit })
-                            .await
-                            .map_err(|_| S3Error::Cancelled)?;
+                        hand_on(out, &cancel, ToCopy::with(file)).await?;
                     }
                     Uploaded {
                         rows: 0,
