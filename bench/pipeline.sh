@@ -20,10 +20,9 @@
 #   bash bench/pipeline.sh            # scale factor 1 (6,001,215 rows)
 #   SF=10 bash bench/pipeline.sh      # larger
 #
-# Data: the PostgreSQL part of bench/run.sh's set-up is repeated here (generate
-# bench/out/sf$SF/lineitem.csv with tpchgen-cli, load it into dbhaul_bench.lineitem when the
-# table is missing or has another row count), so bench/run.sh need not have run; the two
-# scripts share the CSV and the table. Needs moto[server] (appliance/setup.sh installs it)
+# Data: bench/lineitem.sh (shared with bench/run.sh) generates bench/out/sf$SF/lineitem.csv
+# with tpchgen-cli and loads it into dbhaul_bench.lineitem when the table is missing or has
+# another row count. Needs moto[server] (appliance/setup.sh installs it)
 # and the aws CLI (pip install awscli when missing). Outputs go to bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,32 +31,12 @@ OUT=bench/out
 DB=dbhaul_bench
 mkdir -p "$OUT"
 bash appliance/setup.sh >/dev/null
-command -v tpchgen-cli >/dev/null || python3 -m pip install -q tpchgen-cli 2>/dev/null || python3 -m pip install -q --break-system-packages tpchgen-cli
 command -v aws >/dev/null || python3 -m pip install -q awscli 2>/dev/null || python3 -m pip install -q --break-system-packages awscli
 cargo build --release --locked -q
 BIN=$PWD/target/release/dbhaul
-PSQL=(env PGOPTIONS=-cclient_min_messages=warning psql -h 127.0.0.1 -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qAt)
 
-# --- data (the PostgreSQL part of bench/run.sh) -------------------------------------------
-csv="$OUT/sf$SF/lineitem.csv"
-if [ ! -s "$csv" ]; then
-  echo "generating lineitem at scale factor $SF"
-  tpchgen-cli csv -s "$SF" --tables lineitem --output-dir "$OUT/sf$SF" >/dev/null
-fi
-expected=$(($(wc -l < "$csv") - 1))
-psql -h 127.0.0.1 -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
-  || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $DB"
-cols="l_orderkey bigint, l_partkey bigint, l_suppkey bigint, l_linenumber int, l_quantity decimal(15,2),
-     l_extendedprice decimal(15,2), l_discount decimal(15,2), l_tax decimal(15,2), l_returnflag char(1),
-     l_linestatus char(1), l_shipdate date, l_commitdate date, l_receiptdate date, l_shipinstruct char(25),
-     l_shipmode char(10), l_comment varchar(44)"
-have=$("${PSQL[@]}" -c "SELECT count(*) FROM lineitem" 2>/dev/null || echo 0)
-if [ "$have" != "$expected" ]; then
-  echo "loading $expected rows into PostgreSQL"
-  "${PSQL[@]}" -c "DROP TABLE IF EXISTS lineitem; CREATE TABLE lineitem ($cols, PRIMARY KEY (l_orderkey, l_linenumber))"
-  "${PSQL[@]}" -c "\\copy lineitem FROM '$csv' WITH (FORMAT csv, HEADER true)"
-  "${PSQL[@]}" -c "VACUUM ANALYZE lineitem"
-fi
+# --- data ------------------------------------------------------------------------------------
+. bench/lineitem.sh
 source_rows=$("${PSQL[@]}" -c "SELECT count(*) FROM lineitem")
 
 # --- S3: moto on a free port ----------------------------------------------------------------

@@ -15,32 +15,17 @@ OUT=bench/out
 DB=dbhaul_bench
 mkdir -p "$OUT"
 bash appliance/setup.sh >/dev/null
-command -v tpchgen-cli >/dev/null || python3 -m pip install -q tpchgen-cli 2>/dev/null || python3 -m pip install -q --break-system-packages tpchgen-cli
 cargo build --release --locked -q
 BIN=$PWD/target/release/dbhaul
-PSQL=(psql -h 127.0.0.1 -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qAt)
 MARIA=(mariadb -h 127.0.0.1 -u root --local-infile=1 "$DB")
 
 # --- data -------------------------------------------------------------------------------
-csv="$OUT/sf$SF/lineitem.csv"
-if [ ! -s "$csv" ]; then
-  echo "generating lineitem at scale factor $SF"
-  tpchgen-cli csv -s "$SF" --tables lineitem --output-dir "$OUT/sf$SF" >/dev/null
-fi
-expected=$(($(wc -l < "$csv") - 1))
-psql -h 127.0.0.1 -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
-  || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $DB"
-ddl="l_orderkey bigint, l_partkey bigint, l_suppkey bigint, l_linenumber int, l_quantity decimal(15,2),
-     l_extendedprice decimal(15,2), l_discount decimal(15,2), l_tax decimal(15,2), l_returnflag char(1),
-     l_linestatus char(1), l_shipdate date, l_commitdate date, l_receiptdate date, l_shipinstruct char(25),
-     l_shipmode char(10), l_comment varchar(44), PRIMARY KEY (l_orderkey, l_linenumber)"
+. bench/lineitem.sh
+ddl="$cols, PRIMARY KEY (l_orderkey, l_linenumber)"
 have=$("${PSQL[@]}" -c "SELECT count(*) FROM lineitem_x2" 2>/dev/null || echo 0)
 if [ "$have" != "$((expected * 2))" ]; then
-  echo "loading $expected rows into PostgreSQL"
-  "${PSQL[@]}" -c "DROP TABLE IF EXISTS lineitem; CREATE TABLE lineitem ($ddl)"
-  "${PSQL[@]}" -c "\\copy lineitem FROM '$csv' WITH (FORMAT csv, HEADER true)"
   "${PSQL[@]}" -c "DROP TABLE IF EXISTS lineitem_x2" -c "CREATE TABLE lineitem_x2 AS SELECT * FROM lineitem UNION ALL SELECT * FROM lineitem"
-  "${PSQL[@]}" -c "VACUUM ANALYZE lineitem" -c "VACUUM ANALYZE lineitem_x2"
+  "${PSQL[@]}" -c "VACUUM ANALYZE lineitem_x2"
 fi
 mariadb -h 127.0.0.1 -u root -e "CREATE DATABASE IF NOT EXISTS $DB; SET GLOBAL local_infile = 1"
 have=$("${MARIA[@]}" -N -e "SELECT count(*) FROM lineitem_x2" 2>/dev/null || echo 0)

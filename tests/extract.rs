@@ -7,35 +7,6 @@ use sha2::{Digest, Sha256};
 use crate::common::fixtures::{self, Db};
 use crate::common::*;
 
-/// Where a fixture table lives in each source, and how the job names it.
-fn source_of(db: Db, sandbox: &Sandbox) -> (String, String) {
-    match db {
-        Db::Pg => (pg_odbc(), "src_pg".into()),
-        Db::Maria => (maria_odbc(), TEST_DB.into()),
-        Db::Sqlite => (sqlite_odbc(&sandbox.path("source.db")), "main".into()),
-    }
-}
-
-/// Create a table in a source from fixture SQL.
-fn create_in_source(
-    db: Db,
-    sandbox: &Sandbox,
-    namespace: &str,
-    sql_for: impl Fn(&str) -> String,
-    table: &str,
-) {
-    match db {
-        Db::Pg => {
-            let mut client = pg();
-            client
-                .batch_execute(&sql_for(&format!("{namespace}.{table}")))
-                .unwrap();
-        }
-        Db::Maria => maria(&sql_for(&format!("{namespace}.{table}"))),
-        Db::Sqlite => sqlite(&sandbox.path("source.db"), &sql_for(table)),
-    }
-}
-
 fn name(db: Db) -> &'static str {
     match db {
         Db::Pg => "pg",

@@ -59,14 +59,6 @@ fn count(client: &mut postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
 
-fn source_of(db: Db, sandbox: &Sandbox) -> (String, String) {
-    match db {
-        Db::Pg => (pg_odbc(), "src_pg".into()),
-        Db::Maria => (maria_odbc(), TEST_DB.into()),
-        Db::Sqlite => (sqlite_odbc(&sandbox.path("source.db")), "main".into()),
-    }
-}
-
 /// The fidelity table from `db` through S3 into the PostgreSQL warehouse.
 fn fidelity_through_the_warehouse(db: Db, tag: &str) {
     let sandbox = Sandbox::new();
@@ -278,6 +270,43 @@ fn warehouse_table(client: &mut postgres::Client, schema: &str, table: &str) {
         .unwrap();
 }
 
+/// `dbhaul run --json` in the background, output captured.
+fn spawn_run(sandbox: &Sandbox, job: &Path, endpoint: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
+        .arg(sandbox.work_dir())
+        .envs(s3::s3_env(endpoint))
+        .env_remove("DBHAUL_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the bookkeeping table of `schema` records a chunk.
+fn wait_for_a_copied_chunk(client: &mut postgres::Client, schema: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{schema}.dbhaul_loads")],
+            )
+            .unwrap()
+            .get(0);
+        if ready
+            && count(
+                client,
+                &format!("SELECT count(*) FROM {schema}.dbhaul_loads"),
+            ) > 0
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no chunk was ever copied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Every source row is in the warehouse exactly once.
 fn assert_exactly_once(client: &mut postgres::Client, schema: &str, table: &str, rows: i64) {
     assert_eq!(
@@ -356,15 +385,7 @@ fn an_s3_outage_mid_upload_is_ridden_out_with_nothing_lost_or_doubled() {
         schema,
         "chunk_mb = 1\ngzip_level = 1",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
-        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
-        .arg(sandbox.work_dir())
-        .envs(s3::s3_env(&proxy.endpoint()))
-        .env_remove("DBHAUL_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&sandbox, &job, &proxy.endpoint());
     // Pull the plug once the first chunks are going up.
     let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.bytes_forwarded() < 2 << 20 {
@@ -406,35 +427,15 @@ fn a_run_killed_during_copy_and_run_again_loads_every_row_once() {
         schema,
         "chunk_mb = 1\ngzip_level = 1",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
-        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
-        .arg(sandbox.work_dir())
-        .envs(s3::s3_env(&moto.endpoint()))
-        .env_remove("DBHAUL_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&sandbox, &job, &moto.endpoint());
     // Kill it (SIGKILL: no clean-up) as soon as the first chunk is in the warehouse.
-    let loads = format!("SELECT count(*) FROM {schema}.dbhaul_loads");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("{schema}.dbhaul_loads")],
-            )
-            .unwrap()
-            .get::<_, bool>(0);
-        if ready && count(&mut client, &loads) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk was ever copied");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_a_copied_chunk(&mut client, schema);
     child.kill().unwrap();
     child.wait().unwrap();
-    let loaded_chunks = count(&mut client, &loads);
+    let loaded_chunks = count(
+        &mut client,
+        &format!("SELECT count(*) FROM {schema}.dbhaul_loads"),
+    );
     let partial_rows = count(
         &mut client,
         &format!("SELECT count(*) FROM {schema}.{table}"),
@@ -977,31 +978,8 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
         schema,
         "chunk_mb = 1\ngzip_level = 1",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
-        .args(["run", job.to_str().unwrap(), "--json", "--work-dir"])
-        .arg(sandbox.work_dir())
-        .envs(s3::s3_env(&moto.endpoint()))
-        .env_remove("DBHAUL_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let loads = format!("SELECT count(*) FROM {schema}.dbhaul_loads");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready: bool = client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("{schema}.dbhaul_loads")],
-            )
-            .unwrap()
-            .get(0);
-        if ready && count(&mut client, &loads) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk was ever copied");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = spawn_run(&sandbox, &job, &moto.endpoint());
+    wait_for_a_copied_chunk(&mut client, schema);
     let stopped = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run = Run::from(child.wait_with_output().unwrap());
@@ -1011,7 +989,10 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
         "stopping took {:?}",
         stopped.elapsed()
     );
-    let rows = count(&mut client, &format!("SELECT count(*) FROM {schema}.{table}"));
+    let rows = count(
+        &mut client,
+        &format!("SELECT count(*) FROM {schema}.{table}"),
+    );
     assert_eq!(
         count(
             &mut client,
@@ -1020,5 +1001,8 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
         rows,
         "only whole, recorded chunks are in the warehouse"
     );
-    assert!(rows < 400_000, "the interrupt came too late to prove anything");
+    assert!(
+        rows < 400_000,
+        "the interrupt came too late to prove anything"
+    );
 }

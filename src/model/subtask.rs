@@ -65,8 +65,8 @@ impl FetchKind {
 /// every unbounded type fall above it.
 pub const LOB_THRESHOLD: usize = 4000;
 
-/// ODBC SQL data type codes used for classification (sql.h / sqlext.h).
-mod sql {
+/// ODBC SQL data type codes (sql.h / sqlext.h), as `SQLColumns` reports them.
+pub mod sql {
     pub const CHAR: i16 = 1;
     pub const NUMERIC: i16 = 2;
     pub const DECIMAL: i16 = 3;

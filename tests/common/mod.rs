@@ -144,6 +144,35 @@ pub fn pg_hash_table(table: &str, rows: u32) {
     .unwrap();
 }
 
+/// Where a fixture table lives in each source, and how the job names it.
+pub fn source_of(db: fixtures::Db, sandbox: &Sandbox) -> (String, String) {
+    match db {
+        fixtures::Db::Pg => (pg_odbc(), "src_pg".into()),
+        fixtures::Db::Maria => (maria_odbc(), TEST_DB.into()),
+        fixtures::Db::Sqlite => (sqlite_odbc(&sandbox.path("source.db")), "main".into()),
+    }
+}
+
+/// Create a table in a source from fixture SQL.
+pub fn create_in_source(
+    db: fixtures::Db,
+    sandbox: &Sandbox,
+    namespace: &str,
+    sql_for: impl Fn(&str) -> String,
+    table: &str,
+) {
+    match db {
+        fixtures::Db::Pg => {
+            let mut client = pg();
+            client
+                .batch_execute(&sql_for(&format!("{namespace}.{table}")))
+                .unwrap();
+        }
+        fixtures::Db::Maria => maria(&sql_for(&format!("{namespace}.{table}"))),
+        fixtures::Db::Sqlite => sqlite(&sandbox.path("source.db"), &sql_for(table)),
+    }
+}
+
 /// A scratch folder for one test, removed at the end.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
