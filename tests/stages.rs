@@ -980,6 +980,15 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
     );
     let child = spawn_run(&sandbox, &job, &moto.endpoint());
     wait_for_a_copied_chunk(&mut client, schema);
+    // The stages run at once, and the credits hold extraction back: when the first chunk is
+    // in the warehouse, the table (about 20 chunks) is still being read.
+    let manifest = sandbox
+        .work_dir()
+        .join(format!("wh-sigint/src_pg.{table}/manifest.json"));
+    assert!(
+        !manifest.exists(),
+        "extraction had finished before the first chunk was copied"
+    );
     let stopped = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run = Run::from(child.wait_with_output().unwrap());
