@@ -14,7 +14,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
@@ -464,7 +464,7 @@ fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let detail = DisplayErrorContext(&error).to_string();
+    let detail = error_chain(&error);
     match &error {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
@@ -527,6 +527,21 @@ where
         }
         _ => Attempt::Fatal(format!("{where_}: {detail}")),
     }
+}
+
+/// An error and its causes, `: `-separated, each said once (the SDK's Debug forms are
+/// for bug reports, not for users).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
