@@ -1015,3 +1015,38 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
         "the interrupt came too late to prove anything"
     );
 }
+
+#[test]
+fn custom_endpoints_get_no_sdk_checksums_unless_asked() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = s3::unique_bucket("checksum");
+    s3::create_bucket(&moto.endpoint(), &bucket);
+    let schema = "wh_checksum";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    let upload = |task: &str, target_extra: &str| {
+        let proxy = Proxy::start(moto.port);
+        let job = small_job(
+            &sandbox,
+            task,
+            &stages_with(&proxy.endpoint(), &bucket, schema, target_extra, ""),
+        );
+        run_with_s3(&sandbox, &job, &proxy.endpoint()).assert_ok();
+        proxy.captured_text().to_ascii_lowercase()
+    };
+    // The default for a custom endpoint: plain bodies, no CRC32 header or trailer, which
+    // many S3-compatible servers would store as part of the object.
+    let sent = upload("checksum-default", "");
+    assert!(sent.contains("put /"), "the uploads went through the proxy");
+    assert!(!sent.contains("x-amz-checksum-crc32"), "{sent}");
+    assert!(!sent.contains("aws-chunked"));
+    // Asked for: the SDK's checksums are sent.
+    let sent = upload("checksum-asked", "checksum = \"when_supported\"");
+    assert!(
+        sent.contains("x-amz-checksum-crc32") || sent.contains("x-amz-trailer"),
+        "no checksum in the requests"
+    );
+}

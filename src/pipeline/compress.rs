@@ -173,6 +173,7 @@ impl Compressor {
         if let Some(upload) = &self.upload {
             let file = SealedFile::Manifest {
                 path,
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json)),
                 manifest: Arc::new(manifest),
             };
             upload

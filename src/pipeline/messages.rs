@@ -48,6 +48,8 @@ pub enum SealedFile {
     },
     Manifest {
         path: PathBuf,
+        /// SHA-256 of the file as written, hex.
+        sha256: String,
         manifest: Arc<Manifest>,
     },
 }

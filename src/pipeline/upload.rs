@@ -112,7 +112,7 @@ impl Handler<ToUpload> for Uploader {
                 SealedFile::Chunk { chunk, path } => {
                     let key = target.key(&task, &id, &chunk.name);
                     let bytes = target.upload_file(&path, &key, &cancel).await?;
-                    if !keep_local && let Err(e) = std::fs::remove_file(&path) {
+                    if !keep_local && let Err(e) = tokio::fs::remove_file(&path).await {
                         tracing::warn!("cannot delete the uploaded chunk {}: {e}", path.display());
                     }
                     let rows = chunk.rows;
@@ -126,7 +126,11 @@ impl Handler<ToUpload> for Uploader {
                         last: false,
                     }
                 }
-                SealedFile::Manifest { path, manifest } => {
+                SealedFile::Manifest {
+                    path,
+                    sha256,
+                    manifest,
+                } => {
                     if manifest.rows != uploaded_rows {
                         return Err(S3Error::Fatal(format!(
                             "the manifest lists {} rows but {uploaded_rows} were uploaded; this \
@@ -137,9 +141,6 @@ impl Handler<ToUpload> for Uploader {
                     let key = target.key(&task, &id, crate::target::local::MANIFEST_FILE);
                     let bytes = target.upload_file(&path, &key, &cancel).await?;
                     if let Some(out) = &out {
-                        let sha256 = crate::target::local::sha256_file(&path).map_err(|e| {
-                            S3Error::Fatal(format!("reading {}: {e}", path.display()))
-                        })?;
                         let file = UploadedFile::Manifest {
                             key,
                             sha256,

@@ -108,11 +108,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// SHA-256 of a (small) file, hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    Ok(hex::encode(Sha256::digest(fs::read(path)?)))
-}
-
 fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(PARTIAL_SUFFIX);

@@ -248,16 +248,7 @@ pub async fn resolve_table(
 ) -> Result<TargetTable, WarehouseError> {
     let schema = &settings.schema;
     let wanted = &spec.table.name;
-    let rows = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = $1 AND lower(table_name::text) = lower($2)",
-            &[schema, wanted],
-        )
-        .await
-        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
-    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let table = match pick(&names, wanted) {
+    let table = match find_table(client, settings, wanted).await? {
         Some(name) => name,
         None if settings.create_tables => {
             let sql =
@@ -276,15 +267,7 @@ pub async fn resolve_table(
             )));
         }
     };
-    let rows = client
-        .query(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-            &[schema, &table],
-        )
-        .await
-        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
-    let target_columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let target_columns = column_names(client, settings, &table).await?;
     let columns = match_columns(&spec.columns, &target_columns).map_err(|missing| {
         WarehouseError(format!(
             "warehouse table {schema}.{table} has no column {missing} (it has {}); add it, or \
@@ -309,6 +292,41 @@ pub async fn resolve_table(
         columns,
         predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
     })
+}
+
+/// The table of `warehouse.schema` named `wanted`, exactly or else ignoring case.
+async fn find_table(
+    client: &Client,
+    settings: &WarehouseSettings,
+    wanted: &str,
+) -> Result<Option<String>, WarehouseError> {
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 AND lower(table_name::text) = lower($2)",
+            &[&settings.schema, &wanted],
+        )
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(pick(&names, wanted))
+}
+
+/// The columns of a table of `warehouse.schema`, in order.
+async fn column_names(
+    client: &Client,
+    settings: &WarehouseSettings,
+    table: &str,
+) -> Result<Vec<String>, WarehouseError> {
+    let rows = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[&settings.schema, &table],
+        )
+        .await
+        .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The name equal to `wanted`, else the one equal ignoring case.
@@ -445,23 +463,14 @@ pub async fn check_access(
         }
     }
     let mut to_create = 0;
-    let mut checked: Vec<(String, Vec<&ColumnSpec>)> = vec![(LOADS_TABLE.to_string(), Vec::new())];
+    let mut checked: Vec<(&str, &[ColumnSpec])> = vec![(LOADS_TABLE, &[])];
     checked.extend(
         tables
             .iter()
-            .map(|s| (s.table.name.clone(), s.columns.iter().collect())),
+            .map(|s| (s.table.name.as_str(), s.columns.as_slice())),
     );
     for (name, columns) in checked {
-        let found = client
-            .query(
-                "SELECT table_name::text FROM information_schema.tables \
-                 WHERE table_schema = $1 AND lower(table_name::text) = lower($2)",
-                &[schema, &name],
-            )
-            .await
-            .map_err(|e| pg("reading the catalog", e))?;
-        let names: Vec<String> = found.iter().map(|r| r.get(0)).collect();
-        let Some(table) = pick(&names, &name) else {
+        let Some(table) = find_table(client, settings, name).await? else {
             if name == LOADS_TABLE || settings.create_tables {
                 to_create += 1;
                 if !can_create {
@@ -497,17 +506,8 @@ pub async fn check_access(
             }
         }
         if !columns.is_empty() {
-            let rows = client
-                .query(
-                    "SELECT column_name::text FROM information_schema.columns \
-                     WHERE table_schema = $1 AND table_name = $2",
-                    &[schema, &table],
-                )
-                .await
-                .map_err(|e| pg("reading the catalog", e))?;
-            let target: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            let source: Vec<ColumnSpec> = columns.into_iter().cloned().collect();
-            if let Err(missing) = match_columns(&source, &target) {
+            let target = column_names(client, settings, &table).await?;
+            if let Err(missing) = match_columns(columns, &target) {
                 problems.push(format!(
                     "table {schema}.{table} has no column {missing}; add it, or drop the \
                      table and let create_tables make it"

@@ -572,7 +572,12 @@ struct Shared {
     next_id: AtomicU64,
     /// Client → upstream.
     bytes_up: AtomicU64,
+    /// The first [`CAPTURE_LIMIT`] bytes sent client → upstream, to read requests back.
+    captured: Mutex<Vec<u8>>,
 }
+
+/// How much of the client → upstream stream a proxy keeps.
+const CAPTURE_LIMIT: usize = 8 << 20;
 
 struct Acceptor {
     stopping: Arc<AtomicBool>,
@@ -588,6 +593,7 @@ impl Proxy {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
+            captured: Mutex::new(Vec::new()),
         });
         let acceptor = spawn_acceptor(listener, shared.clone(), upstream_port);
         Proxy {
@@ -610,6 +616,17 @@ impl Proxy {
     /// since start).
     pub fn bytes_forwarded(&self) -> u64 {
         self.shared.bytes_up.load(Ordering::SeqCst)
+    }
+
+    /// What clients sent so far (the first 8 MB, all connections interleaved by read), as
+    /// text: enough to see the requests' lines and headers.
+    pub fn captured_text(&self) -> String {
+        let captured = self
+            .shared
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&captured).into_owned()
     }
 
     /// Close the listener (new connections are refused once this returns) and cut every
@@ -728,7 +745,7 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared, stopping: &Atom
         open.insert(id, [client3, upstream3]);
     }
     thread::scope(|scope| {
-        scope.spawn(|| pump(client, upstream, Some(&shared.bytes_up)));
+        scope.spawn(|| pump(client, upstream, Some(shared)));
         pump(upstream2, client2, None);
     });
     shared
@@ -739,7 +756,7 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared, stopping: &Atom
 }
 
 /// Copy `from` → `to`; pass an end of stream on as a half-close, an error as a cut.
-fn pump(mut from: TcpStream, mut to: TcpStream, counter: Option<&AtomicU64>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, counter: Option<&Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -750,8 +767,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counter: Option<&AtomicU64>) {
             Ok(n) => {
                 // Counted before the write: once the upstream has answered a request, its
                 // bytes are all in the count.
-                if let Some(counter) = counter {
-                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                if let Some(shared) = counter {
+                    let mut captured = shared.captured.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = CAPTURE_LIMIT.saturating_sub(captured.len()).min(n);
+                    captured.extend_from_slice(&buf[..room]);
+                    drop(captured);
+                    shared.bytes_up.fetch_add(n as u64, Ordering::SeqCst);
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
