@@ -691,4 +691,29 @@ null_string = "\\N"
         parse(include_str!("../../appliance/examples/quickstart.toml"))
             .expect("the quick start job parses");
     }
+
+    #[test]
+    fn the_device_and_redshift_examples_parse() {
+        let env = |name: &str| name.ends_with("_PASSWORD").then(|| "pw".to_string());
+        let snowball = Job::parse(
+            "snowball-edge.toml",
+            include_str!("../../appliance/examples/snowball-edge.toml"),
+            env,
+        );
+        // The example names a certificate file that exists only on a configured appliance.
+        let error = snowball.unwrap_err().to_string();
+        assert!(
+            error.contains("target.ca_bundle = \"/opt/dbhaul/etc/snowball.pem\" cannot be read"),
+            "{error}"
+        );
+        let redshift = Job::parse(
+            "redshift.toml",
+            include_str!("../../appliance/examples/redshift.toml"),
+            env,
+        )
+        .expect("the Redshift example parses");
+        let warehouse = redshift.warehouse.expect("[warehouse]");
+        assert_eq!(warehouse.kind, crate::warehouse::WarehouseKind::Redshift);
+        assert_eq!(redshift.files.binary_format, BinaryFormat::Hex);
+    }
 }
