@@ -27,15 +27,6 @@ fn extract(
     sandbox.run_job(&job).assert_ok()
 }
 
-/// A schema in the PostgreSQL test database for one test's reference and loaded tables.
-fn check_schema(client: &mut postgres::Client, schema: &str) {
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .unwrap();
-}
-
 fn fidelity_round_trip(db: Db) {
     let sandbox = Sandbox::new();
     let rows = fixtures::fidelity_rows(3000);
@@ -59,8 +50,7 @@ fn fidelity_round_trip(db: Db) {
     assert_eq!(summary["rows"], rows.len() as u64);
 
     let schema = format!("chk_fidelity_{}", name(db));
-    let mut client = pg();
-    check_schema(&mut client, &schema);
+    let mut client = fresh_schema(&schema);
     client
         .batch_execute(&fixtures::fidelity_sql(
             Db::Pg,
@@ -151,8 +141,7 @@ fn lob_round_trip(db: Db) {
     );
 
     let schema = format!("chk_lobs_{}", name(db));
-    let mut client = pg();
-    check_schema(&mut client, &schema);
+    let mut client = fresh_schema(&schema);
     client
         .batch_execute(&fixtures::lob_sql(Db::Pg, &format!("{schema}.expected")))
         .unwrap();
@@ -261,8 +250,7 @@ fn big_lob_round_trip(db: Db) {
     );
 
     let schema = format!("chk_big_{}", name(db));
-    let mut client = pg();
-    check_schema(&mut client, &schema);
+    let mut client = fresh_schema(&schema);
     client
         .batch_execute(&format!(
             "CREATE TABLE {schema}.loaded (id bigint, big_text text, big_bin bytea)"
@@ -420,8 +408,7 @@ fn partitions_cover_every_row_once(
     );
 
     let schema = format!("chk_parts_{label}");
-    let mut client = pg();
-    check_schema(&mut client, &schema);
+    let mut client = fresh_schema(&schema);
     client
         .batch_execute(&fixtures::fidelity_sql(
             Db::Pg,

@@ -45,16 +45,6 @@ fn run_with_s3(sandbox: &Sandbox, job: &Path, endpoint: &str) -> Run {
     sandbox.run_job_env(job, &sandbox.work_dir(), &env)
 }
 
-fn fresh_schema(schema: &str) -> postgres::Client {
-    let mut client = pg();
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .unwrap();
-    client
-}
-
 fn count(client: &mut postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
@@ -200,8 +190,7 @@ fn missing_tables_are_created_from_the_source_types() {
         ))
         .unwrap();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("create");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("create");
     let text = job_text(
         "wh-create",
         &pg_odbc(),
@@ -260,6 +249,53 @@ fn hash_table_job(
         copy_mode(),
     );
     sandbox.job(task, &text)
+}
+
+/// One test's volume case: `src_pg.<name>` with `rows` hash rows, an empty warehouse
+/// table `<name>.<name>` (schema and table named alike), and a bucket on the shared moto.
+struct HashCase {
+    sandbox: Sandbox,
+    name: &'static str,
+    client: postgres::Client,
+    bucket: String,
+}
+
+impl HashCase {
+    fn new(name: &'static str, rows: u32) -> HashCase {
+        pg_hash_table(name, rows);
+        let mut client = fresh_schema(name);
+        warehouse_table(&mut client, name, name);
+        let bucket = s3::unique_bucket(&name.replace('_', ""));
+        s3::create_bucket(&s3::moto().endpoint(), &bucket);
+        HashCase {
+            sandbox: Sandbox::new(),
+            name,
+            client,
+            bucket,
+        }
+    }
+
+    /// The task name: the case's name with dashes.
+    fn task(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// A copy job for the case through `endpoint`, with `[files]` settings.
+    fn job(&self, endpoint: &str, files: &str) -> std::path::PathBuf {
+        hash_table_job(
+            &self.sandbox,
+            &self.task(),
+            self.name,
+            endpoint,
+            &self.bucket,
+            self.name,
+            files,
+        )
+    }
+
+    fn assert_exactly_once(&mut self, rows: i64) {
+        assert_exactly_once(&mut self.client, self.name, self.name, rows);
+    }
 }
 
 fn warehouse_table(client: &mut postgres::Client, schema: &str, table: &str) {
@@ -333,59 +369,37 @@ fn assert_exactly_once(client: &mut postgres::Client, schema: &str, table: &str,
 
 #[test]
 fn large_chunks_go_up_in_parts_and_come_back_identical() {
-    let sandbox = Sandbox::new();
-    let table = "wh_multipart";
-    pg_hash_table(table, 200_000);
-    let schema = "wh_multipart";
-    let mut client = fresh_schema(schema);
-    warehouse_table(&mut client, schema, table);
+    let mut case = HashCase::new("wh_multipart", 200_000);
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("multipart");
-    s3::create_bucket(&moto.endpoint(), &bucket);
-    let job = hash_table_job(
-        &sandbox,
-        "wh-multipart",
-        table,
+    let job = case.job(
         &moto.endpoint(),
-        &bucket,
-        schema,
         "chunk_mb = 64\ngzip_level = 1\nkeep_local = true",
     );
-    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
-    let dir = sandbox
-        .work_dir()
-        .join("wh-multipart")
-        .join(format!("src_pg.{table}"));
-    let local = std::fs::read(dir.join("00000001.csv.gz")).unwrap();
+    run_with_s3(&case.sandbox, &job, &moto.endpoint()).assert_ok();
+    let subtask = format!("{}/src_pg.{}", case.task(), case.name);
+    let local = std::fs::read(
+        case.sandbox
+            .work_dir()
+            .join(&subtask)
+            .join("00000001.csv.gz"),
+    )
+    .unwrap();
     assert!(local.len() > 5 << 20, "the chunk must exceed one 5 MB part");
-    let key = format!("exports/wh-multipart/src_pg.{table}/00000001.csv.gz");
-    assert!(s3::get_object(&moto.endpoint(), &bucket, &key) == local);
-    assert_eq!(s3::list_multipart_uploads(&moto.endpoint(), &bucket), 0);
-    assert_exactly_once(&mut client, schema, table, 200_000);
+    let key = format!("exports/{subtask}/00000001.csv.gz");
+    assert!(s3::get_object(&moto.endpoint(), &case.bucket, &key) == local);
+    assert_eq!(
+        s3::list_multipart_uploads(&moto.endpoint(), &case.bucket),
+        0
+    );
+    case.assert_exactly_once(200_000);
 }
 
 #[test]
 fn an_s3_outage_mid_upload_is_ridden_out_with_nothing_lost_or_doubled() {
-    let sandbox = Sandbox::new();
-    let table = "wh_outage";
-    pg_hash_table(table, 300_000);
-    let schema = "wh_outage";
-    let mut client = fresh_schema(schema);
-    warehouse_table(&mut client, schema, table);
-    let moto = s3::moto();
-    let bucket = s3::unique_bucket("outage");
-    s3::create_bucket(&moto.endpoint(), &bucket);
-    let proxy = Proxy::start(moto.port);
-    let job = hash_table_job(
-        &sandbox,
-        "wh-outage",
-        table,
-        &proxy.endpoint(),
-        &bucket,
-        schema,
-        "chunk_mb = 1\ngzip_level = 1",
-    );
-    let child = spawn_run(&sandbox, &job, &proxy.endpoint());
+    let mut case = HashCase::new("wh_outage", 300_000);
+    let proxy = Proxy::start(s3::moto().port);
+    let job = case.job(&proxy.endpoint(), "chunk_mb = 1\ngzip_level = 1");
+    let child = spawn_run(&case.sandbox, &job, &proxy.endpoint());
     // Pull the plug once the first chunks are going up.
     let deadline = Instant::now() + Duration::from_secs(60);
     while proxy.bytes_forwarded() < 2 << 20 {
@@ -404,42 +418,27 @@ fn an_s3_outage_mid_upload_is_ridden_out_with_nothing_lost_or_doubled() {
         run.stderr
     );
     assert_eq!(summary["subtasks"][0]["copied_rows"], 300_000);
-    assert_exactly_once(&mut client, schema, table, 300_000);
+    case.assert_exactly_once(300_000);
 }
 
 #[test]
 fn a_run_killed_during_copy_and_run_again_loads_every_row_once() {
-    let sandbox = Sandbox::new();
-    let table = "wh_killed";
-    pg_hash_table(table, 400_000);
-    let schema = "wh_killed";
-    let mut client = fresh_schema(schema);
-    warehouse_table(&mut client, schema, table);
+    let mut case = HashCase::new("wh_killed", 400_000);
+    let (table, schema) = (case.name, case.name);
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("killed");
-    s3::create_bucket(&moto.endpoint(), &bucket);
-    let job = hash_table_job(
-        &sandbox,
-        "wh-killed",
-        table,
-        &moto.endpoint(),
-        &bucket,
-        schema,
-        "chunk_mb = 1\ngzip_level = 1",
-    );
-    let mut child = spawn_run(&sandbox, &job, &moto.endpoint());
+    let job = case.job(&moto.endpoint(), "chunk_mb = 1\ngzip_level = 1");
+    let sandbox = &case.sandbox;
+    let client = &mut case.client;
+    let mut child = spawn_run(sandbox, &job, &moto.endpoint());
     // Kill it (SIGKILL: no clean-up) as soon as the first chunk is in the warehouse.
-    wait_for_a_copied_chunk(&mut client, schema);
+    wait_for_a_copied_chunk(client, schema);
     child.kill().unwrap();
     child.wait().unwrap();
     let loaded_chunks = count(
-        &mut client,
+        client,
         &format!("SELECT count(*) FROM {schema}.dbhaul_loads"),
     );
-    let partial_rows = count(
-        &mut client,
-        &format!("SELECT count(*) FROM {schema}.{table}"),
-    );
+    let partial_rows = count(client, &format!("SELECT count(*) FROM {schema}.{table}"));
     assert!(
         partial_rows < 400_000,
         "the kill came too late to prove anything ({loaded_chunks} chunks were in)"
@@ -447,26 +446,42 @@ fn a_run_killed_during_copy_and_run_again_loads_every_row_once() {
     // Every committed chunk is whole: the rows present are what the bookkeeping says.
     assert_eq!(
         count(
-            &mut client,
+            client,
             &format!("SELECT COALESCE(SUM(row_count), 0)::bigint FROM {schema}.dbhaul_loads")
         ),
         partial_rows
     );
 
-    let summary = run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let summary = run_with_s3(sandbox, &job, &moto.endpoint()).assert_ok();
     assert_eq!(summary["subtasks"][0]["copied_rows"], 400_000);
-    assert_exactly_once(&mut client, schema, table, 400_000);
+    assert_exactly_once(client, schema, table, 400_000);
     assert_eq!(
         count(
-            &mut client,
+            client,
             &format!("SELECT count(DISTINCT run) FROM {schema}.dbhaul_loads")
         ),
         1,
         "the first run's bookkeeping is replaced"
     );
     // And a third run over a complete load changes nothing either.
-    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
-    assert_exactly_once(&mut client, schema, table, 400_000);
+    run_with_s3(sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_exactly_once(client, schema, table, 400_000);
+}
+
+/// A bucket of the test's own on the shared moto.
+fn moto_bucket(tag: &str) -> String {
+    let bucket = s3::unique_bucket(tag);
+    s3::create_bucket(&s3::moto().endpoint(), &bucket);
+    bucket
+}
+
+/// A fresh warehouse schema holding the table `t` the small job loads.
+fn small_warehouse(schema: &str) -> postgres::Client {
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
+        .unwrap();
+    client
 }
 
 /// A small SQLite job into schema `schema`, with `target` and `warehouse` overrides.
@@ -519,10 +534,7 @@ fn a_missing_bucket_is_named_before_any_data_moves() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
     let schema = "wh_nobucket";
-    let mut client = fresh_schema(schema);
-    client
-        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
-        .unwrap();
+    let mut client = small_warehouse(schema);
     let job = small_job(
         &sandbox,
         "no-bucket",
@@ -586,8 +598,7 @@ fn refused_credentials_are_named_with_the_fix() {
 fn a_missing_warehouse_table_is_named_with_the_fix() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("notable");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("notable");
     let schema = "wh_notable";
     fresh_schema(schema);
     let job = small_job(
@@ -607,8 +618,7 @@ fn a_missing_warehouse_table_is_named_with_the_fix() {
 fn a_wrong_warehouse_database_is_named_with_the_fix() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("nodb");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("nodb");
     let stages = stages_toml(&moto.endpoint(), &bucket, "public", "")
         .replace(&format!("5432/{TEST_DB}"), "5432/no_such_database");
     let job = small_job(&sandbox, "no-db", &stages);
@@ -657,8 +667,7 @@ fn upload_modes_need_their_sections() {
 fn the_test_task_prints_one_line_per_check_with_the_fix() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("testtask");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("testtask");
     let schema = "wh_testtask";
     let mut client = fresh_schema(schema);
     let env = s3::s3_env(&moto.endpoint());
@@ -787,13 +796,9 @@ fn a_device_with_its_own_certificate_is_trusted_through_ca_bundle() {
 fn a_named_profile_supplies_the_credentials() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("profile");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("profile");
     let schema = "wh_profile";
-    let mut client = fresh_schema(schema);
-    client
-        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
-        .unwrap();
+    let mut client = small_warehouse(schema);
     let credentials = sandbox.path("credentials");
     std::fs::write(
         &credentials,
@@ -860,13 +865,9 @@ fn a_named_profile_supplies_the_credentials() {
 fn copied_files_are_cleaned_up_as_configured() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("cleanup");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("cleanup");
     let schema = "wh_cleanup";
-    let mut client = fresh_schema(schema);
-    client
-        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
-        .unwrap();
+    let mut client = small_warehouse(schema);
     // Defaults: local chunks go once uploaded (the manifest stays); objects stay.
     let job = small_job(
         &sandbox,
@@ -902,8 +903,7 @@ fn copied_files_are_cleaned_up_as_configured() {
 fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("mismatch");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("mismatch");
     let table = "wh_mismatch";
     pg_hash_table(table, 100);
     let schema = "wh_mismatch";
@@ -960,26 +960,14 @@ fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
 
 #[test]
 fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
-    let sandbox = Sandbox::new();
-    let table = "wh_sigint";
-    pg_hash_table(table, 400_000);
-    let schema = "wh_sigint";
-    let mut client = fresh_schema(schema);
-    warehouse_table(&mut client, schema, table);
+    let mut case = HashCase::new("wh_sigint", 400_000);
+    let (table, schema) = (case.name, case.name);
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("sigint");
-    s3::create_bucket(&moto.endpoint(), &bucket);
-    let job = hash_table_job(
-        &sandbox,
-        "wh-sigint",
-        table,
-        &moto.endpoint(),
-        &bucket,
-        schema,
-        "chunk_mb = 1\ngzip_level = 1",
-    );
-    let child = spawn_run(&sandbox, &job, &moto.endpoint());
-    wait_for_a_copied_chunk(&mut client, schema);
+    let job = case.job(&moto.endpoint(), "chunk_mb = 1\ngzip_level = 1");
+    let sandbox = &case.sandbox;
+    let client = &mut case.client;
+    let child = spawn_run(sandbox, &job, &moto.endpoint());
+    wait_for_a_copied_chunk(client, schema);
     // The stages run at once, and the credits hold extraction back: when the first chunk is
     // in the warehouse, the table (about 20 chunks) is still being read.
     let manifest = sandbox
@@ -998,13 +986,10 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
         "stopping took {:?}",
         stopped.elapsed()
     );
-    let rows = count(
-        &mut client,
-        &format!("SELECT count(*) FROM {schema}.{table}"),
-    );
+    let rows = count(client, &format!("SELECT count(*) FROM {schema}.{table}"));
     assert_eq!(
         count(
-            &mut client,
+            client,
             &format!("SELECT COALESCE(SUM(row_count), 0)::bigint FROM {schema}.dbhaul_loads")
         ),
         rows,
@@ -1020,13 +1005,9 @@ fn ctrl_c_during_copy_stops_every_stage_and_keeps_only_whole_chunks() {
 fn custom_endpoints_get_no_sdk_checksums_unless_asked() {
     let sandbox = Sandbox::new();
     let moto = s3::moto();
-    let bucket = s3::unique_bucket("checksum");
-    s3::create_bucket(&moto.endpoint(), &bucket);
+    let bucket = moto_bucket("checksum");
     let schema = "wh_checksum";
-    let mut client = fresh_schema(schema);
-    client
-        .batch_execute(&format!("CREATE TABLE {schema}.t (id bigint, v text)"))
-        .unwrap();
+    small_warehouse(schema);
     let upload = |task: &str, target_extra: &str| {
         let proxy = Proxy::start(moto.port);
         let job = small_job(

@@ -133,6 +133,17 @@ pub fn job_text(task: &str, connection: &str, tables: &str, extra: &str) -> Stri
     )
 }
 
+/// A schema of the PostgreSQL test database, dropped and created again for one test.
+pub fn fresh_schema(schema: &str) -> postgres::Client {
+    let mut client = pg();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    client
+}
+
 /// `src_pg.<table>`: `rows` rows of `(id int, h varchar(64))`, `h` an md5 pair that
 /// barely compresses, for tests that need volume.
 pub fn pg_hash_table(table: &str, rows: u32) {
