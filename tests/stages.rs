@@ -1031,3 +1031,38 @@ fn custom_endpoints_get_no_sdk_checksums_unless_asked() {
         "no checksum in the requests"
     );
 }
+
+#[test]
+fn a_table_emptied_at_the_source_is_emptied_in_the_warehouse_on_the_next_run() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = moto_bucket("emptied");
+    let schema = "wh_emptied";
+    let mut client = small_warehouse(schema);
+    let job = small_job(
+        &sandbox,
+        "emptied",
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        2
+    );
+    // No rows means no chunk to load; the earlier run's rows must go all the same.
+    sqlite(&sandbox.path("source.db"), "DELETE FROM t;");
+    let summary = run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_eq!(summary["subtasks"][0]["copied_rows"], 0);
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM {schema}.dbhaul_loads")
+        ),
+        0,
+        "the earlier run's bookkeeping is gone too"
+    );
+}

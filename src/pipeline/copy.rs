@@ -16,7 +16,7 @@ use super::messages::{Abort, Stage, StageReport, ToCopy, UploadedFile};
 use crate::config::WarehouseSettings;
 use crate::model::{ChunkRecord, Manifest, SubtaskSpec};
 use crate::target::{S3Error, S3Target};
-use crate::warehouse::postgres::{ChunkLoad, LoadError, Loaded, load_chunk};
+use crate::warehouse::postgres::{ChunkLoad, LoadError, Loaded, load_chunk, load_empty_subtask};
 use crate::warehouse::redshift::{self, SubtaskRef};
 use crate::warehouse::{self, TargetTable, WarehouseError, WarehouseKind};
 
@@ -87,8 +87,9 @@ impl Actor for Copier {
         let spec = self.spec.clone();
         let dialect = self.context.source.dialect;
         let open = async move {
+            // The bookkeeping table and any missing tables were made once, before the run
+            // (`warehouse::prepare`), not here by several copiers at once.
             let client = warehouse::connect(&settings).await?;
-            warehouse::ensure_loads_table(&client, &settings).await?;
             let table = warehouse::resolve_table(&client, &settings, dialect, &spec).await?;
             Ok::<_, WarehouseError>((client, table))
         };
@@ -139,6 +140,10 @@ impl Handler<ToCopy> for Copier {
                         .await
                         .map(Step::Chunk),
                     (WarehouseKind::Postgres, UploadedFile::Manifest { manifest, .. }) => {
+                        // No chunk came (no rows): earlier runs' rows still have to go.
+                        if replace {
+                            job.postgres_empty(&mut client, &table).await?;
+                        }
                         job.validate(&client, &manifest).await.map(Step::Done)
                     }
                     // Redshift reads the chunks itself, from the manifest.
@@ -260,6 +265,20 @@ impl CopyJob {
                 Err(LoadError::Warehouse(e)) => return Err(e.to_string()),
             }
         }
+    }
+
+    async fn postgres_empty(&self, client: &mut Client, table: &TargetTable) -> Result<(), String> {
+        let id = self.spec.id();
+        load_empty_subtask(
+            client,
+            &self.settings,
+            table,
+            self.context.task.as_str(),
+            &id,
+            &self.run,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     async fn redshift_subtask(

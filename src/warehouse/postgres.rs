@@ -95,33 +95,9 @@ pub async fn load_chunk(
         return Ok(Loaded::AlreadyThere(rows as u64));
     }
     if replace_earlier {
-        let sql = replace_earlier_sql(table, &settings.schema);
-        let deleted = tx
-            .execute(&sql, &[&load.task, &load.subtask, &load.run])
+        remove_earlier_runs(&tx, settings, table, load.task, load.subtask, load.run)
             .await
-            .map_err(|e| {
-                pg(
-                    &format!(
-                        "removing the rows an earlier run loaded ({sql}); a `where` filter must \
-                         also be valid SQL in the warehouse"
-                    ),
-                    e,
-                )
-            })?;
-        let forgotten = tx
-            .execute(
-                &format!("DELETE FROM {loads} WHERE task = $1 AND subtask = $2 AND run <> $3"),
-                &[&load.task, &load.subtask, &load.run],
-            )
-            .await
-            .map_err(|e| pg("clearing earlier runs from the bookkeeping table", e))?;
-        if forgotten > 0 {
-            tracing::info!(
-                subtask = load.subtask,
-                rows = deleted,
-                "replaced the rows of an earlier run"
-            );
-        }
+            .map_err(LoadError::Warehouse)?;
     }
 
     let sink = tx
@@ -212,6 +188,75 @@ pub async fn load_chunk(
         .await
         .map_err(|e| pg(&format!("committing {}", load.key), e))?;
     Ok(Loaded::Copied(copied))
+}
+
+/// Delete, inside `tx`, what earlier runs of a subtask loaded (rows and bookkeeping).
+/// Deletes nothing unless the bookkeeping table records an earlier run.
+pub async fn remove_earlier_runs(
+    tx: &tokio_postgres::Transaction<'_>,
+    settings: &WarehouseSettings,
+    table: &TargetTable,
+    task: &str,
+    subtask: &str,
+    run: &str,
+) -> Result<(), WarehouseError> {
+    let sql = replace_earlier_sql(table, &settings.schema);
+    let deleted = tx
+        .execute(&sql, &[&task, &subtask, &run])
+        .await
+        .map_err(|e| {
+            WarehouseError::from_pg(
+                settings,
+                &format!(
+                    "removing the rows an earlier run loaded ({sql}); a `where` filter must also \
+                 be valid SQL in the warehouse"
+                ),
+                &e,
+            )
+        })?;
+    let forgotten = tx
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE task = $1 AND subtask = $2 AND run <> $3",
+                loads_table(&settings.schema)
+            ),
+            &[&task, &subtask, &run],
+        )
+        .await
+        .map_err(|e| {
+            WarehouseError::from_pg(
+                settings,
+                "clearing earlier runs from the bookkeeping table",
+                &e,
+            )
+        })?;
+    if forgotten > 0 {
+        tracing::info!(
+            subtask,
+            rows = deleted,
+            "replaced the rows of an earlier run"
+        );
+    }
+    Ok(())
+}
+
+/// A subtask that extracted no rows has no chunk to load, but what earlier runs loaded
+/// must still go: the warehouse ends with the source's rows, none.
+pub async fn load_empty_subtask(
+    client: &mut Client,
+    settings: &WarehouseSettings,
+    table: &TargetTable,
+    task: &str,
+    subtask: &str,
+    run: &str,
+) -> Result<(), WarehouseError> {
+    let pg = |what: &str, e: tokio_postgres::Error| WarehouseError::from_pg(settings, what, &e);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg("starting a transaction", e))?;
+    remove_earlier_runs(&tx, settings, table, task, subtask, run).await?;
+    tx.commit().await.map_err(|e| pg("committing", e))
 }
 
 /// Delete the rows of earlier runs of a subtask: `$1` task, `$2` subtask, `$3` this run.
