@@ -14,7 +14,7 @@ command -v cargo >/dev/null || { log "cargo is missing: install Rust 1.95 (rustu
 
 # --- Debian packages ------------------------------------------------------------------
 packages=(unixodbc unixodbc-dev odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 pigz time
-          postgresql-client mariadb-client python3-pip)
+          postgresql-client mariadb-client python3-pip curl openssl)
 port_open 5432 || packages+=(postgresql)
 port_open 3306 || packages+=(mariadb-server)
 missing=()

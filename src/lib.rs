@@ -1,12 +1,18 @@
 //! dbhaul moves table data out of relational databases: it reads tables over ODBC, writes
-//! them as compressed CSV chunks with a manifest, and (in later stages) uploads and copies
-//! them into a warehouse. `ARCHITECTURE.md` at the root of the repository is the map; the
+//! them as compressed CSV chunks with a manifest, uploads them to S3 and copies them into a
+//! warehouse; agents do the work, a controller spreads it. `ARCHITECTURE.md` at the root of the repository is the map; the
 //! modules below are listed in reading order.
 
+/// The extraction agent daemon: configure, serve, supervise subtasks.
+pub mod agent;
+/// The only module that knows HTTP and JSON: wire types, TLS pinning, servers, clients.
+pub mod api;
 /// The command line: the contract of DESIGN.md, dispatch and exit codes.
 pub mod cli;
 /// Job files: parsed as written, then validated into domain types.
 pub mod config;
+/// The controller daemon: agents, tasks, dispatch and polling.
+pub mod controller;
 /// The words of the design (task, subtask, chunk, manifest) as plain types; no I/O.
 pub mod model;
 /// The data path: extractor thread, CSV encoding, compressor, subtask supervision.
@@ -15,6 +21,8 @@ pub mod pipeline;
 pub mod planner;
 /// ODBC sources: connection strings, catalog, and block or row-wise fetching.
 pub mod source;
+/// The only module that opens redb: the daemons' stores.
+pub mod store;
 /// Where chunk files land: the local working folder and S3.
 pub mod target;
 /// Logging set-up.

@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod daemons;
 mod errors;
 mod extract;
 mod stages;

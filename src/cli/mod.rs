@@ -1,8 +1,8 @@
 //! The command line: the contract of DESIGN.md ("Command line"). Each command lives in its
-//! own file and returns an [`Exit`]; this file holds the clap tree and the dispatch. Only
-//! commands that work exist: later stages add theirs.
+//! own file and returns an [`Exit`]; this file holds the clap tree and the dispatch.
 
-pub mod checks;
+mod client;
+mod daemons;
 mod progress;
 mod run_job;
 mod tables;
@@ -81,6 +81,65 @@ pub enum Command {
         --schema public"
     )]
     Tables(TablesArgs),
+
+    /// The extraction agent: configure it, serve its API, ask whether it runs.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+
+    /// The controller daemon.
+    #[command(subcommand)]
+    Controller(ControllerCommand),
+
+    /// Register, list and remove the controller's agents.
+    #[command(
+        long_about = "Register, list and remove the controller's agents. The controller is         found with --controller URL or DBHAUL_CONTROLLER (default http://127.0.0.1:8554).\n\n\
+        Example:\n  dbhaul agents register db1 --host 10.0.0.5 --port 3554 --fingerprint \
+        3F:A1:...\n  dbhaul agents list"
+    )]
+    Agents {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::AgentsCommand,
+    },
+
+    /// Create, start, follow and manage tasks on the controller.
+    #[command(
+        long_about = "Create, start, follow and manage tasks on the controller. A task comes         from a job file (the same file `dbhaul run` takes); its password_env variables are read         here and sent to the controller, which stores them in its private store.\n\n\
+        Example:\n  dbhaul tasks create job.toml --agents db1,db2\n  dbhaul tasks start orders\n  \
+        dbhaul tasks wait orders && dbhaul tasks show orders"
+    )]
+    Tasks {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        command: client::TasksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Set up (or change) an agent: password, port, TLS certificate; prints the fingerprint.
+    #[command(
+        long_about = "Set up an agent's folder: asks for a password (8 to 20 letters and \
+        digits, at least one digit and one upper-case letter, asked twice) and a port (default \
+        3554), makes a TLS key and a self-signed certificate, and prints the certificate's \
+        SHA-256 fingerprint, which the controller pins. Running it again changes the password \
+        or the port and keeps the certificate and the agent's subtasks.\n\nUnattended:\n  \
+        echo \"$AGENT_PASSWORD\" | dbhaul agent configure --dir /opt/dbhaul/var/agent \
+        --password-stdin --port 3554"
+    )]
+    Configure(daemons::ConfigureArgs),
+    /// Run the agent: HTTPS API, subtasks, resume of unfinished work after a restart.
+    Serve(daemons::AgentServeArgs),
+    /// Whether the agent runs, on which port, with which certificate fingerprint.
+    Status(daemons::AgentStatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Run the controller: HTTP API (loopback by default), dispatch and polling of agents.
+    Serve(daemons::ControllerServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +197,12 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run_job::run(args),
         Command::Tables(args) => tables::run(args),
+        Command::Agent(AgentCommand::Configure(args)) => daemons::configure_agent(args),
+        Command::Agent(AgentCommand::Serve(args)) => daemons::serve_agent(args),
+        Command::Agent(AgentCommand::Status(args)) => daemons::agent_status(args),
+        Command::Controller(ControllerCommand::Serve(args)) => daemons::serve_controller(args),
+        Command::Agents { client, command } => client::agents(client, command),
+        Command::Tasks { client, command } => client::tasks(client, command),
     }
 }
 

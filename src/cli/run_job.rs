@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use actix::Arbiter;
 
-use super::checks;
 use super::progress::ProgressView;
 use super::{Exit, RunArgs, report_error};
 use crate::config::Job;
+use crate::pipeline::checks;
 use crate::pipeline::job_runner::{JobRunner, StopJob};
 use crate::pipeline::{SubtaskContext, SubtaskOutcome};
 use crate::source::Source;

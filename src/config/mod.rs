@@ -2,6 +2,7 @@
 //! and nowhere else; `appliance/examples/job.toml` shows every one of them and a test keeps
 //! that file in step with the code.
 
+pub mod files;
 pub mod job;
 mod secret;
 pub mod stages;

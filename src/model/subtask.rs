@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A table as the source's catalog names it. MariaDB and MySQL call their namespaces
 /// catalogs (databases), PostgreSQL calls them schemas, SQLite has neither.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRef {
     pub catalog: Option<String>,
     pub schema: Option<String>,
@@ -33,7 +35,7 @@ impl fmt::Display for TableRef {
 
 /// How a column is fetched. Bounded columns go through block fetches into fixed buffers;
 /// long or unbounded ones (LOBs) are streamed value by value, so no value is ever truncated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchKind {
     /// Text of at most `max_bytes` UTF-8 bytes.
     Text { max_bytes: usize },
@@ -105,7 +107,7 @@ pub enum ValueFamily {
 }
 
 /// One column of a source table as the catalog describes it, and how it will be fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSpec {
     pub name: String,
     /// The type name the source uses (`int8`, `VARCHAR`, `numeric`).
@@ -218,14 +220,14 @@ fn classify(sql_type: i16, size: Option<usize>) -> FetchKind {
 }
 
 /// The ordered unique key of a table, used to read it in key ranges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyKind {
     /// Positions of the key columns in the fetched column list, in key order.
     pub columns: Vec<usize>,
 }
 
 /// One virtual partition of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionSpec {
     /// Folder name: `part-001` and so on, `part-other` for the rest, `part-null` for NULLs.
     pub name: String,
@@ -251,7 +253,7 @@ impl PartitionSpec {
 
 /// Which rows of the partition column a partition holds. Values are SQL literals that
 /// PostgreSQL, Redshift and the sources read alike (numbers, `'quoted text'`, `'2024-01-01'`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionBound {
     Below(String),
     Between(String, String),
@@ -282,7 +284,7 @@ impl PartitionBound {
 }
 
 /// Everything one subtask needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubtaskSpec {
     pub table: TableRef,
     /// Columns that are fetched, in output order.

@@ -13,6 +13,7 @@
 //! subtask stops every stage. [`job_runner::JobRunner`] runs a job's subtasks, a few at a
 //! time, on this machine.
 
+pub mod checks;
 pub mod compress;
 pub mod copy;
 pub mod credit;

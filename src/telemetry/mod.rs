@@ -2,6 +2,8 @@
 //! `tracing-subscriber` env-filter syntax, e.g. `dbhaul=debug`), warnings and errors by
 //! default. Per-task log files arrive with the daemons.
 
+pub mod task_log;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: bool) {

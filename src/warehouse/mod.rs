@@ -543,6 +543,34 @@ pub async fn prepare(
     dialect: Dialect,
     specs: &[SubtaskSpec],
 ) -> Result<(), WarehouseError> {
+    // Several agents prepare the same warehouse at once, and PostgreSQL's `CREATE ... IF NOT
+    // EXISTS` is not safe against a concurrent create of the same name: the loser fails with
+    // a duplicate key (23505) or duplicate table (42P07). Tried again, it finds the table.
+    let mut attempt = 0u64;
+    loop {
+        match prepare_once(client, settings, dialect, specs).await {
+            Err(e) if attempt < 5 && is_concurrent_create(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt + fastrand::u64(..100)))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_concurrent_create(e: &WarehouseError) -> bool {
+    ["(23505)", "(42P07)", "(42710)"]
+        .iter()
+        .any(|code| e.0.contains(code))
+}
+
+async fn prepare_once(
+    client: &Client,
+    settings: &WarehouseSettings,
+    dialect: Dialect,
+    specs: &[SubtaskSpec],
+) -> Result<(), WarehouseError> {
     ensure_loads_table(client, settings).await?;
     let mut done: Vec<&crate::model::TableRef> = Vec::new();
     for spec in specs {

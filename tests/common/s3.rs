@@ -226,7 +226,7 @@ fn answers_http(port: u16) -> bool {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -234,7 +234,7 @@ fn free_port() -> u16 {
 }
 
 /// SIGKILL the child when its parent dies, so no server outlives the test process.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing is allocated.
     unsafe {
@@ -260,7 +260,7 @@ fn die_with_parent(command: &mut Command) {
 
 /// Spawn from a thread that lives as long as the process: `PR_SET_PDEATHSIG` fires when
 /// the *thread* that forked exits, and every test runs on a thread of its own.
-fn spawn_from_long_lived_thread(command: Command) -> std::io::Result<Child> {
+pub fn spawn_from_long_lived_thread(command: Command) -> std::io::Result<Child> {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

@@ -1,6 +1,6 @@
 //! The checks a task needs before data moves, shared by `dbhaul run` (which stops at the
 //! first failure, exit 2, nothing changed) and `dbhaul run --test` (which runs them all and
-//! prints one line each). Later the controller's `tasks test` uses the same code.
+//! prints one line each), and by an agent for the controller's `tasks test`.
 
 use serde::Serialize;
 

@@ -1,0 +1,738 @@
+//! The AgentSupervisor owns execution on an agent: the subtasks it was given, their status,
+//! and its capacity. Every change of state is written to the agent's store before it is
+//! reported, so a subtask outlives a restart of the controller, of the agent or of the
+//! machine: at start the supervisor reads the store and runs again every subtask that was
+//! running or waiting to run. A subtask that runs again starts a new run; the copy stage
+//! replaces what earlier runs loaded, so the warehouse ends with each row once.
+//!
+//! It never waits for a controller: once started, a subtask runs to its end whether or not
+//! anyone polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::config::AgentPaths;
+use crate::api::ApiError;
+use crate::api::wire::{
+    Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
+};
+use crate::model::SubtaskSpec;
+use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
+use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
+use crate::store::Store;
+use crate::store::schema::{
+    AGENT_ASSIGNMENTS, AGENT_TASKS, AgentTaskRecord, AssignmentRecord, assignment_key,
+};
+
+/// Progress is written to the store at most this often per subtask (state changes always).
+const PERSIST_EVERY: Duration = Duration::from_secs(2);
+
+/// What a task needs on this agent once prepared: its subtasks' shared context.
+struct TaskRuntime {
+    definition: TaskDefinition,
+    context: Option<Arc<SubtaskContext>>,
+    preparing: bool,
+    relay: Addr<Relay>,
+}
+
+struct Assignment {
+    record: AssignmentRecord,
+    stop_requested: bool,
+    persisted: Instant,
+}
+
+pub struct AgentSupervisor {
+    store: Arc<Store>,
+    paths: AgentPaths,
+    capacity: usize,
+    tasks: HashMap<String, TaskRuntime>,
+    assignments: BTreeMap<String, Assignment>,
+    running: HashMap<String, Addr<SubtaskActor>>,
+    /// The one long-lived arbiter of every uploader and copier (STACK.md trap 2).
+    io: Arbiter,
+}
+
+impl AgentSupervisor {
+    pub fn new(store: Arc<Store>, paths: AgentPaths, capacity: usize) -> AgentSupervisor {
+        AgentSupervisor {
+            store,
+            paths,
+            capacity: capacity.max(1),
+            tasks: HashMap::new(),
+            assignments: BTreeMap::new(),
+            running: HashMap::new(),
+            io: Arbiter::new(),
+        }
+    }
+
+    fn log(&self, task: &str, level: &str, message: &str) {
+        crate::telemetry::task_log::append(&self.paths.logs(), task, level, message);
+    }
+
+    fn persist(&mut self, key: &str) {
+        let Some(assignment) = self.assignments.get_mut(key) else {
+            return;
+        };
+        assignment.persisted = Instant::now();
+        if let Err(e) = self.store.put(AGENT_ASSIGNMENTS, key, &assignment.record) {
+            tracing::error!(subtask = %key, "cannot record the subtask's status: {e}");
+        }
+    }
+
+    fn task_runtime(&mut self, definition: TaskDefinition, ctx: &mut Context<Self>) {
+        let name = definition.name.clone();
+        match self.tasks.get_mut(&name) {
+            Some(runtime) if runtime.definition == definition => {}
+            Some(runtime) => {
+                // A changed definition (a new password, another bucket) is prepared again.
+                runtime.definition = definition;
+                runtime.context = None;
+            }
+            None => {
+                let relay = Relay {
+                    task: name.clone(),
+                    supervisor: ctx.address(),
+                }
+                .start();
+                self.tasks.insert(
+                    name,
+                    TaskRuntime {
+                        definition,
+                        context: None,
+                        preparing: false,
+                        relay,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Start waiting subtasks while slots are free; prepare their tasks first.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let waiting: Vec<String> = self
+            .assignments
+            .iter()
+            .filter(|(key, a)| {
+                a.record.wanted
+                    && a.record.status.state == State::Pending
+                    && !self.running.contains_key(*key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in waiting {
+            if self.running.len() >= self.capacity {
+                break;
+            }
+            let task = self.assignments[&key].record.task.clone();
+            let Some(runtime) = self.tasks.get_mut(&task) else {
+                continue;
+            };
+            let Some(context) = runtime.context.clone() else {
+                if !runtime.preparing {
+                    runtime.preparing = true;
+                    self.prepare(task, ctx);
+                }
+                continue;
+            };
+            let relay = runtime.relay.clone();
+            let spec = self.assignments[&key].record.spec.clone();
+            let actor = SubtaskActor::new(context, spec, relay.recipient()).start();
+            self.running.insert(key.clone(), actor);
+            if let Some(a) = self.assignments.get_mut(&key) {
+                a.record.status.state = State::Running;
+                a.record.status.error = None;
+                a.record.status.attempts += 1;
+                a.record.status.started_at = Some(now());
+                a.record.status.finished_at = None;
+                a.stop_requested = false;
+                let mode = runtime_mode(&self.tasks, &task);
+                a.record.status.extract = StageStatus::default();
+                a.record.status.upload = mode.0.then(StageStatus::default);
+                a.record.status.copy = mode.1.then(StageStatus::default);
+                a.record.status.chunks = 0;
+                set_stages(&mut a.record.status, State::Running);
+            }
+            self.persist(&key);
+            self.log(
+                &task,
+                "INFO",
+                &format!("subtask {} started", key_subtask(&key)),
+            );
+        }
+    }
+
+    /// Open the source, connect to the bucket and prepare the warehouse for a task's
+    /// subtasks on this agent; then run them.
+    fn prepare(&mut self, task: String, ctx: &mut Context<Self>) {
+        let Some(runtime) = self.tasks.get(&task) else {
+            return;
+        };
+        let definition = runtime.definition.clone();
+        let specs: Vec<SubtaskSpec> = self
+            .assignments
+            .values()
+            .filter(|a| a.record.task == task)
+            .map(|a| a.record.spec.clone())
+            .collect();
+        let work = self.paths.work();
+        let io = self.io.handle();
+        let fut = async move { prepare_task(definition, specs, work, io).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, actor, ctx| {
+            let Some(runtime) = actor.tasks.get_mut(&task) else {
+                return;
+            };
+            runtime.preparing = false;
+            match result {
+                Ok(context) => runtime.context = Some(context),
+                Err(error) => {
+                    actor.log(&task, "ERROR", &format!("cannot prepare the task: {error}"));
+                    tracing::error!(task = %task, "cannot prepare the task: {error}");
+                    let keys: Vec<String> = actor
+                        .assignments
+                        .iter()
+                        .filter(|(_, a)| {
+                            a.record.task == task
+                                && a.record.wanted
+                                && a.record.status.state == State::Pending
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in keys {
+                        if let Some(a) = actor.assignments.get_mut(&key) {
+                            a.record.wanted = false;
+                            a.record.status.state = State::Failed;
+                            a.record.status.error = Some(error.clone());
+                            a.record.status.finished_at = Some(now());
+                            set_stages(&mut a.record.status, State::Failed);
+                        }
+                        actor.persist(&key);
+                    }
+                }
+            }
+            actor.schedule(ctx);
+        }));
+    }
+
+    fn statuses(&self, task: Option<&str>) -> Vec<SubtaskStatus> {
+        self.assignments
+            .values()
+            .filter(|a| task.is_none_or(|t| a.record.task == t))
+            .map(|a| a.record.status.clone())
+            .collect()
+    }
+
+    fn selected_keys(
+        &self,
+        task: &str,
+        selection: &SubtaskSelection,
+    ) -> Result<Vec<String>, ApiError> {
+        if !self.tasks.contains_key(task) {
+            return Err(ApiError::not_found(format!(
+                "this agent has no subtask of task `{task}`"
+            )));
+        }
+        match &selection.subtasks {
+            None => Ok(self
+                .assignments
+                .iter()
+                .filter(|(_, a)| a.record.task == task)
+                .map(|(k, _)| k.clone())
+                .collect()),
+            Some(ids) => ids
+                .iter()
+                .map(|id| {
+                    let key = assignment_key(task, id);
+                    if self.assignments.contains_key(&key) {
+                        Ok(key)
+                    } else {
+                        Err(ApiError::not_found(format!(
+                            "task `{task}` has no subtask `{id}` on this agent"
+                        )))
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+fn key_subtask(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, s)| s)
+}
+
+/// (uploads, copies) of a task's mode, from its definition.
+fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool) {
+    tasks
+        .get(task)
+        .and_then(|r| r.definition.job().ok())
+        .map_or((false, false), |job| {
+            (job.mode.uploads(), job.mode.copies())
+        })
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Set every stage of a subtask to `state`, except stages already completed.
+fn set_stages(status: &mut SubtaskStatus, state: State) {
+    let mut stages = vec![&mut status.extract];
+    if let Some(upload) = status.upload.as_mut() {
+        stages.push(upload);
+    }
+    if let Some(copy) = status.copy.as_mut() {
+        stages.push(copy);
+    }
+    for stage in stages {
+        if stage.state != State::Completed || state == State::Pending {
+            stage.state = state;
+        }
+    }
+}
+
+/// The stages' counters from a running subtask's progress. A stage runs once it has seen a
+/// row; the copy stage counts rows in the warehouse.
+fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress, uploaded_bytes: u64) {
+    status.extract.rows = progress.rows;
+    status.extract.bytes = progress.bytes_out;
+    status.extract.state = State::Running;
+    if let (Some(upload), Some(rows)) = (status.upload.as_mut(), progress.uploaded_rows) {
+        upload.rows = rows;
+        upload.bytes = uploaded_bytes;
+        upload.state = if rows > 0 {
+            State::Running
+        } else {
+            State::Pending
+        };
+    }
+    if let (Some(copy), Some(rows)) = (status.copy.as_mut(), progress.copied_rows) {
+        copy.rows = rows;
+        copy.state = if rows > 0 {
+            State::Running
+        } else {
+            State::Pending
+        };
+    }
+}
+
+async fn prepare_task(
+    definition: TaskDefinition,
+    specs: Vec<SubtaskSpec>,
+    work: std::path::PathBuf,
+    io: ArbiterHandle,
+) -> Result<Arc<SubtaskContext>, String> {
+    let job = definition.job().map_err(|e| e.to_string())?;
+    let job = Arc::new(job);
+    let opened = {
+        let job = job.clone();
+        crate::agent::blocking(move || {
+            crate::source::Source::open(&job.connection, job.password.as_ref())
+                .map(|(source, _)| source)
+                .map_err(|e| format!("source: {e}"))
+        })
+        .await?
+    };
+    let source = opened?;
+    let target = match &job.target {
+        Some(settings) => Some(
+            crate::target::S3Target::connect(settings)
+                .await
+                .map_err(|e| format!("target: {e}"))?,
+        ),
+        None => None,
+    };
+    let warehouse = crate::pipeline::checks::warehouse(&job, Some(&source), &specs, true).await;
+    if !warehouse.ok {
+        return Err(format!("warehouse: {}", warehouse.detail));
+    }
+    Ok(Arc::new(SubtaskContext {
+        task: job.name.clone(),
+        source,
+        files: job.files.clone(),
+        work: crate::target::WorkDir::new(work.join(job.name.as_str())),
+        target,
+        warehouse: job.warehouse.clone(),
+        io: job.mode.uploads().then_some(io),
+    }))
+}
+
+impl Actor for AgentSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tasks: Vec<(String, AgentTaskRecord)> = match self.store.list(AGENT_TASKS) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::error!("cannot read the agent's store: {e}");
+                Vec::new()
+            }
+        };
+        for (_, task) in tasks {
+            self.task_runtime(task.definition, ctx);
+        }
+        let records: Vec<(String, AssignmentRecord)> =
+            self.store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
+        let mut resumed = Vec::new();
+        for (key, mut record) in records {
+            if record.status.state == State::Running {
+                // It was running when the agent stopped: run it again.
+                record.status.state = State::Pending;
+                record.wanted = true;
+                set_stages(&mut record.status, State::Pending);
+                resumed.push(key.clone());
+            }
+            self.assignments.insert(
+                key,
+                Assignment {
+                    record,
+                    stop_requested: false,
+                    persisted: Instant::now(),
+                },
+            );
+        }
+        for key in &resumed {
+            let task = self.assignments[key].record.task.clone();
+            self.persist(key);
+            self.log(
+                &task,
+                "WARNING",
+                &format!(
+                    "subtask {} was running when the agent stopped; it runs again",
+                    key_subtask(key)
+                ),
+            );
+            tracing::warn!(subtask = %key, "was running when the agent stopped; running it again");
+        }
+        self.schedule(ctx);
+    }
+}
+
+/// Forwards a subtask's events with its task's name: subtask ids are unique within a task,
+/// not across tasks.
+struct Relay {
+    task: String,
+    supervisor: Addr<AgentSupervisor>,
+}
+
+impl Actor for Relay {
+    type Context = Context<Self>;
+}
+
+impl Handler<SubtaskEvent> for Relay {
+    type Result = ();
+
+    fn handle(&mut self, event: SubtaskEvent, _: &mut Context<Self>) {
+        self.supervisor.do_send(TaskEvent {
+            task: self.task.clone(),
+            event,
+        });
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TaskEvent {
+    task: String,
+    event: SubtaskEvent,
+}
+
+impl Handler<TaskEvent> for AgentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, TaskEvent { task, event }: TaskEvent, ctx: &mut Context<Self>) {
+        match event {
+            SubtaskEvent::Started { .. } => {}
+            SubtaskEvent::Progress { id, progress } => {
+                let key = assignment_key(&task, &id);
+                let Some(a) = self.assignments.get_mut(&key) else {
+                    return;
+                };
+                apply_progress(&mut a.record.status, &progress, progress.bytes_out);
+                if a.persisted.elapsed() >= PERSIST_EVERY {
+                    self.persist(&key);
+                }
+            }
+            SubtaskEvent::Finished(outcome) => self.finished(&task, outcome, ctx),
+        }
+    }
+}
+
+impl AgentSupervisor {
+    fn finished(&mut self, task: &str, outcome: SubtaskOutcome, ctx: &mut Context<Self>) {
+        let key = assignment_key(task, &outcome.id);
+        self.running.remove(&key);
+        let Some(a) = self.assignments.get_mut(&key) else {
+            return;
+        };
+        let status = &mut a.record.status;
+        status.extract.rows = outcome.rows;
+        status.extract.bytes = outcome.bytes_compressed;
+        status.chunks = outcome.chunks;
+        if let (Some(upload), Some(rows)) = (status.upload.as_mut(), outcome.uploaded_rows) {
+            upload.rows = rows;
+            upload.bytes = outcome.bytes_compressed;
+        }
+        if let (Some(copy), Some(rows)) = (status.copy.as_mut(), outcome.copied_rows) {
+            copy.rows = rows;
+        }
+        status.finished_at = Some(now());
+        a.record.wanted = false;
+        let (state, line) = match &outcome.manifest {
+            Ok(_) => (
+                State::Completed,
+                format!(
+                    "subtask {} completed: {} rows, {} chunks",
+                    outcome.id, outcome.rows, outcome.chunks
+                ),
+            ),
+            Err(_) if a.stop_requested => {
+                (State::Stopped, format!("subtask {} stopped", outcome.id))
+            }
+            Err(e) => (State::Failed, format!("subtask {} failed: {e}", outcome.id)),
+        };
+        status.state = state;
+        status.error = match (&outcome.manifest, state) {
+            (Err(e), State::Failed) => Some(e.clone()),
+            _ => None,
+        };
+        set_stages(status, state);
+        a.stop_requested = false;
+        self.persist(&key);
+        let level = if state == State::Failed {
+            "ERROR"
+        } else {
+            "INFO"
+        };
+        self.log(task, level, &line);
+        tracing::info!(task = %task, "{line}");
+        self.schedule(ctx);
+    }
+}
+
+/// Take subtasks of a task (and start them, unless told not to).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
+pub struct Take(pub Assign);
+
+impl Handler<Take> for AgentSupervisor {
+    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+
+    fn handle(&mut self, Take(assign): Take, ctx: &mut Context<Self>) -> Self::Result {
+        let job = assign
+            .task
+            .job()
+            .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
+        if job.name.as_str() != assign.task.name {
+            return Err(ApiError::bad_request(format!(
+                "the task is named `{}` but its job file says `{}`",
+                assign.task.name, job.name
+            )));
+        }
+        let task = assign.task.name.clone();
+        for spec in &assign.subtasks {
+            let key = assignment_key(&task, &spec.id());
+            if self.running.contains_key(&key) {
+                return Err(ApiError::conflict(format!(
+                    "subtask {} of task `{task}` is running on this agent; stop it first",
+                    spec.id()
+                )));
+            }
+        }
+        self.store
+            .put(
+                AGENT_TASKS,
+                &task,
+                &AgentTaskRecord {
+                    definition: assign.task.clone(),
+                },
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.task_runtime(assign.task.clone(), ctx);
+        let (uploads, copies) = (job.mode.uploads(), job.mode.copies());
+        let records: Vec<AssignmentRecord> = assign
+            .subtasks
+            .into_iter()
+            .map(|spec| AssignmentRecord {
+                task: task.clone(),
+                status: SubtaskStatus {
+                    id: spec.id(),
+                    upload: uploads.then(StageStatus::default),
+                    copy: copies.then(StageStatus::default),
+                    ..SubtaskStatus::default()
+                },
+                spec,
+                wanted: assign.start,
+            })
+            .collect();
+        let keyed: Vec<(String, &AssignmentRecord)> =
+            records.iter().map(|r| (r.key(), r)).collect();
+        let refs: Vec<(&str, &AssignmentRecord)> =
+            keyed.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        self.store
+            .put_many(AGENT_ASSIGNMENTS, &refs)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let taken = records.len();
+        let mut statuses = Vec::with_capacity(taken);
+        for record in records {
+            statuses.push(record.status.clone());
+            self.assignments.insert(
+                record.key(),
+                Assignment {
+                    record,
+                    stop_requested: false,
+                    persisted: Instant::now(),
+                },
+            );
+        }
+        self.log(&task, "INFO", &format!("took {taken} subtasks"));
+        self.schedule(ctx);
+        Ok(statuses)
+    }
+}
+
+/// What a user asks of a task's subtasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Resume,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
+pub struct Control {
+    pub task: String,
+    pub action: Action,
+    pub selection: SubtaskSelection,
+}
+
+impl Handler<Control> for AgentSupervisor {
+    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+
+    fn handle(&mut self, control: Control, ctx: &mut Context<Self>) -> Self::Result {
+        let keys = self.selected_keys(&control.task, &control.selection)?;
+        for key in &keys {
+            let running = self.running.get(key).cloned();
+            let Some(a) = self.assignments.get_mut(key) else {
+                continue;
+            };
+            let state = a.record.status.state;
+            match control.action {
+                Action::Start if state == State::Pending => a.record.wanted = true,
+                Action::Resume if matches!(state, State::Failed | State::Stopped) => {
+                    a.record.wanted = true;
+                    a.record.status.state = State::Pending;
+                    a.record.status.error = None;
+                    set_stages(&mut a.record.status, State::Pending);
+                }
+                Action::Stop => match running {
+                    Some(actor) => {
+                        a.stop_requested = true;
+                        actor.do_send(StopSubtask);
+                    }
+                    None if state == State::Pending => {
+                        a.record.wanted = false;
+                        a.record.status.state = State::Stopped;
+                        set_stages(&mut a.record.status, State::Stopped);
+                    }
+                    None => {}
+                },
+                _ => continue,
+            }
+            self.persist(key);
+        }
+        let verb = match control.action {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Resume => "resume",
+        };
+        self.log(
+            &control.task,
+            "INFO",
+            &format!("{verb} of {} subtasks asked", keys.len()),
+        );
+        self.schedule(ctx);
+        Ok(self.statuses(Some(&control.task)))
+    }
+}
+
+/// The status of a task's subtasks, or of every subtask.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
+pub struct Query {
+    pub task: Option<String>,
+}
+
+impl Handler<Query> for AgentSupervisor {
+    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+
+    fn handle(&mut self, query: Query, _: &mut Context<Self>) -> Self::Result {
+        if let Some(task) = &query.task
+            && !self.tasks.contains_key(task)
+        {
+            return Err(ApiError::not_found(format!(
+                "this agent has no subtask of task `{task}`"
+            )));
+        }
+        Ok(self.statuses(query.task.as_deref()))
+    }
+}
+
+/// Forget a task whose subtasks have all ended.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct Forget {
+    pub task: String,
+}
+
+impl Handler<Forget> for AgentSupervisor {
+    type Result = Result<(), ApiError>;
+
+    fn handle(&mut self, forget: Forget, _: &mut Context<Self>) -> Self::Result {
+        let keys = self.selected_keys(&forget.task, &SubtaskSelection::default())?;
+        if let Some(key) = keys.iter().find(|k| self.running.contains_key(*k)) {
+            return Err(ApiError::conflict(format!(
+                "subtask {} of task `{}` is running; stop the task first",
+                key_subtask(key),
+                forget.task
+            )));
+        }
+        self.store
+            .remove(AGENT_ASSIGNMENTS, &keys)
+            .and_then(|()| {
+                self.store
+                    .remove(AGENT_TASKS, std::slice::from_ref(&forget.task))
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for key in &keys {
+            self.assignments.remove(key);
+        }
+        self.tasks.remove(&forget.task);
+        self.log(&forget.task, "INFO", "task forgotten");
+        Ok(())
+    }
+}
+
+/// Running and queued subtasks, for health reports.
+#[derive(Message)]
+#[rtype(result = "(u32, u32, u32)")]
+pub struct Load;
+
+impl Handler<Load> for AgentSupervisor {
+    type Result = MessageResult<Load>;
+
+    fn handle(&mut self, _: Load, _: &mut Context<Self>) -> Self::Result {
+        let queued = self
+            .assignments
+            .values()
+            .filter(|a| a.record.wanted && a.record.status.state == State::Pending)
+            .count();
+        MessageResult((
+            self.capacity as u32,
+            self.running.len() as u32,
+            queued as u32,
+        ))
+    }
+}

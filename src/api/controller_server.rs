@@ -1,0 +1,182 @@
+//! The controller's HTTP JSON API, for the command line (and the status page later).
+//!
+//! ```text
+//! GET    /v1/health
+//! GET    /v1/agents                     registered agents with reachability and capacity
+//! POST   /v1/agents                     register (409 with the fingerprint to confirm)
+//! POST   /v1/agents/join                an agent registers itself with the join token
+//! DELETE /v1/agents/{name}
+//! GET    /v1/tasks                      every task
+//! POST   /v1/tasks                      create from a job file and its secrets
+//! GET    /v1/tasks/{name}               a task and its subtasks
+//! POST   /v1/tasks/{name}/start|stop|resume|test
+//! GET    /v1/tasks/{name}/log           the merged log, text
+//! DELETE /v1/tasks/{name}
+//! ```
+//!
+//! Bound beyond loopback, every request but health and join needs
+//! `Authorization: Bearer <admin token>`.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::ApiError;
+use super::wire::{ConfirmFingerprint, CreateTask, JoinRequest, RegisterAgent};
+use crate::controller::Controller;
+use crate::controller::registry::{Registered, constant_time_eq};
+
+pub struct ControllerApi {
+    pub controller: Arc<Controller>,
+    /// Required of every request when the controller listens beyond loopback.
+    pub admin_token: Option<String>,
+}
+
+impl ControllerApi {
+    fn authorize(&self, req: &HttpRequest) -> Result<&Controller, ApiError> {
+        if let Some(expected) = &self.admin_token {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+                return Err(ApiError::unauthorized(
+                    "this controller listens beyond loopback: send its admin token (the file \
+                     admin.token in its folder) with --token or DBHAUL_TOKEN",
+                ));
+            }
+        }
+        Ok(&self.controller)
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/health", web::get().to(health))
+        .route("/v1/agents", web::get().to(agents))
+        .route("/v1/agents", web::post().to(register))
+        .route("/v1/agents/join", web::post().to(join))
+        .route("/v1/agents/{name}", web::delete().to(remove_agent))
+        .route("/v1/tasks", web::get().to(tasks))
+        .route("/v1/tasks", web::post().to(create))
+        .route("/v1/tasks/{name}", web::get().to(show))
+        .route("/v1/tasks/{name}", web::delete().to(delete))
+        .route("/v1/tasks/{name}/log", web::get().to(log))
+        .route("/v1/tasks/{name}/{action}", web::post().to(action))
+        .default_service(web::to(|req: HttpRequest| async move {
+            Err::<HttpResponse, _>(ApiError::not_found(format!(
+                "no such endpoint: {} {}",
+                req.method(),
+                req.path()
+            )))
+        }));
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "role": "controller",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn agents(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    Ok(HttpResponse::Ok().json(controller.agents().await))
+}
+
+async fn register(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    body: web::Json<RegisterAgent>,
+) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    match controller.register(body.into_inner()).await? {
+        Registered::Done(view) => Ok(HttpResponse::Created().json(view)),
+        Registered::Confirm(fingerprint) => Ok(HttpResponse::Conflict().json(ConfirmFingerprint {
+            error: format!(
+                "confirm the agent's certificate fingerprint {fingerprint} (compare it with what \
+                 `dbhaul agent configure` printed on the agent) and register again with \
+                 --fingerprint {fingerprint}"
+            ),
+            fingerprint,
+        })),
+    }
+}
+
+async fn join(
+    api: web::Data<ControllerApi>,
+    body: web::Json<JoinRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let view = api.controller.join(body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn remove_agent(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    api.authorize(&req)?.remove_agent(&path.into_inner())?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn tasks(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api.authorize(&req)?.list()))
+}
+
+async fn create(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    body: web::Json<CreateTask>,
+) -> Result<HttpResponse, ApiError> {
+    let view = api.authorize(&req)?.create_task(body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn show(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api.authorize(&req)?.show(&path.into_inner())?))
+}
+
+async fn delete(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    api.authorize(&req)?.delete(&path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn log(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let text = api.authorize(&req)?.task_log(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+async fn action(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    let (name, action) = path.into_inner();
+    match action.as_str() {
+        "start" => Ok(HttpResponse::Ok().json(controller.start(&name).await?)),
+        "stop" => Ok(HttpResponse::Ok().json(controller.stop(&name).await?)),
+        "resume" => Ok(HttpResponse::Ok().json(controller.resume(&name).await?)),
+        "test" => Ok(HttpResponse::Ok().json(controller.test(&name).await?)),
+        other => Err(ApiError::not_found(format!(
+            "no such action `{other}`: use start, stop, resume or test"
+        ))),
+    }
+}

@@ -1,0 +1,110 @@
+//! The only module that knows HTTP and JSON: the wire types both daemons speak
+//! ([`wire`]), TLS for the agent's API with certificate pinning ([`tls`]), the agent's
+//! HTTPS server ([`agent_server`]), the controller's HTTP server ([`controller_server`]),
+//! and the clients that talk to them ([`agent_client`], [`controller_client`]).
+//!
+//! Errors become a JSON body `{"error": "..."}` with a status that says whose fault it is:
+//! 400 a malformed request, 401 no or a bad login, 404 an unknown name, 409 a conflict with
+//! the current state, 502 an agent that could not be reached.
+
+pub mod agent_client;
+pub mod agent_server;
+pub mod controller_client;
+pub mod controller_server;
+pub mod tls;
+pub mod wire;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+/// Largest request body either daemon accepts: a task definition with its job file and
+/// hundreds of subtasks fits many times over; anything larger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// An API error: a status and a message that names the cause and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(401, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, message)
+    }
+
+    pub fn bad_gateway(message: impl Into<String>) -> ApiError {
+        ApiError::new(502, message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(wire::ErrorBody {
+            error: self.message.clone(),
+        })
+    }
+}
+
+/// JSON bodies that cannot be read get a 400 that says what is wrong with them, in the same
+/// `{"error": ...}` shape as every other error.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _| {
+            let message = match &err {
+                actix_web::error::JsonPayloadError::OverflowKnownLength { length, limit } => {
+                    format!("request body of {length} bytes is larger than the limit of {limit}")
+                }
+                actix_web::error::JsonPayloadError::Overflow { limit } => {
+                    format!("request body is larger than the limit of {limit} bytes")
+                }
+                actix_web::error::JsonPayloadError::ContentType => {
+                    "send the request body as JSON with Content-Type: application/json".into()
+                }
+                other => format!("malformed JSON request: {other}"),
+            };
+            let status = match &err {
+                actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                | actix_web::error::JsonPayloadError::Overflow { .. } => 413,
+                _ => 400,
+            };
+            ApiError::new(status, message).into()
+        })
+}
+
+/// The rustls crypto provider of the whole process (aws-lc-rs), installed once.
+pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}

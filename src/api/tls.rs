@@ -1,0 +1,209 @@
+//! TLS for the agent's API. The agent serves a self-signed certificate made at configure
+//! time; the controller pins its SHA-256 fingerprint at registration and from then on
+//! accepts that certificate and no other. The pinning verifier still checks the handshake
+//! signatures (STACK.md trap 12): whoever answers must hold the pinned certificate's key.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The SHA-256 fingerprint of a DER certificate: 32 upper-case hex bytes joined by `:`, as
+/// `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Read a fingerprint as users paste it: with or without colons, any case, with or without a
+/// `SHA256:` or `sha256=` prefix.
+pub fn parse_fingerprint(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let body = lower
+        .strip_prefix("sha256:")
+        .or_else(|| lower.strip_prefix("sha256="))
+        .or_else(|| lower.strip_prefix("sha256 fingerprint="))
+        .unwrap_or(&lower);
+    let hex_digits: String = body.chars().filter(|c| *c != ':' && *c != ' ').collect();
+    let bytes = hex::decode(&hex_digits)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| {
+            format!(
+                "`{trimmed}` is not a SHA-256 fingerprint: expected 32 hex bytes such as \
+             `3F:A1:...` (64 hex digits), as `dbhaul agent configure` prints it"
+            )
+        })?;
+    Ok(bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// The fingerprint of the first certificate of a PEM file.
+pub fn fingerprint_of_pem(path: &Path) -> Result<String, String> {
+    let cert = CertificateDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read the certificate {}: {e}", path.display()))?;
+    Ok(fingerprint(&cert))
+}
+
+/// The agent's server configuration from its certificate and key files.
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(super::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| format!("the agent's certificate and key do not make a TLS server: {e}"))
+}
+
+/// Accepts exactly one certificate, by fingerprint — or, while a registration is being
+/// confirmed (`expected` empty), any certificate, recording the fingerprint it saw.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    expected: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    pub fn new(expected: Option<String>) -> (PinnedVerifier, Arc<Mutex<Option<String>>>) {
+        let seen = Arc::new(Mutex::new(None));
+        (
+            PinnedVerifier {
+                expected,
+                seen: seen.clone(),
+                provider: super::crypto_provider(),
+            },
+            seen,
+        )
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = fingerprint(end_entity);
+        if let Ok(mut slot) = self.seen.lock() {
+            *slot = Some(seen.clone());
+        }
+        match &self.expected {
+            Some(expected) if *expected != seen => Err(rustls::Error::General(format!(
+                "the agent's certificate changed: its fingerprint is {seen}, but {expected} \
+                 was pinned at registration"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client configuration that pins `expected` (or records what it sees when `None`).
+pub fn pinned_client_config(
+    expected: Option<String>,
+) -> (rustls::ClientConfig, Arc<Mutex<Option<String>>>) {
+    let (verifier, seen) = PinnedVerifier::new(expected);
+    let config = rustls::ClientConfig::builder_with_provider(super::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    (config, seen)
+}
+
+/// A self-signed certificate and key for an agent, as PEM: valid for `hosts` (names or IP
+/// addresses) and `localhost`.
+pub fn self_signed(hosts: &[String]) -> Result<(String, String), String> {
+    let mut names: Vec<String> = hosts.to_vec();
+    for default in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|n| n == default) {
+            names.push(default.to_string());
+        }
+    }
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_read_as_users_paste_them() {
+        let canonical = (0..32u8)
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let plain = canonical.replace(':', "").to_lowercase();
+        for raw in [
+            canonical.clone(),
+            plain.clone(),
+            format!("SHA256:{plain}"),
+            format!("sha256={canonical}"),
+            format!("  {canonical}\n"),
+        ] {
+            assert_eq!(
+                parse_fingerprint(&raw).as_deref(),
+                Ok(canonical.as_str()),
+                "{raw}"
+            );
+        }
+        for bad in ["", "AB:CD", &plain[..62], &format!("{plain}00"), "zz"] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! What crosses the network between the command line, the controller and the agents, as
+//! JSON. These types are the API's contract: add fields with defaults, rename nothing.
+//! Types that carry a secret print it as `***` in their `Debug`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::SubtaskSpec;
+
+/// The state of a task, a subtask or a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum State {
+    /// Not started yet (or waiting for a free slot on its agent).
+    #[default]
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl State {
+    /// Completed, failed and stopped are final until someone resumes.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Stopped)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "Pending",
+            State::Running => "Running",
+            State::Completed => "Completed",
+            State::Failed => "Failed",
+            State::Stopped => "Stopped",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stage of a subtask: extract, upload or copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StageStatus {
+    pub state: State,
+    pub rows: u64,
+    /// Compressed bytes written (extract), sent (upload) or loaded (copy).
+    pub bytes: u64,
+}
+
+/// A subtask as its agent last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SubtaskStatus {
+    /// `schema.table` or `schema.table/part-003`.
+    pub id: String,
+    pub state: State,
+    /// The agent that runs it (set by the controller; agents leave it empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub extract: StageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<StageStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<StageStatus>,
+    #[serde(default)]
+    pub chunks: u64,
+    /// How many times the agent started it (a restart or a resume adds one).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// A task as the agents receive it: the job file's text and the secrets its `password_env`
+/// settings name, resolved on the machine that created the task.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDefinition {
+    pub name: String,
+    /// The job file, as written.
+    pub job: String,
+    /// Environment variable name → value, for the job's `password_env` settings.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for TaskDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskDefinition")
+            .field("name", &self.name)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskDefinition {
+    /// Parse and validate the job with the definition's secrets as its environment.
+    pub fn job(&self) -> Result<crate::config::Job, crate::config::JobError> {
+        crate::config::Job::parse(&format!("task {}", self.name), &self.job, |var| {
+            self.secrets.get(var).cloned()
+        })
+    }
+}
+
+// ---- agent API ----
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginRequest { password: *** }")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_in_s: u64,
+}
+
+/// What an agent says of itself: public (no login needed), nothing secret.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Health {
+    pub name: String,
+    pub version: String,
+    /// Subtasks it runs at once.
+    pub capacity: u32,
+    pub running: u32,
+    /// Taken and waiting for a free slot.
+    pub queued: u32,
+    pub fingerprint: String,
+}
+
+/// Give an agent subtasks of a task (`POST /v1/subtasks`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assign {
+    pub task: TaskDefinition,
+    pub subtasks: Vec<SubtaskSpec>,
+    /// Start them as soon as a slot is free (otherwise they wait for a start).
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which subtasks of a task a start, stop or resume applies to: all when absent.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SubtaskSelection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtasks: Option<Vec<String>>,
+}
+
+/// Plan a task on an agent, which reaches the source (`POST /v1/plan`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub task: TaskDefinition,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanResponse {
+    pub subtasks: Vec<SubtaskSpec>,
+}
+
+/// One check of a task test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestReport {
+    pub ok: bool,
+    /// The agent that ran the checks (set by the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// An agent joining a controller by itself (`POST /v1/agents/join` on the controller).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub join_token: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub host: String,
+    pub port: u16,
+    pub fingerprint: String,
+    /// A credential the agent made for this controller; it logs in with it.
+    pub secret: String,
+}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- controller API ----
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RegisterAgent {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+    /// The certificate fingerprint the user confirmed; without it, the controller answers
+    /// 409 with the fingerprint it saw, to be confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl fmt::Debug for RegisterAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterAgent")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The 409 answer to a registration without a fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmFingerprint {
+    pub error: String,
+    pub fingerprint: String,
+}
+
+/// A registered agent, as `agents list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    pub description: String,
+    pub host: String,
+    pub port: u16,
+    pub fingerprint: String,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `tasks create`: the job file and the secrets it names.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreateTask {
+    pub task: TaskDefinition,
+    /// Only these agents run the task's subtasks; all registered agents when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+}
+
+impl fmt::Debug for CreateTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateTask")
+            .field("task", &self.task)
+            .field("agents", &self.agents)
+            .finish()
+    }
+}
+
+/// A task as `tasks show` gives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    pub name: String,
+    pub description: String,
+    pub mode: String,
+    pub state: State,
+    /// The agents the task may use.
+    pub agents: Vec<String>,
+    pub created_at: String,
+    pub subtasks_total: usize,
+    pub subtasks_completed: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub subtasks: Vec<SubtaskStatus>,
+    /// What could not be done (an agent that could not be reached to stop its subtasks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

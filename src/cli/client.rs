@@ -1,0 +1,541 @@
+//! `dbhaul agents ...` and `dbhaul tasks ...`: the command-line client of the controller's
+//! API. Exit status: 0 done; 1 the work failed or the controller or an agent could not be
+//! reached; 2 the request was refused as wrong (bad input, unknown name, wrong password or
+//! fingerprint, a conflict with the current state).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::daemons::client_runtime;
+use super::{Exit, report_error};
+use crate::api::controller_client::{ClientError, ControllerClient, DEFAULT_CONTROLLER};
+use crate::api::wire::{
+    AgentView, CreateTask, RegisterAgent, State, TaskDefinition, TaskView, TestReport,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The controller's URL.
+    #[arg(long, env = "DBHAUL_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
+    pub controller: String,
+    /// The controller's admin token, needed when it listens beyond loopback.
+    #[arg(long, env = "DBHAUL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentsCommand {
+    /// Register an agent: the controller connects over TLS, you confirm the certificate's
+    /// fingerprint (or give it with --fingerprint), and it is pinned from then on.
+    Register {
+        /// A name for the agent: letters, digits, - and _.
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = crate::agent::config::DEFAULT_PORT)]
+        port: u16,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Read the agent's password from the first line of stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The certificate fingerprint `dbhaul agent configure` printed on the agent.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// List agents with reachability, version, running subtasks and capacity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an agent (refused while it holds unfinished subtasks).
+    Remove { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TasksCommand {
+    /// Create a task from a job file; its subtasks are planned on an agent.
+    Create {
+        job: PathBuf,
+        /// Only these agents run the task (comma-separated names); default: all.
+        #[arg(long, value_delimiter = ',')]
+        agents: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks with state and progress.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A task's state and every subtask's stages, with the agent that runs it.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the task's checks from an agent: source, tables, working folder, bucket,
+    /// warehouse. Exit 0 when all pass.
+    Test {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a task: its subtasks are dispatched to the agents with free capacity.
+    Start { name: String },
+    /// Stop a task's running and waiting subtasks.
+    Stop { name: String },
+    /// Run a task's failed and stopped subtasks again.
+    Resume { name: String },
+    /// Wait until a task ends; exit 0 when it completed, 1 otherwise.
+    Wait {
+        name: String,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// The task's log: the controller's and the agents' lines in time order.
+    Log {
+        name: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete a task that is not running.
+    Delete { name: String },
+}
+
+fn exit_for(e: &ClientError) -> Exit {
+    match e.status() {
+        Some(s) if (400..500).contains(&s) => Exit::Usage,
+        _ => Exit::Failed,
+    }
+}
+
+fn connect(args: &ClientArgs) -> Result<ControllerClient, Exit> {
+    ControllerClient::new(&args.controller, args.token.clone()).map_err(|e| {
+        report_error(e);
+        Exit::Usage
+    })
+}
+
+fn call<T: DeserializeOwned>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, Exit> {
+    runtime.block_on(future).map_err(|e| {
+        report_error(&e);
+        exit_for(&e)
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializes")
+    );
+}
+
+pub fn agents(args: ClientArgs, command: AgentsCommand) -> Exit {
+    match agents_inner(args, command) {
+        Ok(()) => Exit::Done,
+        Err(exit) => exit,
+    }
+}
+
+fn read_password(from_stdin: bool, name: &str) -> Result<String, Exit> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            report_error(format!("cannot read stdin: {e}"));
+            Exit::Usage
+        })?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        report_error("no terminal to ask for the agent's password: use --password-stdin");
+        return Err(Exit::Usage);
+    }
+    rpassword::prompt_password(format!("Password of agent {name}: ")).map_err(|e| {
+        report_error(format!("cannot read the password: {e}"));
+        Exit::Usage
+    })
+}
+
+fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
+    let client = connect(&args)?;
+    let runtime = client_runtime();
+    match command {
+        AgentsCommand::Register {
+            name,
+            host,
+            port,
+            description,
+            password_stdin,
+            fingerprint,
+        } => {
+            let password = read_password(password_stdin, &name)?;
+            let mut request = RegisterAgent {
+                name: name.clone(),
+                description,
+                host,
+                port,
+                password,
+                fingerprint,
+            };
+            let mut answer = runtime.block_on(client.post::<AgentView>("/v1/agents", &request));
+            if let Err(ClientError::Api {
+                status: 409, body, ..
+            }) = &answer
+                && let Some(seen) = body.get("fingerprint").and_then(|f| f.as_str())
+            {
+                let seen = seen.to_string();
+                if password_stdin || !std::io::stdin().is_terminal() {
+                    report_error(format!(
+                        "agent {name} presents the certificate fingerprint {seen}; compare it with \
+                         what `dbhaul agent configure` printed on the agent and register again \
+                         with --fingerprint {seen}. Nothing was registered"
+                    ));
+                    return Err(Exit::Usage);
+                }
+                eprint!(
+                    "Agent {name} presents the certificate fingerprint\n  {seen}\nIs it the one \
+                     `dbhaul agent configure` printed on the agent? [y/N] "
+                );
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+                if !matches!(line.trim(), "y" | "Y" | "yes") {
+                    report_error("not confirmed; nothing was registered");
+                    return Err(Exit::Usage);
+                }
+                request.fingerprint = Some(seen);
+                answer = runtime.block_on(client.post::<AgentView>("/v1/agents", &request));
+            }
+            let view = answer.map_err(|e| {
+                report_error(&e);
+                exit_for(&e)
+            })?;
+            println!(
+                "registered agent {} at {}:{}; certificate {} pinned; {} subtasks at once",
+                view.name,
+                view.host,
+                view.port,
+                view.fingerprint,
+                view.capacity.unwrap_or(0)
+            );
+        }
+        AgentsCommand::List { json } => {
+            let agents: Vec<AgentView> = call(&runtime, client.get("/v1/agents"))?;
+            if json {
+                print_json(&agents);
+            } else if agents.is_empty() {
+                println!(
+                    "no agents registered; `dbhaul agents register NAME --host H --port P` adds one"
+                );
+            } else {
+                println!(
+                    "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  fingerprint",
+                    "agent", "address", "reachable", "version", "running", "capacity", "queued"
+                );
+                for a in &agents {
+                    let n = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+                    println!(
+                        "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  {}",
+                        a.name,
+                        format!("{}:{}", a.host, a.port),
+                        if a.reachable { "yes" } else { "NO" },
+                        a.version.as_deref().unwrap_or("-"),
+                        n(a.running),
+                        n(a.capacity),
+                        n(a.queued),
+                        &a.fingerprint[..a.fingerprint.len().min(23)]
+                    );
+                    if let Some(e) = &a.error {
+                        println!("    {e}");
+                    }
+                }
+            }
+        }
+        AgentsCommand::Remove { name } => {
+            call(&runtime, client.delete(&format!("/v1/agents/{name}")))?;
+            println!("agent {name} removed");
+        }
+    }
+    Ok(())
+}
+
+pub fn tasks(args: ClientArgs, command: TasksCommand) -> Exit {
+    match tasks_inner(args, command) {
+        Ok(exit) => exit,
+        Err(exit) => exit,
+    }
+}
+
+/// The environment variables a job file's `password_env` settings name.
+fn secret_names(text: &str) -> Vec<String> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    ["source", "warehouse"]
+        .iter()
+        .filter_map(|section| {
+            value
+                .get(*section)?
+                .get("password_env")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
+    let client = connect(&args)?;
+    let runtime = client_runtime();
+    match command {
+        TasksCommand::Create { job, agents, json } => {
+            // Validate here first: errors point at the file and line, with nothing sent.
+            let parsed = crate::config::Job::load(&job).map_err(|e| {
+                report_error(&e);
+                Exit::Usage
+            })?;
+            let text = std::fs::read_to_string(&job).map_err(|e| {
+                report_error(format!("cannot read {}: {e}", job.display()));
+                Exit::Usage
+            })?;
+            let secrets: BTreeMap<String, String> = secret_names(&text)
+                .into_iter()
+                .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
+                .collect();
+            let request = CreateTask {
+                task: TaskDefinition {
+                    name: parsed.name.to_string(),
+                    job: text,
+                    secrets,
+                },
+                agents,
+            };
+            let view: TaskView = call(&runtime, client.post("/v1/tasks", &request))?;
+            if json {
+                print_json(&view);
+            } else {
+                println!(
+                    "task {} created: {} subtasks ({}); start it with `dbhaul tasks start {}`",
+                    view.name, view.subtasks_total, view.mode, view.name
+                );
+            }
+        }
+        TasksCommand::List { json } => {
+            let tasks: Vec<TaskView> = call(&runtime, client.get("/v1/tasks"))?;
+            if json {
+                print_json(&tasks);
+            } else if tasks.is_empty() {
+                println!("no tasks; `dbhaul tasks create JOB.toml` makes one");
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<10} {:>9} {:>14} {:>10}",
+                    "task", "mode", "state", "subtasks", "rows", "MB (gz)"
+                );
+                for t in &tasks {
+                    println!(
+                        "{:<24} {:<20} {:<10} {:>9} {:>14} {:>10.1}",
+                        t.name,
+                        t.mode,
+                        t.state.as_str(),
+                        format!("{}/{}", t.subtasks_completed, t.subtasks_total),
+                        t.rows,
+                        t.bytes as f64 / 1e6
+                    );
+                }
+            }
+        }
+        TasksCommand::Show { name, json } => {
+            let view: TaskView = call(&runtime, client.get(&format!("/v1/tasks/{name}")))?;
+            if json {
+                print_json(&view);
+            } else {
+                print_task(&view);
+            }
+        }
+        TasksCommand::Test { name, json } => {
+            let report: TestReport = call(
+                &runtime,
+                client.post(&format!("/v1/tasks/{name}/test"), &()),
+            )?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "test of task {name} from agent {}",
+                    report.agent.as_deref().unwrap_or("?")
+                );
+                for c in &report.checks {
+                    println!(
+                        "{:<4} {:<16} {}",
+                        if c.ok { "ok" } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
+                }
+                println!(
+                    "{}",
+                    if report.ok {
+                        "all checks passed"
+                    } else {
+                        "some checks failed"
+                    }
+                );
+            }
+            return Ok(if report.ok { Exit::Done } else { Exit::Failed });
+        }
+        TasksCommand::Start { name } => return action(&runtime, &client, &name, "start"),
+        TasksCommand::Stop { name } => return action(&runtime, &client, &name, "stop"),
+        TasksCommand::Resume { name } => return action(&runtime, &client, &name, "resume"),
+        TasksCommand::Wait { name, timeout } => {
+            return wait(&runtime, &client, &name, timeout.map(Duration::from_secs));
+        }
+        TasksCommand::Log { name, output } => {
+            let text = call(&runtime, client.text(&format!("/v1/tasks/{name}/log")))?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| {
+                        report_error(format!("cannot write {}: {e}", path.display()));
+                        Exit::Failed
+                    })?;
+                    println!("log of task {name} written to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        TasksCommand::Delete { name } => {
+            call(&runtime, client.delete(&format!("/v1/tasks/{name}")))?;
+            println!("task {name} deleted");
+        }
+    }
+    Ok(Exit::Done)
+}
+
+fn action(
+    runtime: &tokio::runtime::Runtime,
+    client: &ControllerClient,
+    name: &str,
+    verb: &str,
+) -> Result<Exit, Exit> {
+    let view: TaskView = call(
+        runtime,
+        client.post(&format!("/v1/tasks/{name}/{verb}"), &()),
+    )?;
+    for warning in &view.warnings {
+        eprintln!("dbhaul: warning: {warning}");
+    }
+    println!(
+        "task {}: {} ({}/{} subtasks completed)",
+        view.name,
+        view.state.as_str(),
+        view.subtasks_completed,
+        view.subtasks_total
+    );
+    Ok(Exit::Done)
+}
+
+fn wait(
+    runtime: &tokio::runtime::Runtime,
+    client: &ControllerClient,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<Exit, Exit> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let view: TaskView = match runtime.block_on(client.get(&format!("/v1/tasks/{name}"))) {
+            Ok(view) => view,
+            Err(e @ ClientError::Unreachable { .. }) => {
+                // The controller may be restarting: keep waiting, say so once.
+                let line = format!("waiting for the controller: {e}");
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => {
+                report_error(&e);
+                return Err(exit_for(&e));
+            }
+        };
+        let line = format!(
+            "task {}: {} ({}/{} subtasks completed, {} rows)",
+            view.name,
+            view.state.as_str(),
+            view.subtasks_completed,
+            view.subtasks_total,
+            view.rows
+        );
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        match view.state {
+            State::Completed => return Ok(Exit::Done),
+            State::Failed | State::Stopped => {
+                for s in view.subtasks.iter().filter(|s| s.error.is_some()) {
+                    eprintln!(
+                        "dbhaul: error: subtask {} failed: {}",
+                        s.id,
+                        s.error.as_deref().unwrap_or("")
+                    );
+                }
+                return Ok(Exit::Failed);
+            }
+            _ => {}
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            report_error(format!("task {name} did not end within the timeout"));
+            return Ok(Exit::Failed);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn print_task(view: &TaskView) {
+    println!(
+        "task {} ({}): {}, {}/{} subtasks completed, {} rows, {:.1} MB compressed",
+        view.name,
+        view.mode,
+        view.state.as_str(),
+        view.subtasks_completed,
+        view.subtasks_total,
+        view.rows,
+        view.bytes as f64 / 1e6
+    );
+    if !view.description.is_empty() {
+        println!("  {}", view.description);
+    }
+    println!(
+        "{:<36} {:<10} {:<14} {:>22} {:>22} {:>22}",
+        "subtask", "state", "agent", "extract", "upload", "copy"
+    );
+    let stage = |s: Option<&crate::api::wire::StageStatus>| {
+        s.map_or("-".to_string(), |s| {
+            format!("{} {}", s.state.as_str(), s.rows)
+        })
+    };
+    for s in &view.subtasks {
+        println!(
+            "{:<36} {:<10} {:<14} {:>22} {:>22} {:>22}",
+            s.id,
+            s.state.as_str(),
+            s.agent.as_deref().unwrap_or("-"),
+            stage(Some(&s.extract)),
+            stage(s.upload.as_ref()),
+            stage(s.copy.as_ref())
+        );
+        if let Some(e) = &s.error {
+            println!("    error: {e}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `dbhaul agent configure|serve|status` and `dbhaul controller serve`: the daemons'
+//! commands. Prompts live here; what they set up lives in `agent/` and `controller/`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Exit, report_error};
+use crate::agent::config::{AgentConfig, AgentPaths, DEFAULT_PORT, check_password};
+use crate::agent::configure::{ConfigureRequest, configure};
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigureArgs {
+    /// The agent's folder: settings, certificate, store, working files and logs.
+    #[arg(long, env = "DBHAUL_AGENT_DIR", default_value = crate::agent::config::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// The port the agent listens on (default 3554; refused if another program holds it).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The host name controllers reach the agent by; also written into its certificate
+    /// (default: this machine's host name).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The address to listen on (default 0.0.0.0: every interface).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Subtasks the agent runs at once (default: the number of cores, 2 to 8).
+    #[arg(long)]
+    pub parallel: Option<u32>,
+    /// The agent's name when it joins a controller by itself (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Read the password from the first line of stdin instead of asking (unattended
+    /// installs): `echo "$PW" | dbhaul agent configure --password-stdin`.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Make a new TLS key and certificate (controllers must then register the agent again).
+    #[arg(long)]
+    pub new_certificate: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentServeArgs {
+    /// The agent's folder, as given to `dbhaul agent configure`.
+    #[arg(long, env = "DBHAUL_AGENT_DIR", default_value = crate::agent::config::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Register with this controller at start (e.g. http://10.0.0.2:8554), for fleets
+    /// brought up by automation; needs --join-token.
+    #[arg(long, requires = "join_token")]
+    pub controller: Option<String>,
+    /// The controller's join token (the file join.token in the controller's folder).
+    #[arg(long, env = "DBHAUL_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// A description shown by `dbhaul agents list` when the agent joins by itself.
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentStatusArgs {
+    #[arg(long, env = "DBHAUL_AGENT_DIR", default_value = crate::agent::config::DEFAULT_DIR)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerServeArgs {
+    /// The controller's folder: its store, tokens and logs.
+    #[arg(long, env = "DBHAUL_CONTROLLER_DIR", default_value = crate::controller::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Address and port of the API. Beyond loopback, every request needs the admin token
+    /// (the file admin.token in the folder).
+    #[arg(long, default_value = crate::controller::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// How often the agents are polled, in milliseconds.
+    #[arg(long, env = "DBHAUL_POLL_MS", default_value_t = 1000, hide = true)]
+    pub poll_ms: u64,
+}
+
+/// Ask for a secret on the terminal, without echo.
+fn prompt_secret(prompt: &str) -> Result<String, String> {
+    rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the password: {e}"))
+}
+
+fn read_stdin_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn ask_new_password(keeping: bool) -> Result<Option<String>, String> {
+    for _ in 0..3 {
+        let first = prompt_secret(if keeping {
+            "New agent password (Enter keeps the current one): "
+        } else {
+            "Agent password (8-20 letters and digits, at least one digit and one upper-case letter): "
+        })?;
+        if first.is_empty() && keeping {
+            return Ok(None);
+        }
+        if let Err(rule) = check_password(&first) {
+            eprintln!("{rule}");
+            continue;
+        }
+        let second = prompt_secret("Repeat the password: ")?;
+        if first != second {
+            eprintln!("the two passwords differ; try again");
+            continue;
+        }
+        return Ok(Some(first));
+    }
+    Err("no acceptable password after three tries; nothing was changed".into())
+}
+
+pub fn configure_agent(args: ConfigureArgs) -> Exit {
+    let existing = crate::agent::configure::current(&args.dir);
+    let interactive = std::io::stdin().is_terminal() && !args.password_stdin;
+    let password = if args.password_stdin {
+        match read_stdin_line() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                report_error(e);
+                return Exit::Usage;
+            }
+        }
+    } else if interactive {
+        match ask_new_password(existing.is_some()) {
+            Ok(p) => p,
+            Err(e) => {
+                report_error(e);
+                return Exit::Usage;
+            }
+        }
+    } else if existing.is_some() {
+        None
+    } else {
+        report_error(
+            "no terminal to ask for the agent's password: pipe it in with --password-stdin",
+        );
+        return Exit::Usage;
+    };
+    let mut port = args.port;
+    if port.is_none() && interactive {
+        let current = existing.as_ref().map_or(DEFAULT_PORT, |e| e.port);
+        eprint!("Port [{current}]: ");
+        let _ = std::io::stderr().flush();
+        match read_stdin_line().map(|l| l.trim().to_string()) {
+            Ok(l) if l.is_empty() => port = Some(current),
+            Ok(l) => match l.parse::<u16>() {
+                Ok(p) => port = Some(p),
+                Err(_) => {
+                    report_error(format!(
+                        "`{l}` is not a port (1 to 65535); nothing was changed"
+                    ));
+                    return Exit::Usage;
+                }
+            },
+            Err(e) => {
+                report_error(e);
+                return Exit::Usage;
+            }
+        }
+    }
+    let request = ConfigureRequest {
+        dir: args.dir,
+        password,
+        port,
+        host: args.host,
+        listen: args.listen,
+        parallel: args.parallel,
+        name: args.name,
+        new_certificate: args.new_certificate,
+    };
+    match configure(request) {
+        Ok(done) => {
+            if args.json {
+                let report = serde_json::json!({
+                    "dir": done.paths.root.display().to_string(),
+                    "name": done.config.name,
+                    "host": done.config.host,
+                    "listen": done.config.listen,
+                    "port": done.config.port,
+                    "parallel": done.config.parallel,
+                    "fingerprint": done.fingerprint,
+                    "created": done.created,
+                    "new_certificate": done.new_certificate,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializes")
+                );
+            } else {
+                let c = &done.config;
+                println!(
+                    "agent {} in {}",
+                    if done.created {
+                        "configured"
+                    } else {
+                        "updated"
+                    },
+                    done.paths.root.display()
+                );
+                println!("  name         {}", c.name);
+                println!("  listens on   {}:{}", c.listen, c.port);
+                println!("  host         {}", c.host);
+                println!("  parallel     {}", c.parallel);
+                println!("  fingerprint  {}", done.fingerprint);
+                println!(
+                    "Start it with `dbhaul agent serve --dir {}`, then register it on the \
+                     controller:\n  dbhaul agents register {} --host {} --port {} --fingerprint {}",
+                    done.paths.root.display(),
+                    c.name,
+                    c.host,
+                    c.port,
+                    done.fingerprint
+                );
+            }
+            Exit::Done
+        }
+        Err(e) => {
+            report_error(format!("{e}; nothing was changed"));
+            Exit::Usage
+        }
+    }
+}
+
+pub fn serve_agent(args: AgentServeArgs) -> Exit {
+    let join = args.controller.map(|controller| crate::agent::serve::Join {
+        controller,
+        token: args.join_token.unwrap_or_default(),
+        description: args.description,
+    });
+    match crate::agent::serve::run(args.dir, join) {
+        Ok(()) => Exit::Done,
+        Err(crate::agent::serve::ServeError::Configuration(e)) => {
+            report_error(e);
+            Exit::Usage
+        }
+        Err(crate::agent::serve::ServeError::Runtime(e)) => {
+            report_error(e);
+            Exit::Failed
+        }
+    }
+}
+
+/// Whether the agent of a folder runs, on which port, with which certificate.
+pub fn agent_status(args: AgentStatusArgs) -> Exit {
+    let paths = AgentPaths::new(args.dir);
+    let config = match AgentConfig::load(&paths) {
+        Ok(c) => c,
+        Err(e) => {
+            report_error(e);
+            return Exit::Usage;
+        }
+    };
+    let fingerprint = match crate::api::tls::fingerprint_of_pem(&paths.cert()) {
+        Ok(f) => f,
+        Err(e) => {
+            report_error(e);
+            return Exit::Usage;
+        }
+    };
+    let host = if config.listen == "0.0.0.0" || config.listen == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        config.listen.clone()
+    };
+    let client = crate::api::agent_client::AgentClient::new(
+        &config.name,
+        &host,
+        config.port,
+        Some(fingerprint.clone()),
+        "",
+        Default::default(),
+    );
+    let runtime = client_runtime();
+    let health = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), client.health()).await });
+    match health {
+        Ok(Ok(h)) => {
+            println!(
+                "agent {} is running on port {} (fingerprint {fingerprint}); {} of {} slots busy, {} queued",
+                config.name, config.port, h.running, h.capacity, h.queued
+            );
+            Exit::Done
+        }
+        Ok(Err(e)) => {
+            println!(
+                "agent {} is not running (configured for port {}, fingerprint {fingerprint}): {e}",
+                config.name, config.port
+            );
+            Exit::Failed
+        }
+        Err(_) => {
+            println!(
+                "agent {} does not answer on port {}",
+                config.name, config.port
+            );
+            Exit::Failed
+        }
+    }
+}
+
+pub fn serve_controller(args: ControllerServeArgs) -> Exit {
+    match crate::controller::serve::run(
+        args.dir,
+        &args.listen,
+        Duration::from_millis(args.poll_ms.max(50)),
+    ) {
+        Ok(()) => Exit::Done,
+        Err(crate::controller::serve::ServeError::Configuration(e)) => {
+            report_error(e);
+            Exit::Usage
+        }
+        Err(crate::controller::serve::ServeError::Runtime(e)) => {
+            report_error(e);
+            Exit::Failed
+        }
+    }
+}
+
+/// A runtime for client commands.
+pub fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

@@ -1,0 +1,392 @@
+//! The controller: a registry of agents with pinned certificates, tasks split into
+//! subtasks, and the dispatch and polling that spread them over the agents. Its store
+//! (`controller.redb`) keeps agents, tasks, subtask assignments and the last status seen, so
+//! a controller that comes back re-reads it and re-polls the agents: subtasks that finished
+//! while it was away show as finished.
+//!
+//! Subtasks are dispatched as soon as a task starts, each to the agent with the most free
+//! capacity (its slots minus the subtasks it already holds); agents queue what exceeds their
+//! slots. The agents then hold all of the task's work and finish it without the controller.
+//! A subtask that no agent could take stays undispatched and is offered again at each poll.
+
+pub mod registry;
+pub mod serve;
+pub mod tasks;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::api::agent_client::{AgentClient, TokenCache};
+use crate::api::wire::{Health, State, SubtaskStatus, TaskView};
+use crate::store::Store;
+use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, TaskRecord};
+
+/// The controller's address unless `--listen` says otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8554";
+
+/// The controller's folder when `--dir` and `DBHAUL_CONTROLLER_DIR` are not given.
+pub const DEFAULT_DIR: &str = "/opt/dbhaul/var/controller";
+
+pub struct Controller {
+    store: Store,
+    state: Mutex<ControllerState>,
+    tokens: TokenCache,
+    logs: PathBuf,
+    /// Held for a whole dispatch, so that no subtask is sent to two agents.
+    dispatching: tokio::sync::Mutex<()>,
+    pub join_token: String,
+}
+
+#[derive(Default)]
+struct ControllerState {
+    agents: BTreeMap<String, AgentRecord>,
+    tasks: BTreeMap<String, TaskRecord>,
+    /// The last health each agent reported, or why it could not.
+    health: HashMap<String, Result<Health, String>>,
+}
+
+impl Controller {
+    pub fn open(dir: &Path, join_token: String) -> Result<Controller, String> {
+        let store = Store::open(&dir.join("controller.redb")).map_err(|e| e.to_string())?;
+        let agents = store
+            .list::<AgentRecord>(CONTROLLER_AGENTS)
+            .map_err(|e| e.to_string())?;
+        let tasks = store
+            .list::<TaskRecord>(CONTROLLER_TASKS)
+            .map_err(|e| e.to_string())?;
+        Ok(Controller {
+            store,
+            state: Mutex::new(ControllerState {
+                agents: agents.into_iter().collect(),
+                tasks: tasks.into_iter().collect(),
+                health: HashMap::new(),
+            }),
+            tokens: TokenCache::default(),
+            logs: dir.join("logs"),
+            dispatching: tokio::sync::Mutex::new(()),
+            join_token,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControllerState> {
+        self.state.lock().expect("controller state lock")
+    }
+
+    fn client(&self, agent: &AgentRecord) -> AgentClient {
+        AgentClient::new(
+            &agent.name,
+            &agent.host,
+            agent.port,
+            Some(agent.fingerprint.clone()),
+            &agent.password,
+            self.tokens.clone(),
+        )
+    }
+
+    fn save_task(&self, task: &TaskRecord) {
+        if let Err(e) = self
+            .store
+            .put(CONTROLLER_TASKS, &task.definition.name, task)
+        {
+            tracing::error!(task = %task.definition.name, "cannot record the task: {e}");
+        }
+    }
+
+    fn log(&self, task: &str, level: &str, message: &str) {
+        crate::telemetry::task_log::append(&self.logs, task, level, message);
+    }
+
+    /// Poll the agents that hold unfinished subtasks, record what changed, and dispatch
+    /// what is still undispatched. Runs every `every` until the process ends.
+    pub async fn poll_forever(&self, every: Duration) {
+        loop {
+            self.poll().await;
+            self.dispatch().await;
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn poll(&self) {
+        // (task, agent) pairs with unfinished dispatched subtasks.
+        let pairs: Vec<(String, AgentRecord)> = {
+            let state = self.lock();
+            let mut pairs = Vec::new();
+            for (name, task) in &state.tasks {
+                let mut agents: Vec<&str> = task
+                    .subtasks
+                    .iter()
+                    .filter(|s| s.dispatched && !s.status.state.is_final())
+                    .filter_map(|s| s.status.agent.as_deref())
+                    .collect();
+                agents.sort_unstable();
+                agents.dedup();
+                for agent in agents {
+                    if let Some(record) = state.agents.get(agent) {
+                        pairs.push((name.clone(), record.clone()));
+                    }
+                }
+            }
+            pairs
+        };
+        for (task, agent) in pairs {
+            let client = self.client(&agent);
+            match client.subtasks(&task).await {
+                Ok(statuses) => self.merge(&task, &agent.name, statuses),
+                Err(e) if e.status() == Some(404) => {
+                    // The agent lost the task (its folder was reset): offer it again.
+                    self.undispatch(&task, &agent.name);
+                }
+                Err(e) => {
+                    self.lock()
+                        .health
+                        .insert(agent.name.clone(), Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Record statuses an agent reported for a task's subtasks.
+    fn merge(&self, task: &str, agent: &str, statuses: Vec<SubtaskStatus>) {
+        let mut state = self.lock();
+        let Some(record) = state.tasks.get_mut(task) else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for mut status in statuses {
+            let Some(subtask) = record
+                .subtasks
+                .iter_mut()
+                .find(|s| s.status.id == status.id && s.status.agent.as_deref() == Some(agent))
+            else {
+                continue;
+            };
+            status.agent = Some(agent.to_string());
+            if subtask.status != status {
+                if subtask.status.state != status.state && status.state.is_final() {
+                    changed.push(format!(
+                        "subtask {} on agent {agent}: {}",
+                        status.id, status.state
+                    ));
+                }
+                subtask.status = status;
+                subtask.dispatched = true;
+            }
+        }
+        let record = record.clone();
+        drop(state);
+        for line in &changed {
+            self.log(task, "INFO", line);
+        }
+        self.save_task(&record);
+    }
+
+    fn undispatch(&self, task: &str, agent: &str) {
+        let mut state = self.lock();
+        let Some(record) = state.tasks.get_mut(task) else {
+            return;
+        };
+        for subtask in &mut record.subtasks {
+            if subtask.status.agent.as_deref() == Some(agent) && !subtask.status.state.is_final() {
+                subtask.dispatched = false;
+                subtask.status.agent = None;
+                subtask.status.state = State::Pending;
+            }
+        }
+        let record = record.clone();
+        drop(state);
+        self.log(
+            task,
+            "WARNING",
+            &format!("agent {agent} no longer holds the task's subtasks; they are offered again"),
+        );
+        self.save_task(&record);
+    }
+
+    /// Send every undispatched subtask of a started task to the agent with the most free
+    /// capacity.
+    pub async fn dispatch(&self) {
+        let _one_at_a_time = self.dispatching.lock().await;
+        let wanted: Vec<(String, Vec<AgentRecord>)> = {
+            let state = self.lock();
+            state
+                .tasks
+                .iter()
+                .filter(|(_, t)| {
+                    t.started
+                        && t.subtasks
+                            .iter()
+                            .any(|s| !s.dispatched && s.status.state == State::Pending)
+                })
+                .map(|(name, t)| (name.clone(), candidates(&state.agents, t)))
+                .collect()
+        };
+        for (task, agents) in wanted {
+            // Free capacity per reachable agent.
+            let mut free: Vec<(String, i64)> = Vec::new();
+            for agent in &agents {
+                let health = self.client(agent).health().await;
+                let entry = match health {
+                    Ok(h) => {
+                        let held = self.held_by(&agent.name) as i64;
+                        let slots = h.capacity as i64;
+                        self.lock().health.insert(agent.name.clone(), Ok(h));
+                        Some(slots - held)
+                    }
+                    Err(e) => {
+                        self.lock()
+                            .health
+                            .insert(agent.name.clone(), Err(e.to_string()));
+                        None
+                    }
+                };
+                if let Some(f) = entry {
+                    free.push((agent.name.clone(), f));
+                }
+            }
+            if free.is_empty() {
+                continue;
+            }
+            let (definition, plan) = {
+                let state = self.lock();
+                let Some(record) = state.tasks.get(&task) else {
+                    continue;
+                };
+                let mut plan: BTreeMap<String, Vec<crate::model::SubtaskSpec>> = BTreeMap::new();
+                for subtask in record
+                    .subtasks
+                    .iter()
+                    .filter(|s| !s.dispatched && s.status.state == State::Pending)
+                {
+                    // Most free first; ties by name, so the spread is predictable.
+                    let best = free
+                        .iter_mut()
+                        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                        .expect("free is not empty");
+                    best.1 -= 1;
+                    plan.entry(best.0.clone())
+                        .or_default()
+                        .push(subtask.spec.clone());
+                }
+                (record.definition.clone(), plan)
+            };
+            for (agent_name, specs) in plan {
+                let Some(agent) = agents.iter().find(|a| a.name == agent_name) else {
+                    continue;
+                };
+                let assign = crate::api::wire::Assign {
+                    task: definition.clone(),
+                    subtasks: specs,
+                    start: true,
+                };
+                match self.client(agent).take(&assign).await {
+                    Ok(statuses) => {
+                        self.log(
+                            &task,
+                            "INFO",
+                            &format!(
+                                "{} subtasks dispatched to agent {agent_name}",
+                                statuses.len()
+                            ),
+                        );
+                        self.mark_dispatched(&task, &agent_name, statuses);
+                    }
+                    Err(e) => {
+                        self.log(
+                            &task,
+                            "WARNING",
+                            &format!("agent {agent_name} did not take subtasks: {e}"),
+                        );
+                        tracing::warn!(task = %task, "agent {agent_name} did not take subtasks: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_dispatched(&self, task: &str, agent: &str, statuses: Vec<SubtaskStatus>) {
+        let mut state = self.lock();
+        let Some(record) = state.tasks.get_mut(task) else {
+            return;
+        };
+        for mut status in statuses {
+            if let Some(subtask) = record
+                .subtasks
+                .iter_mut()
+                .find(|s| s.status.id == status.id && !s.dispatched)
+            {
+                status.agent = Some(agent.to_string());
+                subtask.status = status;
+                subtask.dispatched = true;
+            }
+        }
+        let record = record.clone();
+        drop(state);
+        self.save_task(&record);
+    }
+
+    /// Unfinished subtasks an agent holds, over every task.
+    fn held_by(&self, agent: &str) -> usize {
+        self.lock()
+            .tasks
+            .values()
+            .flat_map(|t| &t.subtasks)
+            .filter(|s| {
+                s.dispatched
+                    && !s.status.state.is_final()
+                    && s.status.agent.as_deref() == Some(agent)
+            })
+            .count()
+    }
+}
+
+/// The agents a task may use: those it names, else every registered agent.
+fn candidates(agents: &BTreeMap<String, AgentRecord>, task: &TaskRecord) -> Vec<AgentRecord> {
+    match &task.agents {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| agents.get(n).cloned())
+            .collect(),
+        None => agents.values().cloned().collect(),
+    }
+}
+
+/// A task's state from its subtasks'.
+pub fn task_state(task: &TaskRecord) -> State {
+    let states: Vec<State> = task.subtasks.iter().map(|s| s.status.state).collect();
+    if states.contains(&State::Running) {
+        State::Running
+    } else if !states.is_empty() && states.iter().all(|s| *s == State::Completed) {
+        State::Completed
+    } else if task.started && states.contains(&State::Pending) {
+        State::Running
+    } else if states.contains(&State::Failed) {
+        State::Failed
+    } else if states.contains(&State::Stopped) {
+        State::Stopped
+    } else {
+        State::Pending
+    }
+}
+
+pub fn task_view(task: &TaskRecord) -> TaskView {
+    let subtasks: Vec<SubtaskStatus> = task.subtasks.iter().map(|s| s.status.clone()).collect();
+    TaskView {
+        name: task.definition.name.clone(),
+        description: task.description.clone(),
+        mode: task.mode.clone(),
+        state: task_state(task),
+        agents: task.agents.clone().unwrap_or_default(),
+        created_at: task.created_at.clone(),
+        subtasks_total: subtasks.len(),
+        subtasks_completed: subtasks
+            .iter()
+            .filter(|s| s.state == State::Completed)
+            .count(),
+        rows: subtasks.iter().map(|s| s.extract.rows).sum(),
+        bytes: subtasks.iter().map(|s| s.extract.bytes).sum(),
+        subtasks,
+        warnings: Vec::new(),
+    }
+}

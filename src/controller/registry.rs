@@ -1,0 +1,231 @@
+//! Registering agents: the controller connects over TLS, shows the certificate's
+//! fingerprint for the user to confirm (or checks the one given), pins it, and logs in once
+//! to prove the password. Agents brought up by automation join by themselves with the
+//! controller's join token.
+
+use super::Controller;
+use crate::api::ApiError;
+use crate::api::agent_client::{AgentClient, AgentError};
+use crate::api::tls::parse_fingerprint;
+use crate::api::wire::{AgentView, JoinRequest, RegisterAgent};
+use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS};
+
+/// How a registration ended.
+pub enum Registered {
+    Done(AgentView),
+    /// No fingerprint was given: this is the one the agent presents; confirm it.
+    Confirm(String),
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    crate::model::TaskName::parse(name)
+        .map(|_| ())
+        .map_err(|m| ApiError::bad_request(format!("agent {}", m.replace("task name ", "name "))))
+}
+
+fn reach_error(e: AgentError) -> ApiError {
+    match e {
+        AgentError::Unreachable {
+            address, message, ..
+        } => ApiError::bad_gateway(format!(
+            "cannot reach an agent at {address}: {message}; is `dbhaul agent serve` running \
+             there and the port open? Nothing was registered"
+        )),
+        AgentError::Certificate { message, .. } => {
+            ApiError::conflict(format!("{message}; nothing was registered"))
+        }
+        AgentError::Refused {
+            status: 401,
+            message,
+            ..
+        } => ApiError::unauthorized(format!("{message}; nothing was registered")),
+        AgentError::Refused { message, .. } => {
+            ApiError::bad_gateway(format!("{message}; nothing was registered"))
+        }
+    }
+}
+
+impl Controller {
+    pub async fn register(&self, request: RegisterAgent) -> Result<Registered, ApiError> {
+        check_name(&request.name)?;
+        if request.host.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "--host is empty: give the agent's host name or address",
+            ));
+        }
+        if request.port == 0 {
+            return Err(ApiError::bad_request(
+                "--port 0: give the agent's port (3554 by default)",
+            ));
+        }
+        if self.lock().agents.contains_key(&request.name) {
+            return Err(ApiError::conflict(format!(
+                "an agent named {} is registered; remove it first (`dbhaul agents remove {}`) \
+                 or choose another name",
+                request.name, request.name
+            )));
+        }
+        let given = request
+            .fingerprint
+            .as_deref()
+            .map(parse_fingerprint)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let probe = AgentClient::new(
+            &request.name,
+            &request.host,
+            request.port,
+            None,
+            "",
+            Default::default(),
+        );
+        probe.health().await.map_err(reach_error)?;
+        let seen = probe
+            .seen_fingerprint()
+            .ok_or_else(|| ApiError::bad_gateway("the agent presented no certificate"))?;
+        let Some(given) = given else {
+            return Ok(Registered::Confirm(seen));
+        };
+        if given != seen {
+            return Err(ApiError::conflict(format!(
+                "the agent at {}:{} presents a certificate with fingerprint {seen}, not {given}; \
+                 check that you reach the right machine (`dbhaul agent status` there prints its \
+                 fingerprint). Nothing was registered",
+                request.host, request.port
+            )));
+        }
+        let record = AgentRecord {
+            name: request.name.clone(),
+            description: request.description.clone(),
+            host: request.host.trim().to_string(),
+            port: request.port,
+            fingerprint: seen,
+            password: request.password.clone(),
+            registered_at: now(),
+        };
+        let client = self.client(&record);
+        client.login().await.map_err(reach_error)?;
+        let health = client.health().await.map_err(reach_error)?;
+        self.store
+            .put(CONTROLLER_AGENTS, &record.name, &record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.lock()
+            .agents
+            .insert(record.name.clone(), record.clone());
+        tracing::info!(agent = %record.name, "agent registered");
+        Ok(Registered::Done(view(&record, Ok(health))))
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<AgentView, ApiError> {
+        if !constant_time_eq(request.join_token.as_bytes(), self.join_token.as_bytes()) {
+            tracing::warn!(agent = %request.name, "an agent offered a wrong join token");
+            return Err(ApiError::unauthorized(
+                "wrong join token; it is in the controller's folder (join.token)",
+            ));
+        }
+        check_name(&request.name)?;
+        let fingerprint = parse_fingerprint(&request.fingerprint).map_err(ApiError::bad_request)?;
+        let record = AgentRecord {
+            name: request.name.clone(),
+            description: request.description.clone(),
+            host: request.host.clone(),
+            port: request.port,
+            fingerprint,
+            password: request.secret.clone(),
+            registered_at: now(),
+        };
+        // Connect back with the fingerprint pinned: whoever answers must hold its key.
+        let client = self.client(&record);
+        client.login().await.map_err(reach_error)?;
+        let health = client.health().await.map_err(reach_error)?;
+        self.store
+            .put(CONTROLLER_AGENTS, &record.name, &record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(&record.name);
+        }
+        self.lock()
+            .agents
+            .insert(record.name.clone(), record.clone());
+        tracing::info!(agent = %record.name, "agent joined");
+        Ok(view(&record, Ok(health)))
+    }
+
+    pub async fn agents(&self) -> Vec<AgentView> {
+        let agents: Vec<AgentRecord> = self.lock().agents.values().cloned().collect();
+        let checks = agents.iter().map(|agent| async move {
+            let health = self.client(agent).health().await.map_err(|e| e.to_string());
+            self.lock()
+                .health
+                .insert(agent.name.clone(), health.clone());
+            view(agent, health)
+        });
+        futures::future::join_all(checks).await
+    }
+
+    pub fn remove_agent(&self, name: &str) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        if !state.agents.contains_key(name) {
+            return Err(ApiError::not_found(format!(
+                "no agent named {name}; `dbhaul agents list` shows the registered ones"
+            )));
+        }
+        for (task, record) in &state.tasks {
+            if record.subtasks.iter().any(|s| {
+                s.dispatched
+                    && !s.status.state.is_final()
+                    && s.status.agent.as_deref() == Some(name)
+            }) {
+                return Err(ApiError::conflict(format!(
+                    "agent {name} holds unfinished subtasks of task {task}; stop the task \
+                     (`dbhaul tasks stop {task}`) or let it finish first"
+                )));
+            }
+        }
+        self.store
+            .remove(CONTROLLER_AGENTS, &[name.to_string()])
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        state.agents.remove(name);
+        state.health.remove(name);
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(name);
+        }
+        Ok(())
+    }
+}
+
+fn view(agent: &AgentRecord, health: Result<crate::api::wire::Health, String>) -> AgentView {
+    let (reachable, version, capacity, running, queued, error) = match health {
+        Ok(h) => (
+            true,
+            Some(h.version),
+            Some(h.capacity),
+            Some(h.running),
+            Some(h.queued),
+            None,
+        ),
+        Err(e) => (false, None, None, None, None, Some(e)),
+    };
+    AgentView {
+        name: agent.name.clone(),
+        description: agent.description.clone(),
+        host: agent.host.clone(),
+        port: agent.port,
+        fingerprint: agent.fingerprint.clone(),
+        reachable,
+        version,
+        capacity,
+        running,
+        queued,
+        error,
+    }
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Compare secrets without an early exit on the first difference.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

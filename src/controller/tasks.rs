@@ -1,0 +1,395 @@
+//! Tasks on the controller: created from a job file (planned into subtasks by an agent,
+//! which reaches the source), started (dispatched), stopped, resumed, tested, shown and
+//! deleted. Every change is written to the controller's store before it is answered.
+
+use std::collections::BTreeMap;
+
+use super::registry::now;
+use super::{Controller, candidates, task_state, task_view};
+use crate::api::ApiError;
+use crate::api::agent_client::AgentError;
+use crate::api::wire::{
+    CreateTask, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport,
+};
+use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
+
+fn agent_error(what: &str, e: AgentError) -> ApiError {
+    match e {
+        AgentError::Refused {
+            status, message, ..
+        } if (400..500).contains(&status) && status != 401 => {
+            ApiError::bad_request(format!("{what}: {message}"))
+        }
+        other => ApiError::bad_gateway(format!("{what}: {other}")),
+    }
+}
+
+impl Controller {
+    fn task(&self, name: &str) -> Result<TaskRecord, ApiError> {
+        self.lock().tasks.get(name).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no task named {name}; `dbhaul tasks list` shows the tasks"
+            ))
+        })
+    }
+
+    /// The agents a task may use, or why there are none.
+    fn task_agents(&self, names: Option<&Vec<String>>) -> Result<Vec<AgentRecord>, ApiError> {
+        let state = self.lock();
+        if let Some(names) = names
+            && let Some(unknown) = names.iter().find(|n| !state.agents.contains_key(*n))
+        {
+            return Err(ApiError::not_found(format!(
+                "no agent named {unknown}; `dbhaul agents list` shows the registered ones"
+            )));
+        }
+        let probe = TaskRecord {
+            definition: crate::api::wire::TaskDefinition {
+                name: String::new(),
+                job: String::new(),
+                secrets: BTreeMap::new(),
+            },
+            description: String::new(),
+            mode: String::new(),
+            agents: names.cloned(),
+            created_at: String::new(),
+            started: false,
+            subtasks: Vec::new(),
+        };
+        let agents = candidates(&state.agents, &probe);
+        if agents.is_empty() {
+            return Err(ApiError::conflict(
+                "no agent is registered: register one with `dbhaul agents register NAME --host H \
+                 --port P` first",
+            ));
+        }
+        Ok(agents)
+    }
+
+    pub async fn create_task(&self, request: CreateTask) -> Result<TaskView, ApiError> {
+        let job = request
+            .task
+            .job()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut definition = request.task;
+        definition.name = job.name.to_string();
+        if self.lock().tasks.contains_key(&definition.name) {
+            return Err(ApiError::conflict(format!(
+                "a task named {} exists; delete it first (`dbhaul tasks delete {}`) or give the \
+                 job another task.name",
+                definition.name, definition.name
+            )));
+        }
+        if let Some(names) = &request.agents
+            && names.is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "--agents is empty: name at least one agent",
+            ));
+        }
+        let agents = self.task_agents(request.agents.as_ref())?;
+        // Plan on the first agent that answers: agents reach the source.
+        let mut unreachable = Vec::new();
+        let mut planned = None;
+        for agent in &agents {
+            match self.client(agent).plan(&definition).await {
+                Ok(plan) => {
+                    planned = Some(plan.subtasks);
+                    break;
+                }
+                Err(e @ AgentError::Unreachable { .. })
+                | Err(e @ AgentError::Certificate { .. }) => unreachable.push(e.to_string()),
+                Err(e) => {
+                    return Err(agent_error(&format!("planning on agent {}", agent.name), e));
+                }
+            }
+        }
+        let Some(specs) = planned else {
+            return Err(ApiError::bad_gateway(format!(
+                "no agent could plan the task: {}",
+                unreachable.join("; ")
+            )));
+        };
+        let (uploads, copies) = (job.mode.uploads(), job.mode.copies());
+        let record = TaskRecord {
+            description: job.description.clone(),
+            mode: job.mode.as_str().to_string(),
+            agents: request.agents,
+            created_at: now(),
+            started: false,
+            subtasks: specs
+                .into_iter()
+                .map(|spec| SubtaskRecord {
+                    status: SubtaskStatus {
+                        id: spec.id(),
+                        upload: uploads.then(StageStatus::default),
+                        copy: copies.then(StageStatus::default),
+                        ..SubtaskStatus::default()
+                    },
+                    spec,
+                    dispatched: false,
+                })
+                .collect(),
+            definition,
+        };
+        self.store
+            .put(CONTROLLER_TASKS, &record.definition.name, &record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.lock()
+            .tasks
+            .insert(record.definition.name.clone(), record.clone());
+        self.log(
+            &record.definition.name,
+            "INFO",
+            &format!("task created with {} subtasks", record.subtasks.len()),
+        );
+        Ok(task_view(&record))
+    }
+
+    pub fn show(&self, name: &str) -> Result<TaskView, ApiError> {
+        self.task(name).map(|t| task_view(&t))
+    }
+
+    pub fn list(&self) -> Vec<TaskView> {
+        self.lock().tasks.values().map(task_view).collect()
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut TaskRecord),
+    ) -> Result<TaskRecord, ApiError> {
+        let mut state = self.lock();
+        let record = state.tasks.get_mut(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no task named {name}; `dbhaul tasks list` shows the tasks"
+            ))
+        })?;
+        change(record);
+        let record = record.clone();
+        drop(state);
+        self.store
+            .put(CONTROLLER_TASKS, name, &record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(record)
+    }
+
+    pub async fn start(&self, name: &str) -> Result<TaskView, ApiError> {
+        let task = self.task(name)?;
+        match task_state(&task) {
+            State::Pending if !task.started => {}
+            State::Completed => {
+                return Err(ApiError::conflict(format!(
+                    "task {name} is completed; nothing to start (delete it and create it again \
+                     to run it again)"
+                )));
+            }
+            State::Failed | State::Stopped => {
+                return Err(ApiError::conflict(format!(
+                    "task {name} is {}; `dbhaul tasks resume {name}` runs what did not complete",
+                    task_state(&task)
+                )));
+            }
+            _ => {
+                return Err(ApiError::conflict(format!(
+                    "task {name} is already running"
+                )));
+            }
+        }
+        self.task_agents(task.agents.as_ref())?;
+        self.update(name, |t| t.started = true)?;
+        self.log(name, "INFO", "task started");
+        self.dispatch().await;
+        self.show(name)
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<TaskView, ApiError> {
+        let task = self.update(name, |t| {
+            t.started = false;
+            for s in t
+                .subtasks
+                .iter_mut()
+                .filter(|s| !s.dispatched && !s.status.state.is_final())
+            {
+                s.status.state = State::Stopped;
+            }
+        })?;
+        self.log(name, "INFO", "stop asked");
+        let warnings = self
+            .for_each_agent(
+                &task,
+                |s| s.dispatched && !s.status.state.is_final(),
+                "stop",
+                None,
+            )
+            .await;
+        let mut view = self.show(name)?;
+        view.warnings = warnings;
+        Ok(view)
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<TaskView, ApiError> {
+        let task = self.task(name)?;
+        if task_state(&task) == State::Completed {
+            return Err(ApiError::conflict(format!(
+                "task {name} is completed; nothing to resume"
+            )));
+        }
+        if !task.started && task_state(&task) == State::Pending {
+            return Err(ApiError::conflict(format!(
+                "task {name} has not started; `dbhaul tasks start {name}` starts it"
+            )));
+        }
+        let task = self.update(name, |t| {
+            t.started = true;
+            for s in t
+                .subtasks
+                .iter_mut()
+                .filter(|s| !s.dispatched && s.status.state.is_final())
+            {
+                if s.status.state != State::Completed {
+                    s.status.state = State::Pending;
+                }
+            }
+        })?;
+        self.log(name, "INFO", "resume asked");
+        let to_resume = |s: &SubtaskRecord| {
+            s.dispatched && matches!(s.status.state, State::Failed | State::Stopped)
+        };
+        let warnings = self
+            .for_each_agent(&task, to_resume, "resume", Some(()))
+            .await;
+        self.dispatch().await;
+        let mut view = self.show(name)?;
+        view.warnings = warnings;
+        Ok(view)
+    }
+
+    /// Ask each agent holding matching subtasks to `action` them; returns what failed.
+    async fn for_each_agent(
+        &self,
+        task: &TaskRecord,
+        matching: impl Fn(&SubtaskRecord) -> bool,
+        action: &str,
+        by_id: Option<()>,
+    ) -> Vec<String> {
+        let mut per_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in task.subtasks.iter().filter(|s| matching(s)) {
+            if let Some(agent) = &s.status.agent {
+                per_agent
+                    .entry(agent.clone())
+                    .or_default()
+                    .push(s.status.id.clone());
+            }
+        }
+        let name = &task.definition.name;
+        let mut warnings = Vec::new();
+        for (agent_name, ids) in per_agent {
+            let Some(agent) = self.lock().agents.get(&agent_name).cloned() else {
+                warnings.push(format!("agent {agent_name} is no longer registered"));
+                continue;
+            };
+            let selection = SubtaskSelection {
+                subtasks: by_id.map(|()| ids),
+            };
+            match self.client(&agent).control(name, action, &selection).await {
+                Ok(statuses) => self.merge(name, &agent_name, statuses),
+                Err(e) => {
+                    let line = format!("cannot {action} subtasks on agent {agent_name}: {e}");
+                    self.log(name, "WARNING", &line);
+                    warnings.push(line);
+                }
+            }
+        }
+        warnings
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let task = self.task(name)?;
+        if task_state(&task) == State::Running {
+            return Err(ApiError::conflict(format!(
+                "task {name} is running; stop it first (`dbhaul tasks stop {name}`)"
+            )));
+        }
+        let mut agents: Vec<String> = task
+            .subtasks
+            .iter()
+            .filter(|s| s.dispatched)
+            .filter_map(|s| s.status.agent.clone())
+            .collect();
+        agents.sort_unstable();
+        agents.dedup();
+        for agent_name in agents {
+            let Some(agent) = self.lock().agents.get(&agent_name).cloned() else {
+                continue;
+            };
+            match self.client(&agent).forget(name).await {
+                Ok(()) => {}
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(task = %name, "agent {agent_name} did not forget the task: {e}")
+                }
+            }
+        }
+        self.store
+            .remove(CONTROLLER_TASKS, &[name.to_string()])
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.lock().tasks.remove(name);
+        self.log(name, "INFO", "task deleted");
+        Ok(())
+    }
+
+    pub async fn test(&self, name: &str) -> Result<TestReport, ApiError> {
+        let task = self.task(name)?;
+        let agents = self.task_agents(task.agents.as_ref())?;
+        let mut unreachable = Vec::new();
+        for agent in &agents {
+            match self.client(agent).test(&task.definition).await {
+                Ok(report) => return Ok(report),
+                Err(e @ AgentError::Unreachable { .. })
+                | Err(e @ AgentError::Certificate { .. }) => unreachable.push(e.to_string()),
+                Err(e) => return Err(agent_error(&format!("testing on agent {}", agent.name), e)),
+            }
+        }
+        Err(ApiError::bad_gateway(format!(
+            "no agent could test the task: {}",
+            unreachable.join("; ")
+        )))
+    }
+
+    /// The task's log: the controller's lines and every agent's, merged in time order.
+    pub async fn task_log(&self, name: &str) -> Result<String, ApiError> {
+        let task = self.task(name)?;
+        let mut lines: Vec<String> =
+            std::fs::read_to_string(crate::telemetry::task_log::path(&self.logs, name))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| format!("{l} (controller)"))
+                .collect();
+        let mut agents: Vec<String> = task
+            .subtasks
+            .iter()
+            .filter_map(|s| s.status.agent.clone())
+            .collect();
+        agents.sort_unstable();
+        agents.dedup();
+        for agent_name in agents {
+            let Some(agent) = self.lock().agents.get(&agent_name).cloned() else {
+                continue;
+            };
+            match self.client(&agent).log(name).await {
+                Ok(text) => lines.extend(text.lines().map(|l| format!("{l} (agent {agent_name})"))),
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => lines.push(format!(
+                    "{} WARNING task={name} the log of agent {agent_name} is missing: {e} (controller)",
+                    now()
+                )),
+            }
+        }
+        // Lines start with an RFC 3339 UTC time: sorting them as text sorts them in time.
+        lines.sort();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        Ok(text)
+    }
+}

@@ -1,0 +1,97 @@
+//! What the daemons keep in their stores, one record type per table. These are storage
+//! formats: a new field gets `#[serde(default)]` so older stores still read.
+
+use serde::{Deserialize, Serialize};
+
+use super::Table;
+use crate::api::wire::{SubtaskStatus, TaskDefinition};
+use crate::model::SubtaskSpec;
+
+// ---- agent.redb ----
+
+/// Tasks an agent has subtasks of, by task name.
+pub const AGENT_TASKS: Table = Table("tasks");
+/// An agent's assignments, by `<task>/<subtask id>`.
+pub const AGENT_ASSIGNMENTS: Table = Table("assignments");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentTaskRecord {
+    pub definition: TaskDefinition,
+}
+
+/// One subtask given to this agent, with its last durable status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    pub task: String,
+    pub spec: SubtaskSpec,
+    pub status: SubtaskStatus,
+    /// Started by the controller: runs as soon as a slot is free, and again after a restart
+    /// of the agent until it ends.
+    pub wanted: bool,
+}
+
+impl AssignmentRecord {
+    pub fn key(&self) -> String {
+        assignment_key(&self.task, &self.status.id)
+    }
+}
+
+pub fn assignment_key(task: &str, subtask: &str) -> String {
+    format!("{task}/{subtask}")
+}
+
+// ---- controller.redb ----
+
+/// Registered agents, by name.
+pub const CONTROLLER_AGENTS: Table = Table("agents");
+/// Tasks, by name.
+pub const CONTROLLER_TASKS: Table = Table("tasks");
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub host: String,
+    pub port: u16,
+    /// The pinned certificate fingerprint.
+    pub fingerprint: String,
+    /// What the controller logs in with: the agent's password, or the secret a joining
+    /// agent made for it. The store file is readable by the service user only.
+    pub password: String,
+    pub registered_at: String,
+}
+
+impl std::fmt::Debug for AgentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRecord")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub definition: TaskDefinition,
+    pub description: String,
+    pub mode: String,
+    /// The agents the user chose with `--agents`; all registered agents when absent.
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
+    pub created_at: String,
+    /// Started (and not stopped since): undispatched subtasks are sent out.
+    pub started: bool,
+    pub subtasks: Vec<SubtaskRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubtaskRecord {
+    pub spec: SubtaskSpec,
+    /// The last status seen; `status.agent` names the agent that holds it.
+    pub status: SubtaskStatus,
+    /// The agent has taken it (it is in the agent's own store).
+    pub dispatched: bool,
+}

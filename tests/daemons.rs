@@ -1,0 +1,903 @@
+//! The appliance as users run it: a controller and agents as separate processes on loopback
+//! ports, talking HTTPS with pinned certificates. What a user would check: a task spreads
+//! over three agents and the warehouse equals the source; the controller can be killed and
+//! the agents finish without it; a SIGKILLed agent resumes its subtasks and every row lands
+//! once; wrong passwords, fingerprints, plain HTTP, malformed JSON and unknown names are
+//! refused with clear errors and change nothing.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::daemons::*;
+use crate::common::s3;
+use crate::common::*;
+
+/// A job over `tables` (TOML `[[tables]]` entries) of the PostgreSQL source, through
+/// moto into `schema` of the PostgreSQL warehouse.
+fn job(task: &str, tables: &str, bucket: &str, schema: &str) -> String {
+    let moto = s3::moto();
+    s3::create_bucket(&moto.endpoint(), bucket);
+    job_text(
+        task,
+        &pg_odbc(),
+        &format!(
+            "{tables}\n[files]\nchunk_mb = 1\n\n[target]\nurl = \"s3://{bucket}/exports\"\n\
+             endpoint = \"{}\"\n\n[warehouse]\nkind = \"postgres\"\n\
+             url = \"postgresql://postgres@{}:5432/{TEST_DB}\"\nschema = \"{schema}\"\n\
+             create_tables = true\n",
+            moto.endpoint(),
+            pg_host()
+        ),
+        "mode = \"extract-upload-copy\"",
+    )
+}
+
+fn hash_table(name: &str, rows: u32) {
+    pg_hash_table(name, rows);
+    pg().batch_execute(&format!("ALTER TABLE src_pg.{name} ADD PRIMARY KEY (id)"))
+        .unwrap();
+}
+
+fn count(client: &mut postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(format!("SELECT count(*) FROM {table}").as_str(), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Every table of the warehouse schema equals its source, both ways, each row once.
+fn assert_warehouse_equals_source(schema: &str, tables: &[&str]) {
+    let mut client = pg();
+    for table in tables {
+        let (source, target) = (format!("src_pg.{table}"), format!("{schema}.{table}"));
+        assert_eq!(
+            count(&mut client, &source),
+            count(&mut client, &target),
+            "{target} has another row count than {source}"
+        );
+        assert_eq!(
+            pg_difference(&mut client, &source, &target),
+            0,
+            "{target} differs from {source}"
+        );
+    }
+}
+
+fn three_tables(prefix: &str, rows: u32) -> (Vec<String>, String) {
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|t| format!("{prefix}_{t}"))
+        .collect();
+    hash_table(&names[0], rows);
+    hash_table(&names[1], rows);
+    hash_table(&names[2], rows / 2);
+    // 3 + 2 + 1 = six subtasks.
+    let tables = format!(
+        "[[tables]]\nname = \"src_pg.{}\"\npartition = {{ column = \"id\", ranges = 3 }}\n\n\
+         [[tables]]\nname = \"src_pg.{}\"\npartition = {{ column = \"id\", ranges = 2 }}\n\n\
+         [[tables]]\nname = \"src_pg.{}\"\n",
+        names[0], names[1], names[2]
+    );
+    (names, tables)
+}
+
+fn start_agents(sandbox: &Sandbox, controller: &Controller, n: usize, parallel: u32) -> Vec<Agent> {
+    (1..=n)
+        .map(|i| {
+            let mut agent = Agent::configure(sandbox.dir.path(), &format!("agent{i}"), parallel);
+            agent.start();
+            controller.register(&agent);
+            agent
+        })
+        .collect()
+}
+
+fn create_and_start(
+    controller: &Controller,
+    sandbox: &Sandbox,
+    task: &str,
+    text: &str,
+    extra: &[&str],
+) {
+    let path = sandbox.job(task, text);
+    let mut args = vec!["tasks", "create", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = controller.cli(&args);
+    assert!(out.status.success(), "tasks create: {}", stderr(&out));
+    let out = controller.cli(&["tasks", "start", task]);
+    assert!(out.status.success(), "tasks start: {}", stderr(&out));
+}
+
+fn subtask_agents(view: &serde_json::Value) -> BTreeSet<String> {
+    view["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["agent"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+#[test]
+fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the_source() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let _agents = start_agents(&sandbox, &controller, 3, 1);
+    let (tables, toml) = three_tables("dm_spread", 20_000);
+    fresh_schema("wh_spread");
+    let bucket = s3::unique_bucket("spread");
+    create_and_start(
+        &controller,
+        &sandbox,
+        "spread",
+        &job("spread", &toml, &bucket, "wh_spread"),
+        &[],
+    );
+
+    let out = controller.cli(&["tasks", "wait", "spread", "--timeout", "180"]);
+    assert!(out.status.success(), "tasks wait: {}", stderr(&out));
+    let view = controller.show("spread");
+    assert_eq!(view["state"], "Completed", "{view:#}");
+    assert_eq!(view["subtasks_total"], 6);
+    for s in view["subtasks"].as_array().unwrap() {
+        for stage in ["extract", "upload", "copy"] {
+            assert_eq!(s[stage]["state"], "Completed", "{s:#}");
+        }
+        assert_eq!(s["extract"]["rows"], s["copy"]["rows"], "{s:#}");
+    }
+    let log = stdout(&controller.cli(&["tasks", "log", "spread"]));
+    assert_eq!(
+        subtask_agents(&view),
+        ["agent1", "agent2", "agent3"].map(String::from).into(),
+        "each agent runs two of the six subtasks: {view:#}\n{log}"
+    );
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    assert_warehouse_equals_source("wh_spread", &names);
+
+    // The human view names every subtask's agent; the merged log has every agent's lines.
+    let out = controller.cli(&["tasks", "show", "spread"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Completed") && text.contains("agent3"),
+        "{text}"
+    );
+    let log = sandbox.path("spread.log");
+    let out = controller.cli(&["tasks", "log", "spread", "-o", log.to_str().unwrap()]);
+    assert!(out.status.success(), "tasks log: {}", stderr(&out));
+    let log = std::fs::read_to_string(log).unwrap();
+    for agent in ["agent1", "agent2", "agent3", "controller"] {
+        assert!(
+            log.contains(&format!("({agent})")) || log.contains(&format!("(agent {agent})")),
+            "{agent} missing in {log}"
+        );
+    }
+    let out = controller.cli(&["agents", "list", "--json"]);
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 3);
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["reachable"] == true),
+        "{agents:#}"
+    );
+}
+
+#[test]
+fn the_agents_finish_while_the_controller_is_down_and_it_shows_completed_when_back() {
+    let sandbox = Sandbox::new();
+    let mut controller = Controller::start(sandbox.dir.path());
+    let _agents = start_agents(&sandbox, &controller, 3, 1);
+    let (tables, toml) = three_tables("dm_away", 150_000);
+    fresh_schema("wh_away");
+    let bucket = s3::unique_bucket("away");
+    create_and_start(
+        &controller,
+        &sandbox,
+        "away",
+        &job("away", &toml, &bucket, "wh_away"),
+        &[],
+    );
+    let view = controller.show("away");
+    assert_ne!(
+        view["state"], "Completed",
+        "the task must still run when the controller dies"
+    );
+
+    controller.kill();
+    // The agents go on alone: wait until the warehouse holds every source row.
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    let mut client = pg();
+    let expected: i64 = names
+        .iter()
+        .map(|t| count(&mut client, &format!("src_pg.{t}")))
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let loaded: i64 = names
+            .iter()
+            .map(|t| {
+                client
+                    .query_one(
+                        "SELECT coalesce(sum(row_count), 0)::bigint FROM wh_away.dbhaul_loads \
+                         WHERE subtask LIKE $1",
+                        &[&format!("src_pg.{t}%")],
+                    )
+                    .map(|r| r.get::<_, i64>(0))
+                    .unwrap_or(0)
+            })
+            .sum();
+        if loaded == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents did not finish without the controller: {loaded} of {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    controller.restart();
+    let out = controller.cli(&["tasks", "wait", "away", "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "tasks wait after the restart: {}",
+        stderr(&out)
+    );
+    let view = controller.show("away");
+    assert_eq!(view["state"], "Completed", "{view:#}");
+    assert_eq!(view["subtasks_completed"], 6, "{view:#}");
+    assert_warehouse_equals_source("wh_away", &names);
+}
+
+#[test]
+fn a_sigkilled_agent_resumes_its_subtasks_and_each_row_lands_once() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut agents = start_agents(&sandbox, &controller, 1, 2);
+    hash_table("dm_killed", 400_000);
+    fresh_schema("wh_killed");
+    let bucket = s3::unique_bucket("killed");
+    let toml =
+        "[[tables]]\nname = \"src_pg.dm_killed\"\npartition = { column = \"id\", ranges = 2 }\n";
+    create_and_start(
+        &controller,
+        &sandbox,
+        "killed",
+        &job("killed", toml, &bucket, "wh_killed"),
+        &[],
+    );
+
+    // Kill the agent once some rows are in the warehouse and the task is not done.
+    let view = controller.wait_for("killed", Duration::from_secs(120), |v| {
+        v["state"] == "Completed"
+            || v["subtasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
+    });
+    assert_ne!(
+        view["state"], "Completed",
+        "the kill must come mid-task: {view:#}"
+    );
+    agents[0].kill();
+    agents[0].start();
+
+    let out = controller.cli(&["tasks", "wait", "killed", "--timeout", "180"]);
+    assert!(out.status.success(), "tasks wait: {}", stderr(&out));
+    let view = controller.show("killed");
+    assert_eq!(view["state"], "Completed", "{view:#}");
+    let resumed = view["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["attempts"].as_u64().unwrap() >= 2)
+        .count();
+    assert!(resumed >= 1, "a subtask ran again after the kill: {view:#}");
+    assert_warehouse_equals_source("wh_killed", &["dm_killed"]);
+    let agent_log = agents[0].process.as_ref().unwrap().log_text();
+    assert!(agent_log.contains("running it again"), "{agent_log}");
+}
+
+#[test]
+fn agent_configure_enforces_the_password_rule_and_keeps_its_state_when_run_again() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("a1");
+    let configure = |extra: &[&str], password: &str| {
+        let mut args = vec![
+            "agent",
+            "configure",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1",
+            "--password-stdin",
+        ];
+        args.extend_from_slice(extra);
+        run_with_stdin(&args, &format!("{password}\n"), &[])
+    };
+    let port = s3::free_port().to_string();
+    for bad in [
+        "Short1",
+        "nouppercase1",
+        "NoDigitsHere",
+        "With-Dash1",
+        "Waytoolongpassword12345",
+    ] {
+        let out = configure(&["--port", &port], bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&out).contains("8 to 20 letters and digits"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !dir.join("agent.toml").exists(),
+            "{bad} wrote a configuration"
+        );
+    }
+    // A port another program holds is refused.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let out = configure(&["--port", &taken_port], "Good1Password");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("port {taken_port} is taken")),
+        "{}",
+        stderr(&out)
+    );
+    drop(taken);
+
+    let out = configure(
+        &[
+            "--port",
+            &port,
+            "--name",
+            "a1",
+            "--host",
+            "127.0.0.1",
+            "--json",
+        ],
+        "Good1Password",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fingerprint = first["fingerprint"].as_str().unwrap().to_string();
+    // The fingerprint is the certificate's SHA-256, as openssl prints it.
+    let openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(dir.join("tls/agent.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&openssl).contains(&fingerprint),
+        "{} vs {fingerprint}",
+        stdout(&openssl)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["agent.toml", "tls/agent.key", "tls/agent.crt"] {
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let settings = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
+    assert!(settings.contains("$argon2id$"), "{settings}");
+    assert!(
+        !settings.contains("Good1Password"),
+        "the password itself is stored: {settings}"
+    );
+
+    // The agent's store holds state; a second configure changes password and port only.
+    let mut agent = Agent {
+        name: "a1".into(),
+        dir: dir.clone(),
+        port: port.parse().unwrap(),
+        fingerprint: fingerprint.clone(),
+        process: None,
+    };
+    agent.start();
+    agent.kill();
+    let store_before = std::fs::read(dir.join("agent.redb")).unwrap();
+    let new_port = s3::free_port();
+    let out = configure(
+        &["--port", &new_port.to_string(), "--json"],
+        "Other2Password",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        second["fingerprint"],
+        fingerprint.as_str(),
+        "the certificate is kept"
+    );
+    assert_eq!(second["port"], new_port);
+    assert_eq!(second["created"], false);
+    assert_eq!(
+        std::fs::read(dir.join("agent.redb")).unwrap(),
+        store_before,
+        "the store is kept"
+    );
+
+    // The new password works, the old one no longer does.
+    agent.port = new_port;
+    agent.start();
+    let controller = Controller::start(sandbox.dir.path());
+    let register = |password: &str| {
+        controller.cli_stdin(
+            &[
+                "agents",
+                "register",
+                "a1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &new_port.to_string(),
+                "--password-stdin",
+                "--fingerprint",
+                &fingerprint,
+            ],
+            &format!("{password}\n"),
+        )
+    };
+    let out = register("Good1Password");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    let out = register("Other2Password");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+        .args(["agent", "status", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("running on port {new_port}"))
+            && stdout(&out).contains(&fingerprint),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// `curl` against an agent or controller: (HTTP status, body); status 0 when no HTTP answer.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("curl");
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn wrong_passwords_fingerprints_plain_http_malformed_json_and_unknown_names_are_refused() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut agent = Agent::configure(sandbox.dir.path(), "guarded", 1);
+    agent.start();
+    let port = agent.port.to_string();
+    let register = |password: &str, fingerprint: Option<&str>| {
+        let mut args = vec![
+            "agents",
+            "register",
+            "guarded",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--password-stdin",
+        ];
+        if let Some(f) = fingerprint {
+            args.extend(["--fingerprint", f]);
+        }
+        controller.cli_stdin(&args, &format!("{password}\n"))
+    };
+    let registered = || -> usize {
+        let out = controller.cli(&["agents", "list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    let out = register("Wrong1Password", Some(&agent.fingerprint));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    let zeros = vec!["00"; 32].join(":");
+    let out = register(AGENT_PASSWORD, Some(&zeros));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!(
+            "presents a certificate with fingerprint {}",
+            agent.fingerprint
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = register(AGENT_PASSWORD, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("--fingerprint {}", agent.fingerprint)),
+        "{}",
+        stderr(&out)
+    );
+    let out = register(AGENT_PASSWORD, Some("not-a-fingerprint"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a SHA-256 fingerprint"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        registered(),
+        0,
+        "a refused registration registered something"
+    );
+
+    // Failed logins are slowed down, growing with each failure.
+    let started = Instant::now();
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"password":"Wrong1Password"}"#,
+        &format!("https://127.0.0.1:{port}/v1/login"),
+    ]);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "a failed login answered in {:?}",
+        started.elapsed()
+    );
+    let agent_log = agent.process.as_ref().unwrap().log_text();
+    assert!(
+        agent_log.contains("failed login") && !agent_log.contains("Wrong1Password"),
+        "{agent_log}"
+    );
+
+    // Plain HTTP gets no HTTP answer; the agent goes on serving.
+    let (status, _) = curl(&[&format!("http://127.0.0.1:{port}/v1/health")]);
+    assert_eq!(status, 0, "the agent answered plain HTTP");
+    // Malformed JSON, to the agent and to the controller.
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"password\": ",
+        &format!("https://127.0.0.1:{port}/v1/login"),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"task\": 3}",
+        &format!("{}/v1/tasks", controller.url()),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    // Without a session, nothing but health and login.
+    let (status, body) = curl(&[&format!("https://127.0.0.1:{port}/v1/subtasks")]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("log in first"), "{body}");
+
+    let out = register(AGENT_PASSWORD, Some(&agent.fingerprint));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(registered(), 1);
+
+    // Unknown names: on the controller and on the agent.
+    let out = controller.cli(&["tasks", "show", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no task named nope"),
+        "{}",
+        stderr(&out)
+    );
+    let out = controller.cli(&["agents", "remove", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no agent named nope"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
+        &format!("https://127.0.0.1:{port}/v1/login"),
+    ]);
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"subtasks":["public.nope"]}"#,
+        &format!("https://127.0.0.1:{port}/v1/tasks/nope/stop"),
+    ]);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no subtask of task `nope`"), "{body}");
+
+    // A task naming an unknown agent, or a broken job file, is refused; nothing is created.
+    hash_table("dm_guarded", 100);
+    let bucket = s3::unique_bucket("guarded");
+    let good = sandbox.job(
+        "guarded",
+        &job(
+            "guarded",
+            "[[tables]]\nname = \"src_pg.dm_guarded\"\n",
+            &bucket,
+            "public",
+        ),
+    );
+    let out = controller.cli(&[
+        "tasks",
+        "create",
+        good.to_str().unwrap(),
+        "--agents",
+        "ghost",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no agent named ghost"),
+        "{}",
+        stderr(&out)
+    );
+    let broken = sandbox.job("broken", "[task]\nname = \"broken\"\nmode = \"sideways\"\n");
+    let out = controller.cli(&["tasks", "create", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("broken.toml"), "{}", stderr(&out));
+    let missing = sandbox.job(
+        "missing",
+        &job(
+            "missing",
+            "[[tables]]\nname = \"src_pg.no_such_table\"\n",
+            &bucket,
+            "public",
+        ),
+    );
+    let out = controller.cli(&["tasks", "create", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no_such_table"), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "list", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+
+    // A changed certificate is refused by the pin.
+    agent.kill();
+    let out = run_with_stdin(
+        &[
+            "agent",
+            "configure",
+            "--dir",
+            agent.dir.to_str().unwrap(),
+            "--new-certificate",
+            "--json",
+        ],
+        "",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent.start();
+    let out = controller.cli(&["agents", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["reachable"], false, "{list:#}");
+    let error = list[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("certificate changed") && error.contains(&agent.fingerprint),
+        "{error}"
+    );
+    let out = controller.cli(&["agents", "remove", "guarded"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(registered(), 0);
+}
+
+#[test]
+fn an_agent_started_with_a_join_token_registers_itself() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let token = std::fs::read_to_string(controller.dir.join("join.token")).unwrap();
+    let mut wrong = Agent::configure(sandbox.dir.path(), "intruder", 1);
+    wrong.start_with(&["--controller", &controller.url(), "--join-token", "0000"]);
+    let mut agent = Agent::configure(sandbox.dir.path(), "fleet1", 1);
+    agent.start_with(&[
+        "--controller",
+        &controller.url(),
+        "--join-token",
+        token.trim(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = controller.cli(&["agents", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let list = list.as_array().unwrap();
+        if let Some(joined) = list.iter().find(|a| a["name"] == "fleet1") {
+            assert_eq!(joined["reachable"], true, "{joined:#}");
+            assert_eq!(joined["fingerprint"], agent.fingerprint.as_str());
+            assert!(list.iter().all(|a| a["name"] != "intruder"), "{list:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not join: {}",
+            agent.process.as_ref().unwrap().log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = wrong.process.as_ref().unwrap().log_text();
+    assert!(log.contains("wrong join token"), "{log}");
+}
+
+#[test]
+fn a_task_on_chosen_agents_can_be_tested_stopped_resumed_and_deleted() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let agents = start_agents(&sandbox, &controller, 2, 1);
+    hash_table("dm_lifecycle", 300_000);
+    fresh_schema("wh_lifecycle");
+    let bucket = s3::unique_bucket("lifecycle");
+    let toml =
+        "[[tables]]\nname = \"src_pg.dm_lifecycle\"\npartition = { column = \"id\", ranges = 3 }\n";
+    let path = sandbox.job(
+        "lifecycle",
+        &job("lifecycle", toml, &bucket, "wh_lifecycle"),
+    );
+    let out = controller.cli(&[
+        "tasks",
+        "create",
+        path.to_str().unwrap(),
+        "--agents",
+        "agent2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "create", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "a second task of the same name");
+    assert!(
+        stderr(&out).contains("a task named lifecycle exists"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The test runs every check from an agent and changes nothing.
+    let out = controller.cli(&["tasks", "test", "lifecycle", "--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["agent"], "agent2");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["source", "tables", "working folder", "bucket", "warehouse"],
+        "{report:#}"
+    );
+    assert_eq!(controller.show("lifecycle")["state"], "Pending");
+
+    let out = controller.cli(&["tasks", "start", "lifecycle"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "delete", "lifecycle"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a running task cannot be deleted"
+    );
+    assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "stop", "lifecycle"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let view = controller.wait_for("lifecycle", Duration::from_secs(60), |v| {
+        v["state"] != "Running"
+    });
+    assert_eq!(view["state"], "Stopped", "{view:#}");
+    // One slot on agent2: one subtask was stopped while running, two before they began.
+    let stopped = view["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "Stopped")
+        .count();
+    assert!(stopped >= 2, "{view:#}");
+    let out = controller.cli(&["tasks", "wait", "lifecycle"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "waiting on a stopped task fails"
+    );
+
+    let out = controller.cli(&["tasks", "resume", "lifecycle"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "lifecycle", "--timeout", "180"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let view = controller.show("lifecycle");
+    assert_eq!(
+        subtask_agents(&view),
+        BTreeSet::from(["agent2".to_string()]),
+        "{view:#}"
+    );
+    assert_warehouse_equals_source("wh_lifecycle", &["dm_lifecycle"]);
+    let out = controller.cli(&["tasks", "start", "lifecycle"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is completed"), "{}", stderr(&out));
+
+    let out = controller.cli(&["tasks", "list"]);
+    assert!(
+        stdout(&out).contains("lifecycle") && stdout(&out).contains("Completed"),
+        "{}",
+        stdout(&out)
+    );
+    let out = controller.cli(&["tasks", "delete", "lifecycle"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "list", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+    drop(agents);
+}
+
+#[test]
+fn a_controller_bound_beyond_loopback_requires_its_admin_token() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("open-controller");
+    let port = s3::free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbhaul"));
+    command.args([
+        "controller",
+        "serve",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+    ]);
+    let server =
+        crate::common::daemons::spawn_daemon(command, sandbox.path("open-controller.log"), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let list = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dbhaul"));
+        command
+            .args(["agents", "list", "--controller", &url])
+            .env_remove("DBHAUL_TOKEN");
+        if let Some(token) = token {
+            command.env("DBHAUL_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let out = list(None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("admin token"), "{}", stderr(&out));
+    let out = list(Some("wrong"));
+    assert_eq!(out.status.code(), Some(2));
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = list(Some(token.trim()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(server);
+}
