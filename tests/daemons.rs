@@ -93,6 +93,10 @@ fn start_agents(sandbox: &Sandbox, controller: &Controller, n: usize, parallel: 
         .collect()
 }
 
+/// The source password every task of these tests carries (PostgreSQL trusts loopback and
+/// ignores it): it must never appear in a log or in what `tasks show` prints.
+const SOURCE_PASSWORD: &str = "Known7SourceSecret";
+
 fn create_and_start(
     controller: &Controller,
     sandbox: &Sandbox,
@@ -100,10 +104,15 @@ fn create_and_start(
     text: &str,
     extra: &[&str],
 ) {
-    let path = sandbox.job(task, text);
+    let text = text.replacen(
+        "[source]\n",
+        "[source]\npassword_env = \"DM_SOURCE_PASSWORD\"\n",
+        1,
+    );
+    let path = sandbox.job(task, &text);
     let mut args = vec!["tasks", "create", path.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let out = controller.cli(&args);
+    let out = controller.cli_env(&args, "", &[("DM_SOURCE_PASSWORD", SOURCE_PASSWORD)]);
     assert!(out.status.success(), "tasks create: {}", stderr(&out));
     let out = controller.cli(&["tasks", "start", task]);
     assert!(out.status.success(), "tasks start: {}", stderr(&out));
@@ -122,7 +131,7 @@ fn subtask_agents(view: &serde_json::Value) -> BTreeSet<String> {
 fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the_source() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
-    let _agents = start_agents(&sandbox, &controller, 3, 1);
+    let agents = start_agents(&sandbox, &controller, 3, 1);
     let (tables, toml) = three_tables("dm_spread", 20_000);
     fresh_schema("wh_spread");
     let bucket = s3::unique_bucket("spread");
@@ -169,6 +178,32 @@ fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the
         assert!(
             log.contains(&format!("({agent})")) || log.contains(&format!("(agent {agent})")),
             "{agent} missing in {log}"
+        );
+    }
+    // The password went to the agents (the source needs it) but into no log or output.
+    assert!(!log.contains(SOURCE_PASSWORD) && !view.to_string().contains(SOURCE_PASSWORD));
+    let mut files = vec![controller.dir.with_extension("log")];
+    for agent in &agents {
+        files.push(agent.dir.with_extension("log"));
+        files.push(agent.dir.join("logs/spread.log"));
+    }
+    files.push(controller.dir.join("logs/spread.log"));
+    // It is kept only in the stores, readable by their owner alone.
+    use std::os::unix::fs::PermissionsExt;
+    let store = agents[0].dir.join("agent.redb");
+    let held = std::fs::read(&store).unwrap();
+    assert!(
+        held.windows(SOURCE_PASSWORD.len())
+            .any(|w| w == SOURCE_PASSWORD.as_bytes())
+    );
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(SOURCE_PASSWORD),
+            "{} holds the password",
+            file.display()
         );
     }
     let out = controller.cli(&["agents", "list", "--json"]);
@@ -541,7 +576,8 @@ fn wrong_passwords_fingerprints_plain_http_malformed_json_and_unknown_names_are_
         "a refused registration registered something"
     );
 
-    // Failed logins are slowed down, growing with each failure.
+    // Failed logins are slowed down, growing with each failure in a row from an address:
+    // this is the second (the wrong-password registration above was the first), 1 s.
     let started = Instant::now();
     let (status, body) = curl(&[
         "-X",
@@ -900,4 +936,49 @@ fn a_controller_bound_beyond_loopback_requires_its_admin_token() {
     let out = list(Some(token.trim()));
     assert!(out.status.success(), "{}", stderr(&out));
     drop(server);
+}
+
+#[test]
+fn agent_configure_on_a_terminal_asks_twice_and_spells_out_the_rule() {
+    // `script` gives the command a terminal; answers are typed one prompt at a time.
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("typed");
+    let port = s3::free_port().to_string();
+    let mut child = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} agent configure --dir {} --listen 127.0.0.1 --name typed",
+            env!("CARGO_BIN_EXE_dbhaul"),
+            dir.display()
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    for answer in [
+        "short",
+        "Typed1Pass",
+        "Typed1Pasx",
+        "Typed1Pass",
+        "Typed1Pass",
+        &port,
+    ] {
+        std::thread::sleep(Duration::from_millis(400));
+        std::io::Write::write_all(&mut stdin, format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("it has 5 characters"), "{text}");
+    assert!(text.contains("the two passwords differ"), "{text}");
+    assert!(
+        !text.contains("Typed1Pass"),
+        "the password was echoed: {text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    let settings = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
+    assert!(settings.contains(&format!("port = {port}")), "{settings}");
 }

@@ -12,7 +12,7 @@
 //!
 //! Only an Argon2id hash of the password is kept, never the password.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -168,11 +168,6 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// The default folder: `DBHAUL_AGENT_DIR`, else [`DEFAULT_DIR`].
-pub fn default_dir() -> PathBuf {
-    Path::new(DEFAULT_DIR).to_path_buf()
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ async fn control(
     api: web::Data<AgentApi>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<SubtaskSelection>>,
+    body: web::Json<SubtaskSelection>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
     let (task, action) = path.into_inner();
@@ -289,7 +289,7 @@ async fn control(
         .send(Control {
             task,
             action,
-            selection: body.map(|b| b.into_inner()).unwrap_or_default(),
+            selection: body.into_inner(),
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;

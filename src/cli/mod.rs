@@ -37,12 +37,16 @@ impl Exit {
 #[command(
     name = "dbhaul",
     version,
-    about = "Move tables out of relational databases: ODBC in, compressed CSV chunks out",
+    about = "Move tables out of relational databases: ODBC in, compressed CSV chunks out, \
+             S3 and a warehouse COPY",
     long_about = "dbhaul reads tables over ODBC and writes them as gzip-compressed CSV chunks \
-                  with a manifest, ready for S3 and a warehouse COPY.\n\n\
+                  with a manifest, uploads them to S3 and copies them into a warehouse.\n\n\
                   Start with `dbhaul tables --source CONNECTION` to see what a source holds, \
                   then write a job file (appliance/examples/job.toml has every setting) and \
                   `dbhaul run job.toml`.\n\n\
+                  On several machines: `dbhaul agent configure` and `dbhaul agent serve` on \
+                  each database-side machine, `dbhaul controller serve` on one, then \
+                  `dbhaul agents register` and `dbhaul tasks create|start|wait`.\n\n\
                   Exit status: 0 done, 1 the work failed, 2 bad usage or configuration.",
     after_help = "Logs: DBHAUL_LOG=dbhaul=debug for more detail on stderr."
 )]
@@ -193,7 +197,12 @@ fn default_parallel() -> u32 {
 
 /// Run a parsed command line; the exit status follows the contract.
 pub fn run(cli: Cli) -> Exit {
-    crate::telemetry::init(cli.verbose);
+    // The daemons log what they do (service logs); one-shot commands only warnings.
+    let daemon = matches!(
+        cli.command,
+        Command::Agent(AgentCommand::Serve(_)) | Command::Controller(ControllerCommand::Serve(_))
+    );
+    crate::telemetry::init(cli.verbose || daemon);
     match cli.command {
         Command::Run(args) => run_job::run(args),
         Command::Tables(args) => tables::run(args),

@@ -234,8 +234,14 @@ impl Controller {
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        self.cli_env(args, stdin, &[])
+    }
+
+    /// `dbhaul <args>` with more environment variables (a job's `password_env`).
+    pub fn cli_env(&self, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> Output {
         let mut env = daemon_env();
         env.push(("DBHAUL_CONTROLLER".into(), self.url()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         run_with_stdin(args, stdin, &env)
     }
 
