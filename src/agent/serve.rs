@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 
 use super::config::{AgentConfig, AgentPaths, hash_password, random_token};
 use super::supervisor::AgentSupervisor;
+use crate::api::ServeError;
 use crate::api::agent_server::{self, AgentApi};
 use crate::api::controller_client::ControllerClient;
 use crate::api::wire::JoinRequest;
@@ -22,15 +23,6 @@ pub struct Join {
     pub controller: String,
     pub token: String,
     pub description: String,
-}
-
-/// Why the agent could not start: its folder (exit 2) or the system (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("{0}")]
-    Configuration(String),
-    #[error("{0}")]
-    Runtime(String),
 }
 
 pub fn run(dir: PathBuf, join: Option<Join>) -> Result<(), ServeError> {

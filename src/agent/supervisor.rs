@@ -556,12 +556,7 @@ impl Handler<Take> for AgentSupervisor {
             .into_iter()
             .map(|spec| AssignmentRecord {
                 task: task.clone(),
-                status: SubtaskStatus {
-                    id: spec.id(),
-                    upload: uploads.then(StageStatus::default),
-                    copy: copies.then(StageStatus::default),
-                    ..SubtaskStatus::default()
-                },
+                status: SubtaskStatus::pending(spec.id(), uploads, copies),
                 spec,
                 wanted: assign.start,
             })

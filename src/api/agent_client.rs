@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
+
+use crate::telemetry::error_chain;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -182,21 +184,26 @@ impl AgentClient {
         Ok(login.token)
     }
 
+    /// The cached session token, or a new one.
+    async fn token(&self) -> Result<String, AgentError> {
+        let cached = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&self.name).cloned());
+        match cached {
+            Some(token) => Ok(token),
+            None => self.login().await,
+        }
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, AgentError> {
-        let cached = self
-            .tokens
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&self.name).cloned());
-        let mut token = match cached {
-            Some(token) => token,
-            None => self.login().await?,
-        };
+        let mut token = self.token().await?;
         for attempt in 0..2 {
             let mut request = self
                 .http
@@ -263,15 +270,7 @@ impl AgentClient {
     }
 
     pub async fn log(&self, task: &str) -> Result<String, AgentError> {
-        let cached = self
-            .tokens
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&self.name).cloned());
-        let token = match cached {
-            Some(token) => token,
-            None => self.login().await?,
-        };
+        let token = self.token().await?;
         let response = self
             .http
             .get(self.url(&format!("/v1/tasks/{task}/log")))
@@ -291,19 +290,4 @@ impl AgentClient {
             .await?;
         Ok(())
     }
-}
-
-/// An error and its causes on one line: reqwest's own message says only "error sending
-/// request"; the cause (refused connection, TLS failure) is further down.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }

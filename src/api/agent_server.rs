@@ -84,6 +84,19 @@ impl AgentApi {
     }
 }
 
+/// Ask the supervisor; a supervisor that is gone is an internal error.
+async fn ask<M>(api: &AgentApi, message: M) -> Result<M::Result, ApiError>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    AgentSupervisor: actix::Handler<M>,
+{
+    api.supervisor
+        .send(message)
+        .await
+        .map_err(|e| ApiError::internal(format!("the agent's supervisor is gone: {e}")))
+}
+
 fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get("authorization")?
@@ -156,11 +169,7 @@ async fn login(
 }
 
 async fn health(api: web::Data<AgentApi>) -> Result<HttpResponse, ApiError> {
-    let (capacity, running, queued) = api
-        .supervisor
-        .send(Load)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (capacity, running, queued) = ask(&api, Load).await?;
     Ok(HttpResponse::Ok().json(Health {
         name: api.config().name,
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -229,11 +238,7 @@ async fn take(
     body: web::Json<Assign>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let statuses = api
-        .supervisor
-        .send(Take(body.into_inner()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let statuses = ask(&api, Take(body.into_inner())).await??;
     Ok(HttpResponse::Ok().json(statuses))
 }
 
@@ -242,11 +247,7 @@ async fn all_subtasks(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let statuses = api
-        .supervisor
-        .send(Query { task: None })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let statuses = ask(&api, Query { task: None }).await??;
     Ok(HttpResponse::Ok().json(statuses))
 }
 
@@ -256,13 +257,13 @@ async fn task_subtasks(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let statuses = api
-        .supervisor
-        .send(Query {
+    let statuses = ask(
+        &api,
+        Query {
             task: Some(path.into_inner()),
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+        },
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(statuses))
 }
 
@@ -284,15 +285,15 @@ async fn control(
             )));
         }
     };
-    let statuses = api
-        .supervisor
-        .send(Control {
+    let statuses = ask(
+        &api,
+        Control {
             task,
             action,
             selection: body.into_inner(),
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+        },
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(statuses))
 }
 
@@ -325,11 +326,12 @@ async fn forget(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    api.supervisor
-        .send(Forget {
+    ask(
+        &api,
+        Forget {
             task: path.into_inner(),
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+        },
+    )
+    .await??;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -8,8 +8,8 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::agent_client::error_chain;
 use super::wire::{ErrorBody, JoinRequest};
+use crate::telemetry::error_chain;
 
 /// Where client commands find the controller unless told otherwise.
 pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:8554";
@@ -69,12 +69,17 @@ impl ControllerClient {
         Ok(ControllerClient { base, http, token })
     }
 
-    pub async fn request<T: DeserializeOwned>(
+    /// Send a request; the answer's text when it is a success, else the controller's error.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(u16, String), ClientError> {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: error_chain(&e),
+        };
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -82,32 +87,30 @@ impl ControllerClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            message: error_chain(&e),
-        })?;
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                message: error_chain(&e),
-            })?;
-        if !(200..300).contains(&status) {
-            let body: serde_json::Value =
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| {
-                    format!("the controller answered HTTP {status}: {}", text.trim())
-                });
-            return Err(ClientError::Api {
-                status,
-                message,
-                body,
-            });
+        let text = response.text().await.map_err(unreachable)?;
+        if (200..300).contains(&status) {
+            return Ok((status, text));
         }
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("the controller answered HTTP {status}: {}", text.trim()));
+        Err(ClientError::Api {
+            status,
+            message,
+            body,
+        })
+    }
+
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let (status, text) = self.send(method, path, body).await?;
         let text = if text.is_empty() { "null" } else { &text };
         serde_json::from_str(text).map_err(|e| ClientError::Api {
             status,
@@ -133,28 +136,9 @@ impl ControllerClient {
         Ok(())
     }
 
+    /// A text answer (a log).
     pub async fn text(&self, path: &str) -> Result<String, ClientError> {
-        let mut request = self.http.get(format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            message: error_chain(&e),
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(ClientError::Api {
-                status,
-                message,
-                body: serde_json::Value::Null,
-            });
-        }
-        Ok(text)
+        Ok(self.send(Method::GET, path, None::<&()>).await?.1)
     }
 
     pub async fn join(&self, request: &JoinRequest) -> Result<(), ClientError> {

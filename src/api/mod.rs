@@ -21,6 +21,16 @@ use actix_web::{HttpResponse, ResponseError};
 /// hundreds of subtasks fits many times over; anything larger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Why a daemon could not start or stopped: its folder, settings or address (exit 2), or
+/// the system (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Configuration(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
 /// An API error: a status and a message that names the cause and the fix.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

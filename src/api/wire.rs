@@ -81,6 +81,18 @@ pub struct SubtaskStatus {
     pub finished_at: Option<String>,
 }
 
+impl SubtaskStatus {
+    /// A subtask not started yet, with the stages its mode runs.
+    pub fn pending(id: String, uploads: bool, copies: bool) -> SubtaskStatus {
+        SubtaskStatus {
+            id,
+            upload: uploads.then(StageStatus::default),
+            copy: copies.then(StageStatus::default),
+            ..SubtaskStatus::default()
+        }
+    }
+}
+
 /// A task as the agents receive it: the job file's text and the secrets its `password_env`
 /// settings name, resolved on the machine that created the task.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Exit, report_error};
 use crate::agent::config::{AgentConfig, AgentPaths, DEFAULT_PORT, check_password};
 use crate::agent::configure::{ConfigureRequest, configure};
+use crate::api::ServeError;
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigureArgs {
@@ -235,13 +236,18 @@ pub fn serve_agent(args: AgentServeArgs) -> Exit {
         token: args.join_token.unwrap_or_default(),
         description: args.description,
     });
-    match crate::agent::serve::run(args.dir, join) {
+    served(crate::agent::serve::run(args.dir, join))
+}
+
+/// The exit status of a daemon that ended.
+fn served(result: Result<(), ServeError>) -> Exit {
+    match result {
         Ok(()) => Exit::Done,
-        Err(crate::agent::serve::ServeError::Configuration(e)) => {
+        Err(ServeError::Configuration(e)) => {
             report_error(e);
             Exit::Usage
         }
-        Err(crate::agent::serve::ServeError::Runtime(e)) => {
+        Err(ServeError::Runtime(e)) => {
             report_error(e);
             Exit::Failed
         }
@@ -307,21 +313,11 @@ pub fn agent_status(args: AgentStatusArgs) -> Exit {
 }
 
 pub fn serve_controller(args: ControllerServeArgs) -> Exit {
-    match crate::controller::serve::run(
+    served(crate::controller::serve::run(
         args.dir,
         &args.listen,
         Duration::from_millis(args.poll_ms.max(50)),
-    ) {
-        Ok(()) => Exit::Done,
-        Err(crate::controller::serve::ServeError::Configuration(e)) => {
-            report_error(e);
-            Exit::Usage
-        }
-        Err(crate::controller::serve::ServeError::Runtime(e)) => {
-            report_error(e);
-            Exit::Failed
-        }
-    }
+    ))
 }
 
 /// A runtime for client commands.

@@ -103,6 +103,17 @@ impl Controller {
             password: request.password.clone(),
             registered_at: now(),
         };
+        let view = self.admit(record).await?;
+        tracing::info!(agent = %view.name, "agent registered");
+        Ok(Registered::Done(view))
+    }
+
+    /// Log in to a new agent with its pinned certificate (whoever answers must hold the
+    /// certificate's key, and know the password), then keep it.
+    async fn admit(&self, record: AgentRecord) -> Result<AgentView, ApiError> {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(&record.name);
+        }
         let client = self.client(&record);
         client.login().await.map_err(reach_error)?;
         let health = client.health().await.map_err(reach_error)?;
@@ -112,8 +123,7 @@ impl Controller {
         self.lock()
             .agents
             .insert(record.name.clone(), record.clone());
-        tracing::info!(agent = %record.name, "agent registered");
-        Ok(Registered::Done(view(&record, Ok(health))))
+        Ok(view(&record, Ok(health)))
     }
 
     pub async fn join(&self, request: JoinRequest) -> Result<AgentView, ApiError> {
@@ -134,21 +144,9 @@ impl Controller {
             password: request.secret.clone(),
             registered_at: now(),
         };
-        // Connect back with the fingerprint pinned: whoever answers must hold its key.
-        let client = self.client(&record);
-        client.login().await.map_err(reach_error)?;
-        let health = client.health().await.map_err(reach_error)?;
-        self.store
-            .put(CONTROLLER_AGENTS, &record.name, &record)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.remove(&record.name);
-        }
-        self.lock()
-            .agents
-            .insert(record.name.clone(), record.clone());
-        tracing::info!(agent = %record.name, "agent joined");
-        Ok(view(&record, Ok(health)))
+        let view = self.admit(record).await?;
+        tracing::info!(agent = %view.name, "agent joined");
+        Ok(view)
     }
 
     pub async fn agents(&self) -> Vec<AgentView> {

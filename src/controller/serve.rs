@@ -15,17 +15,9 @@ use actix_web::{App, HttpServer, web};
 
 use super::Controller;
 use crate::agent::config::random_token;
+use crate::api::ServeError;
 use crate::api::controller_server::{self, ControllerApi};
 use crate::config::files;
-
-/// Why the controller could not start: its folder or address (exit 2) or the system (1).
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("{0}")]
-    Configuration(String),
-    #[error("{0}")]
-    Runtime(String),
-}
 
 /// Read a token file, or make one.
 pub fn token_file(path: &Path) -> Result<String, String> {

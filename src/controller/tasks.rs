@@ -8,9 +8,7 @@ use super::registry::now;
 use super::{Controller, candidates, task_state, task_view};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
-use crate::api::wire::{
-    CreateTask, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport,
-};
+use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
 use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
 
 fn agent_error(what: &str, e: AgentError) -> ApiError {
@@ -64,6 +62,22 @@ impl Controller {
             ));
         }
         Ok(agents)
+    }
+
+    /// The registered agents that hold (or held) subtasks of a task.
+    fn agents_of(&self, task: &TaskRecord) -> Vec<AgentRecord> {
+        let mut names: Vec<&str> = task
+            .subtasks
+            .iter()
+            .filter_map(|s| s.status.agent.as_deref())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let state = self.lock();
+        names
+            .into_iter()
+            .filter_map(|n| state.agents.get(n).cloned())
+            .collect()
     }
 
     pub async fn create_task(&self, request: CreateTask) -> Result<TaskView, ApiError> {
@@ -120,12 +134,7 @@ impl Controller {
             subtasks: specs
                 .into_iter()
                 .map(|spec| SubtaskRecord {
-                    status: SubtaskStatus {
-                        id: spec.id(),
-                        upload: uploads.then(StageStatus::default),
-                        copy: copies.then(StageStatus::default),
-                        ..SubtaskStatus::default()
-                    },
+                    status: SubtaskStatus::pending(spec.id(), uploads, copies),
                     spec,
                     dispatched: false,
                 })
@@ -311,18 +320,8 @@ impl Controller {
                 "task {name} is running; stop it first (`dbhaul tasks stop {name}`)"
             )));
         }
-        let mut agents: Vec<String> = task
-            .subtasks
-            .iter()
-            .filter(|s| s.dispatched)
-            .filter_map(|s| s.status.agent.clone())
-            .collect();
-        agents.sort_unstable();
-        agents.dedup();
-        for agent_name in agents {
-            let Some(agent) = self.lock().agents.get(&agent_name).cloned() else {
-                continue;
-            };
+        for agent in self.agents_of(&task) {
+            let agent_name = agent.name.clone();
             match self.client(&agent).forget(name).await {
                 Ok(()) => {}
                 Err(e) if e.status() == Some(404) => {}
@@ -366,17 +365,8 @@ impl Controller {
                 .lines()
                 .map(|l| format!("{l} (controller)"))
                 .collect();
-        let mut agents: Vec<String> = task
-            .subtasks
-            .iter()
-            .filter_map(|s| s.status.agent.clone())
-            .collect();
-        agents.sort_unstable();
-        agents.dedup();
-        for agent_name in agents {
-            let Some(agent) = self.lock().agents.get(&agent_name).cloned() else {
-                continue;
-            };
+        for agent in self.agents_of(&task) {
+            let agent_name = agent.name.clone();
             match self.client(&agent).log(name).await {
                 Ok(text) => lines.extend(text.lines().map(|l| format!("{l} (agent {agent_name})"))),
                 Err(e) if e.status() == Some(404) => {}

@@ -529,20 +529,7 @@ where
     }
 }
 
-/// An error and its causes, `: `-separated, each said once (the SDK's Debug forms are
-/// for bug reports, not for users).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
+use crate::telemetry::error_chain;
 
 #[cfg(test)]
 mod tests {

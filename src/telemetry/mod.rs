@@ -6,6 +6,21 @@ pub mod task_log;
 
 use tracing_subscriber::EnvFilter;
 
+/// An error and its causes, `: `-separated, each said once: libraries' own messages often
+/// say only "error sending request", and their Debug forms are for bug reports, not users.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
 pub fn init(verbose: bool) {
     let default = if verbose {
         "dbhaul=info"
