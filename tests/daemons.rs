@@ -982,3 +982,103 @@ fn agent_configure_on_a_terminal_asks_twice_and_spells_out_the_rule() {
     let settings = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
     assert!(settings.contains(&format!("port = {port}")), "{settings}");
 }
+
+#[test]
+fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
+    // Straight to the agent's API, no controller: what a controller killed between
+    // choosing an agent and recording the dispatch would send again when it comes back.
+    let sandbox = Sandbox::new();
+    let mut agent = Agent::configure(sandbox.dir.path(), "direct", 2);
+    agent.start();
+    hash_table("dm_direct", 1_000);
+    let base = format!("https://127.0.0.1:{}", agent.port);
+    let (_, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
+        &format!("{base}/v1/login"),
+    ]);
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let post = |path: &str, body: &serde_json::Value| {
+        let (status, text) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let job = job_text(
+        "again",
+        &pg_odbc(),
+        "[[tables]]\nname = \"src_pg.dm_direct\"\n",
+        "mode = \"extract\"",
+    );
+    let definition =
+        |id: &str| serde_json::json!({"name": "again", "id": id, "job": job, "secrets": {}});
+    let plan = post(
+        "/v1/plan",
+        &serde_json::json!({ "task": definition("one") }),
+    );
+    let subtasks = plan["subtasks"].clone();
+    assert_eq!(subtasks.as_array().unwrap().len(), 1, "{plan:#}");
+    let wait_completed = || loop {
+        let (_, text) = curl(&["-H", &auth, &format!("{base}/v1/tasks/again/subtasks")]);
+        let statuses: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if statuses[0]["state"] == "Completed" {
+            return statuses[0].clone();
+        }
+        assert_ne!(statuses[0]["state"], "Failed", "{statuses:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let started_lines = || {
+        std::fs::read_to_string(agent.dir.join("logs/again.log"))
+            .unwrap()
+            .matches("started")
+            .count()
+    };
+
+    post(
+        "/v1/subtasks",
+        &serde_json::json!({"task": definition("one"), "subtasks": subtasks, "start": true}),
+    );
+    let first = wait_completed();
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["extract"]["rows"], 1000);
+    let again = post(
+        "/v1/subtasks",
+        &serde_json::json!({"task": definition("one"), "subtasks": subtasks, "start": true}),
+    );
+    assert_eq!(
+        again[0]["state"], "Completed",
+        "a held subtask is kept: {again:#}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(wait_completed()["attempts"], 1, "it did not run again");
+    assert_eq!(started_lines(), 1);
+
+    let fresh = post(
+        "/v1/subtasks",
+        &serde_json::json!({"task": definition("two"), "subtasks": subtasks, "start": true}),
+    );
+    assert_ne!(
+        fresh[0]["state"], "Completed",
+        "a new task of the same name starts afresh: {fresh:#}"
+    );
+    let second = wait_completed();
+    assert_eq!(second["attempts"], 1, "{second:#}");
+    assert_eq!(started_lines(), 2);
+}

@@ -531,14 +531,33 @@ impl Handler<Take> for AgentSupervisor {
             )));
         }
         let task = assign.task.name.clone();
-        for spec in &assign.subtasks {
-            let key = assignment_key(&task, &spec.id());
-            if self.running.contains_key(&key) {
+        // Another task under a known name (deleted and created again on the controller):
+        // what the agent kept of the old one goes.
+        let replaced = self
+            .tasks
+            .get(&task)
+            .is_some_and(|runtime| runtime.definition.id != assign.task.id);
+        if replaced {
+            let old: Vec<String> = self
+                .assignments
+                .iter()
+                .filter(|(_, a)| a.record.task == task)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if let Some(key) = old.iter().find(|k| self.running.contains_key(*k)) {
                 return Err(ApiError::conflict(format!(
-                    "subtask {} of task `{task}` is running on this agent; stop it first",
-                    spec.id()
+                    "subtask {} of an earlier task `{task}` still runs on this agent; stop it \
+                     first",
+                    key_subtask(key)
                 )));
             }
+            self.store
+                .remove(AGENT_ASSIGNMENTS, &old)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            for key in &old {
+                self.assignments.remove(key);
+            }
+            self.tasks.remove(&task);
         }
         self.store
             .put(
@@ -550,17 +569,34 @@ impl Handler<Take> for AgentSupervisor {
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
         self.task_runtime(assign.task.clone(), ctx);
+        // A subtask this agent already holds is kept as it is: a controller that sends the
+        // same subtasks again (it was killed before it recorded that they were taken)
+        // changes nothing.
         let (uploads, copies) = (job.mode.uploads(), job.mode.copies());
-        let records: Vec<AssignmentRecord> = assign
-            .subtasks
-            .into_iter()
-            .map(|spec| AssignmentRecord {
-                task: task.clone(),
-                status: SubtaskStatus::pending(spec.id(), uploads, copies),
-                spec,
-                wanted: assign.start,
-            })
-            .collect();
+        let mut statuses = Vec::with_capacity(assign.subtasks.len());
+        let mut records = Vec::new();
+        for spec in assign.subtasks {
+            let key = assignment_key(&task, &spec.id());
+            match self.assignments.get_mut(&key) {
+                Some(held) => {
+                    if assign.start && held.record.status.state == State::Pending {
+                        held.record.wanted = true;
+                    }
+                    statuses.push(held.record.status.clone());
+                    records.push(held.record.clone());
+                }
+                None => {
+                    let record = AssignmentRecord {
+                        task: task.clone(),
+                        status: SubtaskStatus::pending(spec.id(), uploads, copies),
+                        spec,
+                        wanted: assign.start,
+                    };
+                    statuses.push(record.status.clone());
+                    records.push(record);
+                }
+            }
+        }
         let keyed: Vec<(String, &AssignmentRecord)> =
             records.iter().map(|r| (r.key(), r)).collect();
         let refs: Vec<(&str, &AssignmentRecord)> =
@@ -569,17 +605,21 @@ impl Handler<Take> for AgentSupervisor {
             .put_many(AGENT_ASSIGNMENTS, &refs)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let taken = records.len();
-        let mut statuses = Vec::with_capacity(taken);
         for record in records {
-            statuses.push(record.status.clone());
-            self.assignments.insert(
-                record.key(),
-                Assignment {
-                    record,
-                    stop_requested: false,
-                    persisted: Instant::now(),
-                },
-            );
+            let key = record.key();
+            match self.assignments.get_mut(&key) {
+                Some(held) => held.record = record,
+                None => {
+                    self.assignments.insert(
+                        key,
+                        Assignment {
+                            record,
+                            stop_requested: false,
+                            persisted: Instant::now(),
+                        },
+                    );
+                }
+            }
         }
         self.log(&task, "INFO", &format!("took {taken} subtasks"));
         self.schedule(ctx);

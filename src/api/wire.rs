@@ -98,6 +98,10 @@ impl SubtaskStatus {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDefinition {
     pub name: String,
+    /// Made when the task is created: a task deleted and created again under the same name
+    /// is another task, whose subtasks start afresh on the agents.
+    #[serde(default)]
+    pub id: String,
     /// The job file, as written.
     pub job: String,
     /// Environment variable name → value, for the job's `password_env` settings.

@@ -313,6 +313,7 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
             let request = CreateTask {
                 task: TaskDefinition {
                     name: parsed.name.to_string(),
+                    id: String::new(),
                     job: text,
                     secrets,
                 },

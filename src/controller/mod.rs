@@ -204,21 +204,25 @@ impl Controller {
         self.save_task(&record);
     }
 
-    /// Send every undispatched subtask of a started task to the agent with the most free
-    /// capacity.
+    /// Dispatch what a started task has not yet dispatched, in two steps. First each
+    /// subtask without an agent gets the agent with the most free capacity, and that choice
+    /// is written to the store; then each chosen agent is sent its subtasks. A controller
+    /// killed between the two sends the same subtasks to the same agents when it comes
+    /// back (agents take a subtask they hold as a no-op), so no subtask ever runs on two
+    /// agents.
     pub async fn dispatch(&self) {
         let _one_at_a_time = self.dispatching.lock().await;
+        self.choose_agents().await;
+        self.send_chosen().await;
+    }
+
+    async fn choose_agents(&self) {
         let wanted: Vec<(String, Vec<AgentRecord>)> = {
             let state = self.lock();
             state
                 .tasks
                 .iter()
-                .filter(|(_, t)| {
-                    t.started
-                        && t.subtasks
-                            .iter()
-                            .any(|s| !s.dispatched && s.status.state == State::Pending)
-                })
+                .filter(|(_, t)| t.started && t.subtasks.iter().any(unchosen))
                 .map(|(name, t)| (name.clone(), candidates(&state.agents, t)))
                 .collect()
         };
@@ -226,80 +230,90 @@ impl Controller {
             // Free capacity per reachable agent.
             let mut free: Vec<(String, i64)> = Vec::new();
             for agent in &agents {
-                let health = self.client(agent).health().await;
-                let entry = match health {
-                    Ok(h) => {
-                        let held = self.held_by(&agent.name) as i64;
-                        let slots = h.capacity as i64;
-                        self.lock().health.insert(agent.name.clone(), Ok(h));
-                        Some(slots - held)
+                match self.client(agent).health().await {
+                    Ok(health) => {
+                        let slots = i64::from(health.capacity);
+                        free.push((agent.name.clone(), slots - self.held_by(&agent.name) as i64));
+                        self.lock().health.insert(agent.name.clone(), Ok(health));
                     }
                     Err(e) => {
                         self.lock()
                             .health
                             .insert(agent.name.clone(), Err(e.to_string()));
-                        None
                     }
-                };
-                if let Some(f) = entry {
-                    free.push((agent.name.clone(), f));
                 }
             }
             if free.is_empty() {
                 continue;
             }
-            let (definition, plan) = {
-                let state = self.lock();
-                let Some(record) = state.tasks.get(&task) else {
+            let record = {
+                let mut state = self.lock();
+                let Some(record) = state.tasks.get_mut(&task) else {
                     continue;
                 };
-                let mut plan: BTreeMap<String, Vec<crate::model::SubtaskSpec>> = BTreeMap::new();
-                for subtask in record
-                    .subtasks
-                    .iter()
-                    .filter(|s| !s.dispatched && s.status.state == State::Pending)
-                {
+                for subtask in record.subtasks.iter_mut().filter(|s| unchosen(s)) {
                     // Most free first; ties by name, so the spread is predictable.
                     let best = free
                         .iter_mut()
                         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
                         .expect("free is not empty");
                     best.1 -= 1;
-                    plan.entry(best.0.clone())
-                        .or_default()
-                        .push(subtask.spec.clone());
+                    subtask.status.agent = Some(best.0.clone());
                 }
-                (record.definition.clone(), plan)
+                record.clone()
             };
-            for (agent_name, specs) in plan {
-                let Some(agent) = agents.iter().find(|a| a.name == agent_name) else {
-                    continue;
-                };
-                let assign = crate::api::wire::Assign {
-                    task: definition.clone(),
-                    subtasks: specs,
-                    start: true,
-                };
-                match self.client(agent).take(&assign).await {
-                    Ok(statuses) => {
-                        self.log(
-                            &task,
-                            "INFO",
-                            &format!(
-                                "{} subtasks dispatched to agent {agent_name}",
-                                statuses.len()
-                            ),
-                        );
-                        self.mark_dispatched(&task, &agent_name, statuses);
+            self.save_task(&record);
+        }
+    }
+
+    async fn send_chosen(&self) {
+        let sends: Vec<(
+            String,
+            crate::api::wire::TaskDefinition,
+            AgentRecord,
+            Vec<crate::model::SubtaskSpec>,
+        )> = {
+            let state = self.lock();
+            let mut sends = Vec::new();
+            for (name, task) in state.tasks.iter().filter(|(_, t)| t.started) {
+                let mut per_agent: BTreeMap<&str, Vec<crate::model::SubtaskSpec>> = BTreeMap::new();
+                for s in task.subtasks.iter().filter(|s| chosen_not_sent(s)) {
+                    if let Some(agent) = s.status.agent.as_deref() {
+                        per_agent.entry(agent).or_default().push(s.spec.clone());
                     }
-                    Err(e) => {
-                        self.log(
-                            &task,
-                            "WARNING",
-                            &format!("agent {agent_name} did not take subtasks: {e}"),
-                        );
-                        tracing::warn!(task = %task, "agent {agent_name} did not take subtasks: {e}");
+                }
+                for (agent, specs) in per_agent {
+                    if let Some(record) = state.agents.get(agent) {
+                        sends.push((name.clone(), task.definition.clone(), record.clone(), specs));
                     }
+                }
+            }
+            sends
+        };
+        for (task, definition, agent, specs) in sends {
+            let assign = crate::api::wire::Assign {
+                task: definition,
+                subtasks: specs,
+                start: true,
+            };
+            match self.client(&agent).take(&assign).await {
+                Ok(statuses) => {
+                    self.log(
+                        &task,
+                        "INFO",
+                        &format!(
+                            "{} subtasks dispatched to agent {}",
+                            statuses.len(),
+                            agent.name
+                        ),
+                    );
+                    self.mark_dispatched(&task, &agent.name, statuses);
+                }
+                Err(e) => {
+                    // Tried again at the next poll, with the same agent.
+                    let line = format!("agent {} did not take subtasks yet: {e}", agent.name);
+                    self.log(&task, "WARNING", &line);
+                    tracing::warn!(task = %task, "{line}");
                 }
             }
         }
@@ -311,11 +325,11 @@ impl Controller {
             return;
         };
         for mut status in statuses {
-            if let Some(subtask) = record
-                .subtasks
-                .iter_mut()
-                .find(|s| s.status.id == status.id && !s.dispatched)
-            {
+            if let Some(subtask) = record.subtasks.iter_mut().find(|s| {
+                s.status.id == status.id
+                    && !s.dispatched
+                    && s.status.agent.as_deref() == Some(agent)
+            }) {
                 status.agent = Some(agent.to_string());
                 subtask.status = status;
                 subtask.dispatched = true;
@@ -326,19 +340,25 @@ impl Controller {
         self.save_task(&record);
     }
 
-    /// Unfinished subtasks an agent holds, over every task.
+    /// Unfinished subtasks an agent holds or was chosen for, over every task.
     fn held_by(&self, agent: &str) -> usize {
         self.lock()
             .tasks
             .values()
             .flat_map(|t| &t.subtasks)
-            .filter(|s| {
-                s.dispatched
-                    && !s.status.state.is_final()
-                    && s.status.agent.as_deref() == Some(agent)
-            })
+            .filter(|s| !s.status.state.is_final() && s.status.agent.as_deref() == Some(agent))
             .count()
     }
+}
+
+/// A subtask waiting for an agent to be chosen.
+fn unchosen(s: &crate::store::schema::SubtaskRecord) -> bool {
+    !s.dispatched && s.status.state == State::Pending && s.status.agent.is_none()
+}
+
+/// A subtask whose agent is chosen but has not taken it yet.
+fn chosen_not_sent(s: &crate::store::schema::SubtaskRecord) -> bool {
+    !s.dispatched && s.status.state == State::Pending && s.status.agent.is_some()
 }
 
 /// The agents a task may use: those it names, else every registered agent.

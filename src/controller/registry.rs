@@ -184,6 +184,23 @@ impl Controller {
             .remove(CONTROLLER_AGENTS, &[name.to_string()])
             .map_err(|e| ApiError::internal(e.to_string()))?;
         state.agents.remove(name);
+        // Subtasks chosen for it but never sent go to another agent.
+        let mut changed = Vec::new();
+        for record in state.tasks.values_mut() {
+            let mut touched = false;
+            for s in record.subtasks.iter_mut() {
+                if !s.dispatched && s.status.agent.as_deref() == Some(name) {
+                    s.status.agent = None;
+                    touched = true;
+                }
+            }
+            if touched {
+                changed.push(record.clone());
+            }
+        }
+        for record in &changed {
+            self.save_task(record);
+        }
         state.health.remove(name);
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.remove(name);

@@ -46,6 +46,7 @@ impl Controller {
                 name: String::new(),
                 job: String::new(),
                 secrets: BTreeMap::new(),
+                id: String::new(),
             },
             description: String::new(),
             mode: String::new(),
@@ -87,6 +88,7 @@ impl Controller {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut definition = request.task;
         definition.name = job.name.to_string();
+        definition.id = crate::agent::config::random_token()[..16].to_string();
         if self.lock().tasks.contains_key(&definition.name) {
             return Err(ApiError::conflict(format!(
                 "a task named {} exists; delete it first (`dbhaul tasks delete {}`) or give the \
