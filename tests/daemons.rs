@@ -196,8 +196,10 @@ fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the
         held.windows(SOURCE_PASSWORD.len())
             .any(|w| w == SOURCE_PASSWORD.as_bytes())
     );
-    let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    for private in [store, agents[0].dir.join("logs/spread.log")] {
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", private.display());
+    }
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(

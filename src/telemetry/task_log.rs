@@ -5,6 +5,7 @@
 //! made from subtask ids, counts and error messages, which are secret-free by construction.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub fn path(logs: &Path, task: &str) -> PathBuf {
@@ -21,6 +22,7 @@ pub fn append(logs: &Path, task: &str, level: &str, message: &str) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path(logs, task))?;
         file.write_all(line.as_bytes())
     });
