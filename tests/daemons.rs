@@ -1084,3 +1084,53 @@ fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
     assert_eq!(second["attempts"], 1, "{second:#}");
     assert_eq!(started_lines(), 2);
 }
+
+#[test]
+fn registering_on_a_terminal_shows_the_fingerprint_and_asks_to_confirm_it() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut agent = Agent::configure(sandbox.dir.path(), "typed", 1);
+    agent.start();
+    let register = |answers: &[&str]| {
+        let mut child = Command::new("script")
+            .args(["-qec"])
+            .arg(format!(
+                "{} agents register typed --host 127.0.0.1 --port {} --controller {}",
+                env!("CARGO_BIN_EXE_dbhaul"),
+                agent.port,
+                controller.url()
+            ))
+            .arg("/dev/null")
+            .env("NO_PROXY", "127.0.0.1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux)");
+        let mut stdin = child.stdin.take().unwrap();
+        for answer in answers {
+            std::thread::sleep(Duration::from_millis(700));
+            std::io::Write::write_all(&mut stdin, format!("{answer}\n").as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = register(&[AGENT_PASSWORD, "n"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&agent.fingerprint) && text.contains("[y/N]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not confirmed; nothing was registered"),
+        "{text}"
+    );
+    let out = register(&[AGENT_PASSWORD, "y"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("registered agent typed"), "{text}");
+    assert!(
+        !text.contains(AGENT_PASSWORD),
+        "the password was echoed: {text}"
+    );
+}
