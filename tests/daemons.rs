@@ -836,6 +836,17 @@ fn a_task_on_chosen_agents_can_be_tested_stopped_resumed_and_deleted() {
         "{report:#}"
     );
     assert_eq!(controller.show("lifecycle")["state"], "Pending");
+    let out = controller.cli(&["tasks", "wait", "lifecycle"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "waiting on a task nobody started"
+    );
+    assert!(
+        stderr(&out).contains("has not been started"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = controller.cli(&["tasks", "start", "lifecycle"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1133,4 +1144,73 @@ fn registering_on_a_terminal_shows_the_fingerprint_and_asks_to_confirm_it() {
         !text.contains(AGENT_PASSWORD),
         "the password was echoed: {text}"
     );
+}
+
+#[test]
+fn subtasks_of_a_task_taken_in_two_rounds_all_reach_the_warehouse() {
+    let sandbox = Sandbox::new();
+    let mut agent = Agent::configure(sandbox.dir.path(), "later", 2);
+    agent.start();
+    hash_table("dm_later_a", 500);
+    hash_table("dm_later_b", 700);
+    fresh_schema("wh_later");
+    let bucket = s3::unique_bucket("later");
+    let tables =
+        "[[tables]]\nname = \"src_pg.dm_later_a\"\n\n[[tables]]\nname = \"src_pg.dm_later_b\"\n";
+    let text = job("later", tables, &bucket, "wh_later");
+    let base = format!("https://127.0.0.1:{}", agent.port);
+    let (_, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
+        &format!("{base}/v1/login"),
+    ]);
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let post = |path: &str, body: &serde_json::Value| {
+        let (status, text) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let definition = serde_json::json!({"name": "later", "id": "1", "job": text, "secrets": {}});
+    let plan = post("/v1/plan", &serde_json::json!({ "task": definition }));
+    let wait_all_completed = |n: usize| loop {
+        let (_, text) = curl(&["-H", &auth, &format!("{base}/v1/tasks/later/subtasks")]);
+        let statuses: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let statuses = statuses.as_array().unwrap().clone();
+        assert!(
+            statuses.iter().all(|s| s["state"] != "Failed"),
+            "{statuses:#?}"
+        );
+        if statuses.len() == n && statuses.iter().all(|s| s["state"] == "Completed") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The first table's subtask alone, then the second one's (a controller sends more when
+    // an agent comes back): the task is prepared again for the new table, which is created.
+    for (i, spec) in plan["subtasks"].as_array().unwrap().iter().enumerate() {
+        post(
+            "/v1/subtasks",
+            &serde_json::json!({"task": definition, "subtasks": [spec], "start": true}),
+        );
+        wait_all_completed(i + 1);
+    }
+    assert_warehouse_equals_source("wh_later", &["dm_later_a", "dm_later_b"]);
 }

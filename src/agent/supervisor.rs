@@ -19,7 +19,7 @@ use crate::api::ApiError;
 use crate::api::wire::{
     Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
 };
-use crate::model::SubtaskSpec;
+use crate::model::{SubtaskSpec, TableRef};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::store::Store;
@@ -34,6 +34,9 @@ const PERSIST_EVERY: Duration = Duration::from_secs(2);
 struct TaskRuntime {
     definition: TaskDefinition,
     context: Option<Arc<SubtaskContext>>,
+    /// The tables the context was prepared for (warehouse tables checked or created):
+    /// a subtask of another table, taken later, prepares the task again.
+    prepared: Vec<TableRef>,
     preparing: bool,
     relay: Addr<Relay>,
 }
@@ -90,6 +93,7 @@ impl AgentSupervisor {
                 // A changed definition (a new password, another bucket) is prepared again.
                 runtime.definition = definition;
                 runtime.context = None;
+                runtime.prepared.clear();
             }
             None => {
                 let relay = Relay {
@@ -102,6 +106,7 @@ impl AgentSupervisor {
                     TaskRuntime {
                         definition,
                         context: None,
+                        prepared: Vec::new(),
                         preparing: false,
                         relay,
                     },
@@ -130,7 +135,12 @@ impl AgentSupervisor {
             let Some(runtime) = self.tasks.get_mut(&task) else {
                 continue;
             };
-            let Some(context) = runtime.context.clone() else {
+            let table = &self.assignments[&key].record.spec.table;
+            let ready = runtime
+                .context
+                .clone()
+                .filter(|_| runtime.prepared.contains(table));
+            let Some(context) = ready else {
                 if !runtime.preparing {
                     runtime.preparing = true;
                     self.prepare(task, ctx);
@@ -177,6 +187,12 @@ impl AgentSupervisor {
             .filter(|a| a.record.task == task)
             .map(|a| a.record.spec.clone())
             .collect();
+        let mut tables: Vec<TableRef> = Vec::new();
+        for spec in &specs {
+            if !tables.contains(&spec.table) {
+                tables.push(spec.table.clone());
+            }
+        }
         let work = self.paths.work();
         let io = self.io.handle();
         let fut = async move { prepare_task(definition, specs, work, io).await };
@@ -186,7 +202,10 @@ impl AgentSupervisor {
             };
             runtime.preparing = false;
             match result {
-                Ok(context) => runtime.context = Some(context),
+                Ok(context) => {
+                    runtime.context = Some(context);
+                    runtime.prepared = tables;
+                }
                 Err(error) => {
                     actor.log(&task, "ERROR", &format!("cannot prepare the task: {error}"));
                     tracing::error!(task = %task, "cannot prepare the task: {error}");

@@ -482,6 +482,12 @@ fn wait(
         }
         match view.state {
             State::Completed => return Ok(Exit::Done),
+            State::Pending => {
+                report_error(format!(
+                    "task {name} has not been started; `dbhaul tasks start {name}` starts it"
+                ));
+                return Ok(Exit::Usage);
+            }
             State::Failed | State::Stopped => {
                 for s in view.subtasks.iter().filter(|s| s.error.is_some()) {
                     eprintln!(
