@@ -153,6 +153,8 @@ fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the
             assert_eq!(s[stage]["state"], "Completed", "{s:#}");
         }
         assert_eq!(s["extract"]["rows"], s["copy"]["rows"], "{s:#}");
+        assert!(s["extract"]["bytes"].as_u64().unwrap() > 0, "{s:#}");
+        assert_eq!(s["extract"]["bytes"], s["upload"]["bytes"], "{s:#}");
     }
     let log = stdout(&controller.cli(&["tasks", "log", "spread"]));
     assert_eq!(

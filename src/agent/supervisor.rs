@@ -313,13 +313,13 @@ fn set_stages(status: &mut SubtaskStatus, state: State) {
 
 /// The stages' counters from a running subtask's progress. A stage runs once it has seen a
 /// row; the copy stage counts rows in the warehouse.
-fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress, uploaded_bytes: u64) {
+fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress) {
     status.extract.rows = progress.rows;
     status.extract.bytes = progress.bytes_out;
     status.extract.state = State::Running;
     if let (Some(upload), Some(rows)) = (status.upload.as_mut(), progress.uploaded_rows) {
         upload.rows = rows;
-        upload.bytes = uploaded_bytes;
+        upload.bytes = progress.uploaded_bytes;
         upload.state = if rows > 0 {
             State::Running
         } else {
@@ -468,7 +468,7 @@ impl Handler<TaskEvent> for AgentSupervisor {
                 let Some(a) = self.assignments.get_mut(&key) else {
                     return;
                 };
-                apply_progress(&mut a.record.status, &progress, progress.bytes_out);
+                apply_progress(&mut a.record.status, &progress);
                 if a.persisted.elapsed() >= PERSIST_EVERY {
                     self.persist(&key);
                 }

@@ -109,6 +109,7 @@ impl JobObserver for ProgressView {
                         rows: outcome.rows,
                         bytes_out: outcome.bytes_compressed,
                         uploaded_rows: outcome.uploaded_rows,
+                        uploaded_bytes: outcome.bytes_compressed,
                         copied_rows: outcome.copied_rows,
                     },
                     Duration::from_secs_f64(outcome.seconds)

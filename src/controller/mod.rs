@@ -223,7 +223,7 @@ impl Controller {
                 .tasks
                 .iter()
                 .filter(|(_, t)| t.started && t.subtasks.iter().any(unchosen))
-                .map(|(name, t)| (name.clone(), candidates(&state.agents, t)))
+                .map(|(name, t)| (name.clone(), candidates(&state.agents, t.agents.as_ref())))
                 .collect()
         };
         for (task, agents) in wanted {
@@ -362,8 +362,11 @@ fn chosen_not_sent(s: &crate::store::schema::SubtaskRecord) -> bool {
 }
 
 /// The agents a task may use: those it names, else every registered agent.
-fn candidates(agents: &BTreeMap<String, AgentRecord>, task: &TaskRecord) -> Vec<AgentRecord> {
-    match &task.agents {
+fn candidates(
+    agents: &BTreeMap<String, AgentRecord>,
+    chosen: Option<&Vec<String>>,
+) -> Vec<AgentRecord> {
+    match chosen {
         Some(names) => names
             .iter()
             .filter_map(|n| agents.get(n).cloned())

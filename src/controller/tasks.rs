@@ -41,21 +41,7 @@ impl Controller {
                 "no agent named {unknown}; `dbhaul agents list` shows the registered ones"
             )));
         }
-        let probe = TaskRecord {
-            definition: crate::api::wire::TaskDefinition {
-                name: String::new(),
-                job: String::new(),
-                secrets: BTreeMap::new(),
-                id: String::new(),
-            },
-            description: String::new(),
-            mode: String::new(),
-            agents: names.cloned(),
-            created_at: String::new(),
-            started: false,
-            subtasks: Vec::new(),
-        };
-        let agents = candidates(&state.agents, &probe);
+        let agents = candidates(&state.agents, names);
         if agents.is_empty() {
             return Err(ApiError::conflict(
                 "no agent is registered: register one with `dbhaul agents register NAME --host H \
@@ -231,7 +217,6 @@ impl Controller {
                 &task,
                 |s| s.dispatched && !s.status.state.is_final(),
                 "stop",
-                None,
             )
             .await;
         let mut view = self.show(name)?;
@@ -267,9 +252,7 @@ impl Controller {
         let to_resume = |s: &SubtaskRecord| {
             s.dispatched && matches!(s.status.state, State::Failed | State::Stopped)
         };
-        let warnings = self
-            .for_each_agent(&task, to_resume, "resume", Some(()))
-            .await;
+        let warnings = self.for_each_agent(&task, to_resume, "resume").await;
         self.dispatch().await;
         let mut view = self.show(name)?;
         view.warnings = warnings;
@@ -282,7 +265,6 @@ impl Controller {
         task: &TaskRecord,
         matching: impl Fn(&SubtaskRecord) -> bool,
         action: &str,
-        by_id: Option<()>,
     ) -> Vec<String> {
         let mut per_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in task.subtasks.iter().filter(|s| matching(s)) {
@@ -301,7 +283,7 @@ impl Controller {
                 continue;
             };
             let selection = SubtaskSelection {
-                subtasks: by_id.map(|()| ids),
+                subtasks: Some(ids),
             };
             match self.client(&agent).control(name, action, &selection).await {
                 Ok(statuses) => self.merge(name, &agent_name, statuses),

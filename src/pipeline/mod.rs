@@ -97,6 +97,8 @@ pub struct SubtaskProgress {
     pub bytes_out: u64,
     /// Rows in uploaded chunks, when the mode uploads.
     pub uploaded_rows: Option<u64>,
+    /// Bytes of the chunks uploaded so far.
+    pub uploaded_bytes: u64,
     /// Rows copied into the warehouse, when the mode copies.
     pub copied_rows: Option<u64>,
 }

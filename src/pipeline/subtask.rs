@@ -285,7 +285,10 @@ impl Handler<StageReport> for SubtaskActor {
                         self.progress.bytes_out = bytes_out;
                         self.bytes_in = bytes_in;
                     }
-                    Stage::Upload => self.progress.uploaded_rows = Some(rows),
+                    Stage::Upload => {
+                        self.progress.uploaded_rows = Some(rows);
+                        self.progress.uploaded_bytes = bytes_out;
+                    }
                     Stage::Copy => self.progress.copied_rows = Some(rows),
                 }
                 self.send_progress();
