@@ -34,10 +34,6 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
