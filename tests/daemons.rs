@@ -514,6 +514,57 @@ fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// A logged-in session on an agent's API, through curl.
+struct Session {
+    base: String,
+    auth: String,
+}
+
+impl Session {
+    fn login(port: u16) -> Session {
+        let base = format!("https://127.0.0.1:{port}");
+        let login = format!("{{\"password\":\"{AGENT_PASSWORD}\"}}");
+        let (status, body) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &login,
+            &format!("{base}/v1/login"),
+        ]);
+        assert_eq!(status, 200, "login: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let token = answer["token"].as_str().unwrap();
+        Session {
+            auth: format!("Authorization: Bearer {token}"),
+            base,
+        }
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (status, text) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &self.auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{}{path}", self.base),
+        ]);
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        let (status, text) = curl(&["-H", &self.auth, &format!("{}{path}", self.base)]);
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
 #[test]
 fn wrong_passwords_fingerprints_plain_http_malformed_json_and_unknown_names_are_refused() {
     let sandbox = Sandbox::new();
@@ -1006,36 +1057,7 @@ fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
     let mut agent = Agent::configure(sandbox.dir.path(), "direct", 2);
     agent.start();
     hash_table("dm_direct", 1_000);
-    let base = format!("https://127.0.0.1:{}", agent.port);
-    let (_, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
-        &format!("{base}/v1/login"),
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let auth = format!("Authorization: Bearer {token}");
-    let post = |path: &str, body: &serde_json::Value| {
-        let (status, text) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{base}{path}"),
-        ]);
-        assert_eq!(status, 200, "{path}: {text}");
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()
-    };
+    let session = Session::login(agent.port);
     let job = job_text(
         "again",
         &pg_odbc(),
@@ -1044,15 +1066,14 @@ fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
     );
     let definition =
         |id: &str| serde_json::json!({"name": "again", "id": id, "job": job, "secrets": {}});
-    let plan = post(
+    let plan = session.post(
         "/v1/plan",
         &serde_json::json!({ "task": definition("one") }),
     );
     let subtasks = plan["subtasks"].clone();
     assert_eq!(subtasks.as_array().unwrap().len(), 1, "{plan:#}");
     let wait_completed = || loop {
-        let (_, text) = curl(&["-H", &auth, &format!("{base}/v1/tasks/again/subtasks")]);
-        let statuses: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let statuses = session.get("/v1/tasks/again/subtasks");
         if statuses[0]["state"] == "Completed" {
             return statuses[0].clone();
         }
@@ -1066,14 +1087,14 @@ fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
             .count()
     };
 
-    post(
+    session.post(
         "/v1/subtasks",
         &serde_json::json!({"task": definition("one"), "subtasks": subtasks, "start": true}),
     );
     let first = wait_completed();
     assert_eq!(first["attempts"], 1);
     assert_eq!(first["extract"]["rows"], 1000);
-    let again = post(
+    let again = session.post(
         "/v1/subtasks",
         &serde_json::json!({"task": definition("one"), "subtasks": subtasks, "start": true}),
     );
@@ -1085,7 +1106,7 @@ fn an_agent_takes_a_subtask_it_holds_as_a_no_op_and_a_recreated_task_afresh() {
     assert_eq!(wait_completed()["attempts"], 1, "it did not run again");
     assert_eq!(started_lines(), 1);
 
-    let fresh = post(
+    let fresh = session.post(
         "/v1/subtasks",
         &serde_json::json!({"task": definition("two"), "subtasks": subtasks, "start": true}),
     );
@@ -1160,41 +1181,11 @@ fn subtasks_of_a_task_taken_in_two_rounds_all_reach_the_warehouse() {
     let tables =
         "[[tables]]\nname = \"src_pg.dm_later_a\"\n\n[[tables]]\nname = \"src_pg.dm_later_b\"\n";
     let text = job("later", tables, &bucket, "wh_later");
-    let base = format!("https://127.0.0.1:{}", agent.port);
-    let (_, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
-        &format!("{base}/v1/login"),
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let auth = format!("Authorization: Bearer {token}");
-    let post = |path: &str, body: &serde_json::Value| {
-        let (status, text) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{base}{path}"),
-        ]);
-        assert_eq!(status, 200, "{path}: {text}");
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()
-    };
+    let session = Session::login(agent.port);
     let definition = serde_json::json!({"name": "later", "id": "1", "job": text, "secrets": {}});
-    let plan = post("/v1/plan", &serde_json::json!({ "task": definition }));
+    let plan = session.post("/v1/plan", &serde_json::json!({ "task": definition }));
     let wait_all_completed = |n: usize| loop {
-        let (_, text) = curl(&["-H", &auth, &format!("{base}/v1/tasks/later/subtasks")]);
-        let statuses: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let statuses = session.get("/v1/tasks/later/subtasks");
         let statuses = statuses.as_array().unwrap().clone();
         assert!(
             statuses.iter().all(|s| s["state"] != "Failed"),
@@ -1208,7 +1199,7 @@ fn subtasks_of_a_task_taken_in_two_rounds_all_reach_the_warehouse() {
     // The first table's subtask alone, then the second one's (a controller sends more when
     // an agent comes back): the task is prepared again for the new table, which is created.
     for (i, spec) in plan["subtasks"].as_array().unwrap().iter().enumerate() {
-        post(
+        session.post(
             "/v1/subtasks",
             &serde_json::json!({"task": definition, "subtasks": [spec], "start": true}),
         );

@@ -47,6 +47,16 @@ struct Assignment {
     persisted: Instant,
 }
 
+impl Assignment {
+    fn new(record: AssignmentRecord) -> Assignment {
+        Assignment {
+            record,
+            stop_requested: false,
+            persisted: Instant::now(),
+        }
+    }
+}
+
 pub struct AgentSupervisor {
     store: Arc<Store>,
     paths: AgentPaths,
@@ -402,14 +412,7 @@ impl Actor for AgentSupervisor {
                 set_stages(&mut record.status, State::Pending);
                 resumed.push(key.clone());
             }
-            self.assignments.insert(
-                key,
-                Assignment {
-                    record,
-                    stop_requested: false,
-                    persisted: Instant::now(),
-                },
-            );
+            self.assignments.insert(key, Assignment::new(record));
         }
         for key in &resumed {
             let task = self.assignments[key].record.task.clone();
@@ -629,14 +632,7 @@ impl Handler<Take> for AgentSupervisor {
             match self.assignments.get_mut(&key) {
                 Some(held) => held.record = record,
                 None => {
-                    self.assignments.insert(
-                        key,
-                        Assignment {
-                            record,
-                            stop_requested: false,
-                            persisted: Instant::now(),
-                        },
-                    );
+                    self.assignments.insert(key, Assignment::new(record));
                 }
             }
         }
