@@ -221,6 +221,18 @@ fn a_task_of_six_subtasks_spreads_over_three_agents_and_the_warehouse_equals_the
             .all(|a| a["reachable"] == true),
         "{agents:#}"
     );
+    // What `agents list` promises: version, running subtasks and capacity of each agent.
+    for a in agents.as_array().unwrap() {
+        assert_eq!(a["version"], env!("CARGO_PKG_VERSION"), "{a:#}");
+        assert_eq!(a["capacity"], 1, "{a:#}");
+        assert_eq!(a["running"], 0, "{a:#}");
+    }
+    let out = controller.cli(&["agents", "list"]);
+    assert!(
+        stdout(&out).contains("capacity") && stdout(&out).contains("agent3"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
