@@ -14,7 +14,8 @@ command -v cargo >/dev/null || { log "cargo is missing: install Rust 1.95 (rustu
 
 # --- Debian packages ------------------------------------------------------------------
 packages=(unixodbc unixodbc-dev odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 pigz time
-          postgresql-client mariadb-client python3-pip curl openssl)
+          postgresql-client mariadb-client python3-pip curl openssl
+          chromium chromium-driver)
 port_open 5432 || packages+=(postgresql)
 port_open 3306 || packages+=(mariadb-server)
 missing=()
@@ -77,6 +78,13 @@ if ! command -v aws >/dev/null; then
   log "installing the aws CLI from PyPI"
   python3 -m pip install -q awscli 2>/dev/null \
     || python3 -m pip install -q --break-system-packages awscli
+fi
+
+# --- Prometheus' own parser (the /metrics tests check the text format with it) ---------
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  log "installing prometheus-client from PyPI"
+  python3 -m pip install -q prometheus-client 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages prometheus-client
 fi
 
 log "ready: ODBC drivers $(odbcinst -q -d | tr -d '[]' | paste -sd, -), PostgreSQL :5432, MariaDB :3306"

@@ -9,5 +9,6 @@ mod cli;
 mod daemons;
 mod errors;
 mod extract;
+mod observe;
 mod stages;
 mod tables;

@@ -35,8 +35,14 @@ pub fn run(dir: PathBuf, join: Option<Join>) -> Result<(), ServeError> {
     let store = Arc::new(
         Store::open(&paths.store()).map_err(|e| ServeError::Configuration(e.to_string()))?,
     );
+    crate::telemetry::task_log::open(&paths.logs()).map_err(|e| {
+        ServeError::Configuration(format!(
+            "cannot make the log folder {}: {e}",
+            paths.logs().display()
+        ))
+    })?;
     let system = actix::System::new();
-    system.block_on(async move {
+    let served = system.block_on(async move {
         // Actors start outside the server factory, which runs once per worker.
         let supervisor =
             AgentSupervisor::new(store, paths.clone(), config.parallel as usize).start();
@@ -80,7 +86,9 @@ pub fn run(dir: PathBuf, join: Option<Join>) -> Result<(), ServeError> {
         server
             .await
             .map_err(|e| ServeError::Runtime(format!("the agent's server stopped: {e}")))
-    })
+    });
+    crate::telemetry::task_log::flush();
+    served
 }
 
 /// Register at a controller with a credential made for it; retry until it answers.

@@ -19,7 +19,7 @@ use crate::api::ApiError;
 use crate::api::wire::{
     Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
 };
-use crate::model::{SubtaskSpec, TableRef};
+use crate::model::{LogLevel, SubtaskSpec, TableRef};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::store::Store;
@@ -81,10 +81,6 @@ impl AgentSupervisor {
         }
     }
 
-    fn log(&self, task: &str, level: &str, message: &str) {
-        crate::telemetry::task_log::append(&self.paths.logs(), task, level, message);
-    }
-
     fn persist(&mut self, key: &str) {
         let Some(assignment) = self.assignments.get_mut(key) else {
             return;
@@ -95,7 +91,13 @@ impl AgentSupervisor {
         }
     }
 
-    fn task_runtime(&mut self, definition: TaskDefinition, ctx: &mut Context<Self>) {
+    fn task_runtime(
+        &mut self,
+        definition: TaskDefinition,
+        log_level: Option<LogLevel>,
+        ctx: &mut Context<Self>,
+    ) {
+        watch_log(&definition, log_level);
         let name = definition.name.clone();
         match self.tasks.get_mut(&name) {
             Some(runtime) if runtime.definition == definition => {}
@@ -176,11 +178,7 @@ impl AgentSupervisor {
                 set_stages(&mut a.record.status, State::Running);
             }
             self.persist(&key);
-            self.log(
-                &task,
-                "INFO",
-                &format!("subtask {} started", key_subtask(&key)),
-            );
+            tracing::info!(task = %task, subtask = %key_subtask(&key), "subtask started");
         }
     }
 
@@ -217,7 +215,6 @@ impl AgentSupervisor {
                     runtime.prepared = tables;
                 }
                 Err(error) => {
-                    actor.log(&task, "ERROR", &format!("cannot prepare the task: {error}"));
                     tracing::error!(task = %task, "cannot prepare the task: {error}");
                     let keys: Vec<String> = actor
                         .assignments
@@ -249,7 +246,13 @@ impl AgentSupervisor {
         self.assignments
             .values()
             .filter(|a| task.is_none_or(|t| a.record.task == t))
-            .map(|a| a.record.status.clone())
+            .map(|a| {
+                let mut status = a.record.status.clone();
+                if task.is_none() {
+                    status.task = Some(a.record.task.clone());
+                }
+                status
+            })
             .collect()
     }
 
@@ -287,6 +290,18 @@ impl AgentSupervisor {
     }
 }
 
+/// Log the task at the level it was given, or its job file's; its secrets never in a line.
+fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>) {
+    let level = log_level
+        .or_else(|| definition.job().ok().map(|job| job.log_level))
+        .unwrap_or(LogLevel::Info);
+    crate::telemetry::task_log::watch(
+        &definition.name,
+        level,
+        definition.secrets.values().cloned(),
+    );
+}
+
 fn key_subtask(key: &str) -> &str {
     key.split_once('/').map_or(key, |(_, s)| s)
 }
@@ -302,7 +317,7 @@ fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Set every stage of a subtask to `state`, except stages already completed.
@@ -326,11 +341,18 @@ fn set_stages(status: &mut SubtaskStatus, state: State) {
 fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress) {
     status.extract.rows = progress.rows;
     status.extract.bytes = progress.bytes_out;
-    status.extract.state = State::Running;
+    status.chunks = progress.chunks;
+    status.extract.state = if progress.extracted {
+        State::Completed
+    } else {
+        State::Running
+    };
     if let (Some(upload), Some(rows)) = (status.upload.as_mut(), progress.uploaded_rows) {
         upload.rows = rows;
         upload.bytes = progress.uploaded_bytes;
-        upload.state = if rows > 0 {
+        upload.state = if progress.uploaded {
+            State::Completed
+        } else if rows > 0 {
             State::Running
         } else {
             State::Pending
@@ -399,7 +421,7 @@ impl Actor for AgentSupervisor {
             }
         };
         for (_, task) in tasks {
-            self.task_runtime(task.definition, ctx);
+            self.task_runtime(task.definition, task.log_level, ctx);
         }
         let records: Vec<(String, AssignmentRecord)> =
             self.store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
@@ -417,15 +439,11 @@ impl Actor for AgentSupervisor {
         for key in &resumed {
             let task = self.assignments[key].record.task.clone();
             self.persist(key);
-            self.log(
-                &task,
-                "WARNING",
-                &format!(
-                    "subtask {} was running when the agent stopped; it runs again",
-                    key_subtask(key)
-                ),
+            tracing::warn!(
+                task = %task,
+                subtask = %key_subtask(key),
+                "the subtask was running when the agent stopped; it runs again"
             );
-            tracing::warn!(subtask = %key, "was running when the agent stopped; running it again");
         }
         self.schedule(ctx);
     }
@@ -505,14 +523,12 @@ impl AgentSupervisor {
             Ok(_) => (
                 State::Completed,
                 format!(
-                    "subtask {} completed: {} rows, {} chunks",
-                    outcome.id, outcome.rows, outcome.chunks
+                    "subtask completed: {} rows, {} chunks in {:.1} s",
+                    outcome.rows, outcome.chunks, outcome.seconds
                 ),
             ),
-            Err(_) if a.stop_requested => {
-                (State::Stopped, format!("subtask {} stopped", outcome.id))
-            }
-            Err(e) => (State::Failed, format!("subtask {} failed: {e}", outcome.id)),
+            Err(_) if a.stop_requested => (State::Stopped, "subtask stopped".to_string()),
+            Err(e) => (State::Failed, format!("subtask failed: {e}")),
         };
         status.state = state;
         status.error = match (&outcome.manifest, state) {
@@ -522,13 +538,11 @@ impl AgentSupervisor {
         set_stages(status, state);
         a.stop_requested = false;
         self.persist(&key);
-        let level = if state == State::Failed {
-            "ERROR"
+        if state == State::Failed {
+            tracing::error!(task = %task, subtask = %outcome.id, "{line}");
         } else {
-            "INFO"
-        };
-        self.log(task, level, &line);
-        tracing::info!(task = %task, "{line}");
+            tracing::info!(task = %task, subtask = %outcome.id, "{line}");
+        }
         self.schedule(ctx);
     }
 }
@@ -587,10 +601,11 @@ impl Handler<Take> for AgentSupervisor {
                 &task,
                 &AgentTaskRecord {
                     definition: assign.task.clone(),
+                    log_level: assign.log_level,
                 },
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.task_runtime(assign.task.clone(), ctx);
+        self.task_runtime(assign.task.clone(), assign.log_level, ctx);
         // A subtask this agent already holds is kept as it is: a controller that sends the
         // same subtasks again (it was killed before it recorded that they were taken)
         // changes nothing.
@@ -610,7 +625,7 @@ impl Handler<Take> for AgentSupervisor {
                 None => {
                     let record = AssignmentRecord {
                         task: task.clone(),
-                        status: SubtaskStatus::pending(spec.id(), uploads, copies),
+                        status: SubtaskStatus::pending(&spec, uploads, copies),
                         spec,
                         wanted: assign.start,
                     };
@@ -636,7 +651,7 @@ impl Handler<Take> for AgentSupervisor {
                 }
             }
         }
-        self.log(&task, "INFO", &format!("took {taken} subtasks"));
+        tracing::info!(task = %task, "took {taken} subtasks");
         self.schedule(ctx);
         Ok(statuses)
     }
@@ -698,11 +713,7 @@ impl Handler<Control> for AgentSupervisor {
             Action::Stop => "stop",
             Action::Resume => "resume",
         };
-        self.log(
-            &control.task,
-            "INFO",
-            &format!("{verb} of {} subtasks asked", keys.len()),
-        );
+        tracing::info!(task = %control.task, "{verb} of {} subtasks asked", keys.len());
         self.schedule(ctx);
         Ok(self.statuses(Some(&control.task)))
     }
@@ -760,7 +771,8 @@ impl Handler<Forget> for AgentSupervisor {
             self.assignments.remove(key);
         }
         self.tasks.remove(&forget.task);
-        self.log(&forget.task, "INFO", "task forgotten");
+        tracing::info!(task = %forget.task, "task forgotten");
+        crate::telemetry::task_log::forget(&forget.task);
         Ok(())
     }
 }
@@ -784,5 +796,55 @@ impl Handler<Load> for AgentSupervisor {
             self.running.len() as u32,
             queued as u32,
         ))
+    }
+}
+
+/// Change the level of a task's log while it runs; kept across restarts.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct SetLogLevel {
+    pub task: String,
+    pub level: LogLevel,
+}
+
+impl Handler<SetLogLevel> for AgentSupervisor {
+    type Result = Result<(), ApiError>;
+
+    fn handle(&mut self, set: SetLogLevel, _: &mut Context<Self>) -> Self::Result {
+        let Some(runtime) = self.tasks.get(&set.task) else {
+            return Err(ApiError::not_found(format!(
+                "this agent has no subtask of task `{}`",
+                set.task
+            )));
+        };
+        let record = AgentTaskRecord {
+            definition: runtime.definition.clone(),
+            log_level: Some(set.level),
+        };
+        self.store
+            .put(AGENT_TASKS, &set.task, &record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        crate::telemetry::task_log::set_level(&set.task, set.level);
+        tracing::info!(task = %set.task, "log level set to {}", set.level);
+        Ok(())
+    }
+}
+
+/// Subtasks by task and state, for `/metrics`.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, State, i64)>")]
+pub struct CountByState;
+
+impl Handler<CountByState> for AgentSupervisor {
+    type Result = MessageResult<CountByState>;
+
+    fn handle(&mut self, _: CountByState, _: &mut Context<Self>) -> Self::Result {
+        let mut counts: BTreeMap<(String, State), i64> = BTreeMap::new();
+        for a in self.assignments.values() {
+            *counts
+                .entry((a.record.task.clone(), a.record.status.state))
+                .or_default() += 1;
+        }
+        MessageResult(counts.into_iter().map(|((t, s), n)| (t, s, n)).collect())
     }
 }

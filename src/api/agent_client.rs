@@ -13,9 +13,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::wire::{
-    Assign, ErrorBody, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
+    Assign, ErrorBody, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse, SetLogLevel,
     SubtaskSelection, SubtaskStatus, TaskDefinition, TestReport,
 };
+use crate::model::LogLevel;
 
 /// Session tokens by agent name, shared by every client of one controller.
 pub type TokenCache = Arc<Mutex<HashMap<String, String>>>;
@@ -282,6 +283,17 @@ impl AgentClient {
             return Err(self.refused(response).await);
         }
         response.text().await.map_err(|e| self.transport_error(e))
+    }
+
+    pub async fn set_log_level(&self, task: &str, level: LogLevel) -> Result<(), AgentError> {
+        let _: Option<()> = self
+            .call(
+                Method::PUT,
+                &format!("/v1/tasks/{task}/log-level"),
+                Some(&SetLogLevel { level }),
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn forget(&self, task: &str) -> Result<(), AgentError> {

@@ -12,7 +12,10 @@
 //! GET    /v1/tasks/{task}/subtasks      a task's subtasks' status
 //! POST   /v1/tasks/{task}/start|stop|resume   {"subtasks": [...]} or {} for all
 //! GET    /v1/tasks/{task}/log           the task's log lines on this agent
+//! PUT    /v1/tasks/{task}/log-level     {"level": "DEBUG"}: the task's log level, now
 //! DELETE /v1/tasks/{task}               forget a task whose subtasks have ended
+//! GET    /metrics                       Prometheus metrics (public, like health: counts only)
+//! GET    /                              the agent's status page (it logs in like the controller)
 //! ```
 //!
 //! Failed logins are answered slowly (0.5 s, doubling per failure in a row from the same
@@ -29,10 +32,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::ApiError;
 use super::wire::{
     Assign, CheckResult, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
-    SubtaskSelection, TaskDefinition, TestReport,
+    SetLogLevel, SubtaskSelection, TaskDefinition, TestReport,
 };
 use crate::agent::config::{AgentConfig, AgentPaths, random_token};
-use crate::agent::supervisor::{Action, AgentSupervisor, Control, Forget, Load, Query, Take};
+use crate::agent::supervisor::{
+    Action, AgentSupervisor, Control, CountByState, Forget, Load, Query, Take,
+};
+use crate::telemetry::metrics;
 
 /// How long a session token lives.
 pub const SESSION: Duration = Duration::from_secs(12 * 3600);
@@ -116,6 +122,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/tasks/{task}/subtasks", web::get().to(task_subtasks))
         .route("/v1/tasks/{task}/{action}", web::post().to(control))
         .route("/v1/tasks/{task}/log", web::get().to(log))
+        .route("/v1/tasks/{task}/log-level", web::put().to(set_log_level))
+        .route("/metrics", web::get().to(scrape))
+        .configure(super::pages::agent_routes)
         .route("/v1/tasks/{task}", web::delete().to(forget))
         .default_service(web::to(|req: HttpRequest| async move {
             Err::<HttpResponse, _>(ApiError::not_found(format!(
@@ -306,6 +315,7 @@ async fn log(
     let task = path.into_inner();
     crate::model::TaskName::parse(&task).map_err(ApiError::bad_request)?;
     let file = crate::telemetry::task_log::path(&api.paths.logs(), &task);
+    crate::telemetry::task_log::flush();
     match std::fs::read(&file) {
         Ok(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
@@ -334,4 +344,55 @@ async fn forget(
     )
     .await??;
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn set_log_level(
+    api: web::Data<AgentApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<SetLogLevel>,
+) -> Result<HttpResponse, ApiError> {
+    api.authorize(&req)?;
+    let message = crate::agent::supervisor::SetLogLevel {
+        task: path.into_inner(),
+        level: body.into_inner().level,
+    };
+    ask(&api, message).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn scrape(api: web::Data<AgentApi>) -> Result<HttpResponse, ApiError> {
+    let counts = ask(&api, CountByState).await?;
+    let (capacity, running, queued) = ask(&api, Load).await?;
+    let subtasks = metrics::Snapshot {
+        name: "subtasks",
+        help: "Subtasks this agent holds, by task and state",
+        values: counts
+            .into_iter()
+            .map(|(task, state, n)| {
+                (
+                    vec![
+                        ("task".to_string(), task),
+                        ("state".to_string(), state.as_str().to_string()),
+                    ],
+                    n,
+                )
+            })
+            .collect(),
+    };
+    let slots = metrics::Snapshot {
+        name: "agent_slots",
+        help: "Subtasks the agent runs at once (capacity), runs now, and has waiting",
+        values: [
+            ("capacity", capacity),
+            ("running", running),
+            ("queued", queued),
+        ]
+        .into_iter()
+        .map(|(kind, n)| (vec![("kind".to_string(), kind.to_string())], i64::from(n)))
+        .collect(),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(metrics::render(vec![subtasks, slots])))
 }

@@ -131,6 +131,14 @@ impl ControllerClient {
         self.request(Method::POST, path, Some(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, ClientError> {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         let _: serde_json::Value = self.request(Method::DELETE, path, None::<&()>).await?;
         Ok(())

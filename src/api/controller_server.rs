@@ -11,7 +11,11 @@
 //! GET    /v1/tasks/{name}               a task and its subtasks
 //! POST   /v1/tasks/{name}/start|stop|resume|test
 //! GET    /v1/tasks/{name}/log           the merged log, text
+//! PUT    /v1/tasks/{name}/log-level     {"level": "DEBUG"}: here and on its agents, now
+//! GET    /v1/tasks/{name}/export        the task with its state, as a file
 //! DELETE /v1/tasks/{name}
+//! GET    /metrics                       Prometheus metrics
+//! GET    /                              the status page (its files need no token)
 //! ```
 //!
 //! Bound beyond loopback, every request but health and join needs
@@ -22,9 +26,10 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::ApiError;
-use super::wire::{ConfirmFingerprint, CreateTask, JoinRequest, RegisterAgent};
+use super::wire::{ConfirmFingerprint, CreateTask, JoinRequest, RegisterAgent, SetLogLevel};
 use crate::controller::Controller;
 use crate::controller::registry::{Registered, constant_time_eq};
+use crate::telemetry::metrics;
 
 pub struct ControllerApi {
     pub controller: Arc<Controller>,
@@ -64,7 +69,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/tasks/{name}", web::get().to(show))
         .route("/v1/tasks/{name}", web::delete().to(delete))
         .route("/v1/tasks/{name}/log", web::get().to(log))
+        .route("/v1/tasks/{name}/log-level", web::put().to(set_log_level))
+        .route("/v1/tasks/{name}/export", web::get().to(export))
         .route("/v1/tasks/{name}/{action}", web::post().to(action))
+        .route("/metrics", web::get().to(scrape))
+        .configure(super::pages::controller_routes)
         .default_service(web::to(|req: HttpRequest| async move {
             Err::<HttpResponse, _>(ApiError::not_found(format!(
                 "no such endpoint: {} {}",
@@ -81,9 +90,21 @@ async fn health() -> HttpResponse {
     }))
 }
 
-async fn agents(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[derive(serde::Deserialize)]
+struct AgentsQuery {
+    /// Reuse an agent's health asked less than this many seconds ago (the status page).
+    #[serde(default)]
+    max_age_s: u64,
+}
+
+async fn agents(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    query: web::Query<AgentsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let controller = api.authorize(&req)?;
-    Ok(HttpResponse::Ok().json(controller.agents().await))
+    let max_age = std::time::Duration::from_secs(query.max_age_s.min(60));
+    Ok(HttpResponse::Ok().json(controller.agents(max_age).await))
 }
 
 async fn register(
@@ -179,4 +200,41 @@ async fn action(
             "no such action `{other}`: use start, stop, resume or test"
         ))),
     }
+}
+
+async fn set_log_level(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<SetLogLevel>,
+) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    let view = controller
+        .set_log_level(&path.into_inner(), body.into_inner().level)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The task and the state of its processing, as a file to keep. JSON for now: the XML
+/// export (`dbhaul tasks export`) replaces it.
+async fn export(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let view = api.authorize(&req)?.show(&name)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}.json\""),
+        ))
+        .json(view))
+}
+
+async fn scrape(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    Ok(HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(metrics::render(controller.metrics())))
 }

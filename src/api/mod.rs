@@ -11,6 +11,7 @@ pub mod agent_client;
 pub mod agent_server;
 pub mod controller_client;
 pub mod controller_server;
+pub mod pages;
 pub mod tls;
 pub mod wire;
 

@@ -7,10 +7,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::SubtaskSpec;
+use crate::model::{LogLevel, SubtaskSpec};
 
 /// The state of a task, a subtask or a stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum State {
     /// Not started yet (or waiting for a free slot on its agent).
     #[default]
@@ -79,13 +81,52 @@ pub struct SubtaskStatus {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The catalog's estimate of its rows, for progress and ETA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<u64>,
+    /// Its task, where a list mixes tasks (an agent's every subtask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 impl SubtaskStatus {
+    /// How far one of its stages is, 0 to 1: 1 once completed, otherwise its rows over the
+    /// rows expected (the estimate, or the rows extracted when more), at most 0.99.
+    pub fn stage_fraction(&self, stage: &StageStatus) -> f64 {
+        if stage.state == State::Completed {
+            return 1.0;
+        }
+        let expected = self.estimated_rows.unwrap_or(0).max(self.extract.rows);
+        if expected == 0 {
+            0.0
+        } else {
+            (stage.rows as f64 / expected as f64).min(0.99)
+        }
+    }
+
+    /// The stages its mode runs, named.
+    pub fn stages(&self) -> Vec<(&'static str, &StageStatus)> {
+        let mut stages = vec![("extract", &self.extract)];
+        stages.extend(self.upload.as_ref().map(|s| ("upload", s)));
+        stages.extend(self.copy.as_ref().map(|s| ("copy", s)));
+        stages
+    }
+
+    /// How far the subtask is, 0 to 1: the mean of its stages'.
+    pub fn progress(&self) -> f64 {
+        if self.state == State::Completed {
+            return 1.0;
+        }
+        let stages = self.stages();
+        let sum: f64 = stages.iter().map(|(_, s)| self.stage_fraction(s)).sum();
+        sum / stages.len() as f64
+    }
+
     /// A subtask not started yet, with the stages its mode runs.
-    pub fn pending(id: String, uploads: bool, copies: bool) -> SubtaskStatus {
+    pub fn pending(spec: &SubtaskSpec, uploads: bool, copies: bool) -> SubtaskStatus {
         SubtaskStatus {
-            id,
+            id: spec.id(),
+            estimated_rows: spec.estimated_rows,
             upload: uploads.then(StageStatus::default),
             copy: copies.then(StageStatus::default),
             ..SubtaskStatus::default()
@@ -167,10 +208,23 @@ pub struct Assign {
     /// Start them as soon as a slot is free (otherwise they wait for a start).
     #[serde(default = "yes")]
     pub start: bool,
+    /// The task's log level, when it was changed from the job file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+}
+
+/// Change a task's log level while it runs (`PUT /v1/tasks/{name}/log-level`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetLogLevel {
+    pub level: LogLevel,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
 }
 
 /// Which subtasks of a task a start, stop or resume applies to: all when absent.
@@ -319,6 +373,28 @@ pub struct TaskView {
     pub subtasks_completed: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// When the first subtask started and, once the task ended, when the last one ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub elapsed_s: f64,
+    /// Every subtask's estimate added up, when each has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<u64>,
+    /// 0 to 1: each stage of each subtask, weighted by the subtasks' estimated rows.
+    #[serde(default)]
+    pub progress: f64,
+    #[serde(default)]
+    pub rows_per_s: f64,
+    #[serde(default)]
+    pub bytes_per_s: f64,
+    /// Seconds left at the pace so far, while the task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    #[serde(default = "default_log_level")]
+    pub log_level: LogLevel,
     pub subtasks: Vec<SubtaskStatus>,
     /// What could not be done (an agent that could not be reached to stop its subtasks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

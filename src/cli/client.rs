@@ -16,6 +16,7 @@ use crate::api::controller_client::{ClientError, ControllerClient, DEFAULT_CONTR
 use crate::api::wire::{
     AgentView, CreateTask, RegisterAgent, State, TaskDefinition, TaskView, TestReport,
 };
+use crate::model::LogLevel;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -98,14 +99,37 @@ pub enum TasksCommand {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// The task's log: the controller's and the agents' lines in time order.
+    /// Follow a task live: a bar per subtask and stage until it ends; exit 0 when it
+    /// completed, 1 otherwise. Without a terminal, prints changes as lines.
+    Watch {
+        name: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// The task's log: the controller's and the agents' lines in time order, each marked
+    /// `[controller]` or `[agent NAME]`.
     Log {
         name: String,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Change what a task logs, while it runs, on the controller and its agents:
+    /// ERROR, WARNING, INFO, DEBUG or TRACE (each includes the ones before it).
+    #[command(name = "log-level")]
+    LogLevel {
+        name: String,
+        #[arg(value_parser = parse_level)]
+        level: LogLevel,
+    },
     /// Delete a task that is not running.
     Delete { name: String },
+}
+
+fn parse_level(text: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a log level: use ERROR, WARNING, INFO, DEBUG or TRACE")
+    })
 }
 
 fn exit_for(e: &ClientError) -> Exit {
@@ -397,6 +421,23 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
         TasksCommand::Resume { name } => return action(&runtime, &client, &name, "resume"),
         TasksCommand::Wait { name, timeout } => {
             return wait(&runtime, &client, &name, timeout.map(Duration::from_secs));
+        }
+        TasksCommand::Watch { name, interval } => {
+            let every = Duration::from_secs_f64(interval.clamp(0.1, 60.0));
+            return super::watch::watch(&runtime, &client, &name, every);
+        }
+        TasksCommand::LogLevel { name, level } => {
+            let view: TaskView = call(
+                &runtime,
+                client.put(
+                    &format!("/v1/tasks/{name}/log-level"),
+                    &crate::api::wire::SetLogLevel { level },
+                ),
+            )?;
+            for warning in &view.warnings {
+                eprintln!("dbhaul: warning: {warning}");
+            }
+            println!("task {name} logs at {} now", view.log_level);
         }
         TasksCommand::Log { name, output } => {
             let text = call(&runtime, client.text(&format!("/v1/tasks/{name}/log")))?;

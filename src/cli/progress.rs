@@ -111,6 +111,9 @@ impl JobObserver for ProgressView {
                         uploaded_rows: outcome.uploaded_rows,
                         uploaded_bytes: outcome.bytes_compressed,
                         copied_rows: outcome.copied_rows,
+                        chunks: outcome.chunks,
+                        extracted: true,
+                        uploaded: outcome.uploaded_rows.is_some(),
                     },
                     Duration::from_secs_f64(outcome.seconds)
                 ),

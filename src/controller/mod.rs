@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::agent_client::{AgentClient, TokenCache};
-use crate::api::wire::{Health, State, SubtaskStatus, TaskView};
+use crate::api::wire::{Assign, Health, State, SubtaskStatus, TaskView};
 use crate::store::Store;
 use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, TaskRecord};
 
@@ -45,6 +45,8 @@ struct ControllerState {
     tasks: BTreeMap<String, TaskRecord>,
     /// The last health each agent reported, or why it could not.
     health: HashMap<String, Result<Health, String>>,
+    /// When `agents` last asked each agent.
+    health_checked: HashMap<String, std::time::Instant>,
 }
 
 impl Controller {
@@ -56,12 +58,16 @@ impl Controller {
         let tasks = store
             .list::<TaskRecord>(CONTROLLER_TASKS)
             .map_err(|e| e.to_string())?;
+        for (_, task) in &tasks {
+            task.watch_log();
+        }
         Ok(Controller {
             store,
             state: Mutex::new(ControllerState {
                 agents: agents.into_iter().collect(),
                 tasks: tasks.into_iter().collect(),
                 health: HashMap::new(),
+                health_checked: HashMap::new(),
             }),
             tokens: TokenCache::default(),
             logs: dir.join("logs"),
@@ -92,10 +98,6 @@ impl Controller {
         {
             tracing::error!(task = %task.definition.name, "cannot record the task: {e}");
         }
-    }
-
-    fn log(&self, task: &str, level: &str, message: &str) {
-        crate::telemetry::task_log::append(&self.logs, task, level, message);
     }
 
     /// Poll the agents that hold unfinished subtasks, record what changed, and dispatch
@@ -165,10 +167,7 @@ impl Controller {
             status.agent = Some(agent.to_string());
             if subtask.status != status {
                 if subtask.status.state != status.state && status.state.is_final() {
-                    changed.push(format!(
-                        "subtask {} on agent {agent}: {}",
-                        status.id, status.state
-                    ));
+                    changed.push((status.id.clone(), status.state));
                 }
                 subtask.status = status;
                 subtask.dispatched = true;
@@ -176,8 +175,8 @@ impl Controller {
         }
         let record = record.clone();
         drop(state);
-        for line in &changed {
-            self.log(task, "INFO", line);
+        for (subtask, state) in &changed {
+            tracing::info!(task = %task, subtask = %subtask, "{state} on agent {agent}");
         }
         self.save_task(&record);
     }
@@ -196,10 +195,9 @@ impl Controller {
         }
         let record = record.clone();
         drop(state);
-        self.log(
-            task,
-            "WARNING",
-            &format!("agent {agent} no longer holds the task's subtasks; they are offered again"),
+        tracing::warn!(
+            task = %task,
+            "agent {agent} no longer holds the task's subtasks; they are offered again"
         );
         self.save_task(&record);
     }
@@ -267,12 +265,7 @@ impl Controller {
     }
 
     async fn send_chosen(&self) {
-        let sends: Vec<(
-            String,
-            crate::api::wire::TaskDefinition,
-            AgentRecord,
-            Vec<crate::model::SubtaskSpec>,
-        )> = {
+        let sends: Vec<(String, Assign, AgentRecord)> = {
             let state = self.lock();
             let mut sends = Vec::new();
             for (name, task) in state.tasks.iter().filter(|(_, t)| t.started) {
@@ -284,36 +277,36 @@ impl Controller {
                 }
                 for (agent, specs) in per_agent {
                     if let Some(record) = state.agents.get(agent) {
-                        sends.push((name.clone(), task.definition.clone(), record.clone(), specs));
+                        let assign = Assign {
+                            task: task.definition.clone(),
+                            subtasks: specs,
+                            start: true,
+                            log_level: task.log_level,
+                        };
+                        sends.push((name.clone(), assign, record.clone()));
                     }
                 }
             }
             sends
         };
-        for (task, definition, agent, specs) in sends {
-            let assign = crate::api::wire::Assign {
-                task: definition,
-                subtasks: specs,
-                start: true,
-            };
+        for (task, assign, agent) in sends {
             match self.client(&agent).take(&assign).await {
                 Ok(statuses) => {
-                    self.log(
-                        &task,
-                        "INFO",
-                        &format!(
-                            "{} subtasks dispatched to agent {}",
-                            statuses.len(),
-                            agent.name
-                        ),
+                    tracing::info!(
+                        task = %task,
+                        "{} subtasks dispatched to agent {}",
+                        statuses.len(),
+                        agent.name
                     );
                     self.mark_dispatched(&task, &agent.name, statuses);
                 }
                 Err(e) => {
                     // Tried again at the next poll, with the same agent.
-                    let line = format!("agent {} did not take subtasks yet: {e}", agent.name);
-                    self.log(&task, "WARNING", &line);
-                    tracing::warn!(task = %task, "{line}");
+                    tracing::warn!(
+                        task = %task,
+                        "agent {} did not take subtasks yet: {e}",
+                        agent.name
+                    );
                 }
             }
         }
@@ -395,11 +388,31 @@ pub fn task_state(task: &TaskRecord) -> State {
 
 pub fn task_view(task: &TaskRecord) -> TaskView {
     let subtasks: Vec<SubtaskStatus> = task.subtasks.iter().map(|s| s.status.clone()).collect();
+    let state = task_state(task);
+    let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
+    let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();
+    let started_at = subtasks.iter().filter_map(|s| s.started_at.clone()).min();
+    let finished_at = state
+        .is_final()
+        .then(|| subtasks.iter().filter_map(|s| s.finished_at.clone()).max())
+        .flatten();
+    let elapsed_s = match &started_at {
+        Some(start) => seconds_between(start, finished_at.as_deref()),
+        None => 0.0,
+    };
+    let progress = progress(&subtasks);
+    let per_s = |n: u64| {
+        if elapsed_s > 0.0 {
+            n as f64 / elapsed_s
+        } else {
+            0.0
+        }
+    };
     TaskView {
         name: task.definition.name.clone(),
         description: task.description.clone(),
         mode: task.mode.clone(),
-        state: task_state(task),
+        state,
         agents: task.agents.clone().unwrap_or_default(),
         created_at: task.created_at.clone(),
         subtasks_total: subtasks.len(),
@@ -407,9 +420,140 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
             .iter()
             .filter(|s| s.state == State::Completed)
             .count(),
-        rows: subtasks.iter().map(|s| s.extract.rows).sum(),
-        bytes: subtasks.iter().map(|s| s.extract.bytes).sum(),
+        rows,
+        bytes,
+        estimated_rows: subtasks.iter().map(|s| s.estimated_rows).sum(),
+        eta_s: (state == State::Running && progress > 0.01)
+            .then(|| elapsed_s * (1.0 - progress) / progress),
+        started_at,
+        finished_at,
+        elapsed_s,
+        progress,
+        rows_per_s: per_s(rows),
+        bytes_per_s: per_s(bytes),
+        log_level: task.effective_log_level(),
         subtasks,
         warnings: Vec::new(),
+    }
+}
+
+/// Seconds from an RFC 3339 time to another (or to now).
+fn seconds_between(start: &str, end: Option<&str>) -> f64 {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let Some(start) = parse(start) else {
+        return 0.0;
+    };
+    let end = end
+        .and_then(parse)
+        .map_or_else(chrono::Utc::now, |e| e.with_timezone(&chrono::Utc));
+    (end - start.with_timezone(&chrono::Utc))
+        .num_milliseconds()
+        .max(0) as f64
+        / 1000.0
+}
+
+/// A task's progress: its subtasks' weighted by their estimated rows when each has one.
+fn progress(subtasks: &[SubtaskStatus]) -> f64 {
+    if subtasks.is_empty() {
+        return 0.0;
+    }
+    let weights: Option<Vec<f64>> = subtasks
+        .iter()
+        .map(|s| s.estimated_rows.filter(|n| *n > 0).map(|n| n as f64))
+        .collect();
+    let weights = weights.unwrap_or_else(|| vec![1.0; subtasks.len()]);
+    let total: f64 = weights.iter().sum();
+    subtasks
+        .iter()
+        .zip(&weights)
+        .map(|(s, w)| s.progress() * w)
+        .sum::<f64>()
+        / total
+}
+
+impl Controller {
+    /// What `/metrics` shows of the tasks and agents, read now.
+    pub fn metrics(&self) -> Vec<crate::telemetry::metrics::Snapshot> {
+        use crate::telemetry::metrics::Snapshot;
+        let label = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let state = self.lock();
+        let mut subtasks = BTreeMap::new();
+        let mut tasks = BTreeMap::new();
+        let mut rows = Vec::new();
+        let mut bytes = Vec::new();
+        for (name, task) in &state.tasks {
+            *tasks.entry(task_state(task)).or_insert(0i64) += 1;
+            for s in &task.subtasks {
+                *subtasks
+                    .entry((name.as_str(), s.status.state))
+                    .or_insert(0i64) += 1;
+            }
+            for stage in ["extract", "upload", "copy"] {
+                let of_stage = |s: &SubtaskStatus| match stage {
+                    "extract" => Some(s.extract),
+                    "upload" => s.upload,
+                    _ => s.copy,
+                };
+                let sums = task
+                    .subtasks
+                    .iter()
+                    .filter_map(|s| of_stage(&s.status))
+                    .fold(None, |acc: Option<(u64, u64)>, st| {
+                        let (r, b) = acc.unwrap_or((0, 0));
+                        Some((r + st.rows, b + st.bytes))
+                    });
+                if let Some((r, b)) = sums {
+                    let l = label(&[("task", name), ("stage", stage)]);
+                    rows.push((l.clone(), r as i64));
+                    bytes.push((l, b as i64));
+                }
+            }
+        }
+        let reachable = state.health.values().filter(|h| h.is_ok()).count() as i64;
+        let agents = vec![
+            (label(&[("reachable", "true")]), reachable),
+            (
+                label(&[("reachable", "false")]),
+                state.agents.len() as i64 - reachable.min(state.agents.len() as i64),
+            ),
+        ];
+        vec![
+            Snapshot {
+                name: "tasks",
+                help: "Tasks by state",
+                values: tasks
+                    .into_iter()
+                    .map(|(s, n)| (label(&[("state", s.as_str())]), n))
+                    .collect(),
+            },
+            Snapshot {
+                name: "subtasks",
+                help: "Subtasks by task and state, as their agents last reported",
+                values: subtasks
+                    .into_iter()
+                    .map(|((t, s), n)| (label(&[("task", t), ("state", s.as_str())]), n))
+                    .collect(),
+            },
+            Snapshot {
+                name: "task_rows",
+                help: "Rows through each stage of a task, over all its agents",
+                values: rows,
+            },
+            Snapshot {
+                name: "task_bytes",
+                help: "Compressed bytes through each stage of a task, over all its agents",
+                values: bytes,
+            },
+            Snapshot {
+                name: "agents",
+                help: "Registered agents by whether they answered the last health check",
+                values: agents,
+            },
+        ]
     }
 }

@@ -3,6 +3,8 @@
 //! to prove the password. Agents brought up by automation join by themselves with the
 //! controller's join token.
 
+use std::time::Duration;
+
 use super::Controller;
 use crate::api::ApiError;
 use crate::api::agent_client::{AgentClient, AgentError};
@@ -149,13 +151,29 @@ impl Controller {
         Ok(view)
     }
 
-    pub async fn agents(&self) -> Vec<AgentView> {
+    /// Every registered agent with its health: asked now, or reused when asked less than
+    /// `max_age` ago (the status page refreshes every few seconds; the CLI always asks).
+    pub async fn agents(&self, max_age: Duration) -> Vec<AgentView> {
         let agents: Vec<AgentRecord> = self.lock().agents.values().cloned().collect();
         let checks = agents.iter().map(|agent| async move {
+            let fresh = {
+                let state = self.lock();
+                state
+                    .health_checked
+                    .get(&agent.name)
+                    .filter(|at| at.elapsed() < max_age)
+                    .and_then(|_| state.health.get(&agent.name).cloned())
+            };
+            if let Some(health) = fresh {
+                return view(agent, health);
+            }
             let health = self.client(agent).health().await.map_err(|e| e.to_string());
-            self.lock()
-                .health
-                .insert(agent.name.clone(), health.clone());
+            let mut state = self.lock();
+            state.health.insert(agent.name.clone(), health.clone());
+            state
+                .health_checked
+                .insert(agent.name.clone(), std::time::Instant::now());
+            drop(state);
             view(agent, health)
         });
         futures::future::join_all(checks).await

@@ -44,14 +44,14 @@ pub fn run(dir: PathBuf, listen: &str, poll: Duration) -> Result<(), ServeError>
             dir.display()
         ))
     })?;
-    files::private_dir(&dir.join("logs"))
+    crate::telemetry::task_log::open(&dir.join("logs"))
         .map_err(|e| ServeError::Configuration(format!("cannot make the log folder: {e}")))?;
     let admin = token_file(&dir.join("admin.token")).map_err(ServeError::Configuration)?;
     let join = token_file(&dir.join("join.token")).map_err(ServeError::Configuration)?;
     let controller = Arc::new(Controller::open(&dir, join).map_err(ServeError::Configuration)?);
     let admin = (!address.ip().is_loopback()).then_some(admin);
     let system = actix::System::new();
-    system.block_on(async move {
+    let served = system.block_on(async move {
         let api = web::Data::new(ControllerApi {
             controller: controller.clone(),
             admin_token: admin.clone(),
@@ -84,5 +84,7 @@ pub fn run(dir: PathBuf, listen: &str, poll: Duration) -> Result<(), ServeError>
         server
             .await
             .map_err(|e| ServeError::Runtime(format!("the controller's server stopped: {e}")))
-    })
+    });
+    crate::telemetry::task_log::flush();
+    served
 }

@@ -9,6 +9,7 @@ use super::{Controller, candidates, task_state, task_view};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
 use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
+use crate::model::LogLevel;
 use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
 
 fn agent_error(what: &str, e: AgentError) -> ApiError {
@@ -122,12 +123,13 @@ impl Controller {
             subtasks: specs
                 .into_iter()
                 .map(|spec| SubtaskRecord {
-                    status: SubtaskStatus::pending(spec.id(), uploads, copies),
+                    status: SubtaskStatus::pending(&spec, uploads, copies),
                     spec,
                     dispatched: false,
                 })
                 .collect(),
             definition,
+            log_level: None,
         };
         self.store
             .put(CONTROLLER_TASKS, &record.definition.name, &record)
@@ -135,10 +137,11 @@ impl Controller {
         self.lock()
             .tasks
             .insert(record.definition.name.clone(), record.clone());
-        self.log(
-            &record.definition.name,
-            "INFO",
-            &format!("task created with {} subtasks", record.subtasks.len()),
+        record.watch_log();
+        tracing::info!(
+            task = %record.definition.name,
+            "task created with {} subtasks",
+            record.subtasks.len()
         );
         Ok(task_view(&record))
     }
@@ -195,7 +198,7 @@ impl Controller {
         }
         self.task_agents(task.agents.as_ref())?;
         self.update(name, |t| t.started = true)?;
-        self.log(name, "INFO", "task started");
+        tracing::info!(task = %name, "task started");
         self.dispatch().await;
         self.show(name)
     }
@@ -211,7 +214,7 @@ impl Controller {
                 s.status.state = State::Stopped;
             }
         })?;
-        self.log(name, "INFO", "stop asked");
+        tracing::info!(task = %name, "stop asked");
         let warnings = self
             .for_each_agent(
                 &task,
@@ -248,7 +251,7 @@ impl Controller {
                 }
             }
         })?;
-        self.log(name, "INFO", "resume asked");
+        tracing::info!(task = %name, "resume asked");
         let to_resume = |s: &SubtaskRecord| {
             s.dispatched && matches!(s.status.state, State::Failed | State::Stopped)
         };
@@ -289,7 +292,7 @@ impl Controller {
                 Ok(statuses) => self.merge(name, &agent_name, statuses),
                 Err(e) => {
                     let line = format!("cannot {action} subtasks on agent {agent_name}: {e}");
-                    self.log(name, "WARNING", &line);
+                    tracing::warn!(task = %name, "{line}");
                     warnings.push(line);
                 }
             }
@@ -318,7 +321,8 @@ impl Controller {
             .remove(CONTROLLER_TASKS, &[name.to_string()])
             .map_err(|e| ApiError::internal(e.to_string()))?;
         self.lock().tasks.remove(name);
-        self.log(name, "INFO", "task deleted");
+        tracing::info!(task = %name, "task deleted");
+        crate::telemetry::task_log::forget(name);
         Ok(())
     }
 
@@ -340,23 +344,53 @@ impl Controller {
         )))
     }
 
-    /// The task's log: the controller's lines and every agent's, merged in time order.
+    /// Change the task's log level here and on its agents, while it runs.
+    pub async fn set_log_level(&self, name: &str, level: LogLevel) -> Result<TaskView, ApiError> {
+        let task = self.update(name, |t| t.log_level = Some(level))?;
+        crate::telemetry::task_log::set_level(name, level);
+        tracing::info!(task = %name, "log level set to {level}");
+        let mut warnings = Vec::new();
+        for agent in self.agents_of(&task) {
+            match self.client(&agent).set_log_level(name, level).await {
+                Ok(()) => {}
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => {
+                    let line = format!(
+                        "agent {} keeps its log level until it is reachable: {e}",
+                        agent.name
+                    );
+                    tracing::warn!(task = %name, "{line}");
+                    warnings.push(line);
+                }
+            }
+        }
+        let mut view = task_view(&task);
+        view.warnings = warnings;
+        Ok(view)
+    }
+
+    /// The task's log: the controller's lines and every agent's, merged in time order,
+    /// each marked with where it was written.
     pub async fn task_log(&self, name: &str) -> Result<String, ApiError> {
         let task = self.task(name)?;
+        crate::telemetry::task_log::flush();
         let mut lines: Vec<String> =
             std::fs::read_to_string(crate::telemetry::task_log::path(&self.logs, name))
                 .unwrap_or_default()
                 .lines()
-                .map(|l| format!("{l} (controller)"))
+                .map(|l| mark_origin(l, "controller"))
                 .collect();
         for agent in self.agents_of(&task) {
-            let agent_name = agent.name.clone();
+            let origin = format!("agent {}", agent.name);
             match self.client(&agent).log(name).await {
-                Ok(text) => lines.extend(text.lines().map(|l| format!("{l} (agent {agent_name})"))),
+                Ok(text) => lines.extend(text.lines().map(|l| mark_origin(l, &origin))),
                 Err(e) if e.status() == Some(404) => {}
-                Err(e) => lines.push(format!(
-                    "{} WARNING task={name} the log of agent {agent_name} is missing: {e} (controller)",
-                    now()
+                Err(e) => lines.push(mark_origin(
+                    &format!(
+                        "{} WARNING task={name} the log of {origin} is missing: {e}",
+                        now()
+                    ),
+                    "controller",
                 )),
             }
         }
@@ -365,5 +399,16 @@ impl Controller {
         let mut text = lines.join("\n");
         text.push('\n');
         Ok(text)
+    }
+}
+
+/// `TIME LEVEL [origin] rest`: the origin after the level, so that lines still sort by time.
+fn mark_origin(line: &str, origin: &str) -> String {
+    let mut parts = line.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(time), Some(level), Some(rest)) => {
+            format!("{time} {level:<7} [{origin}] {}", rest.trim_start())
+        }
+        _ => format!("{line} [{origin}]"),
     }
 }

@@ -296,6 +296,10 @@ pub struct SubtaskSpec {
     pub partition: Option<PartitionSpec>,
     /// The ordered unique key, when the table has one among the fetched columns.
     pub key: Option<KeyKind>,
+    /// Rows the catalog expects (the table's estimate, shared out over its partitions):
+    /// for progress and ETA only, never for correctness.
+    #[serde(default)]
+    pub estimated_rows: Option<u64>,
 }
 
 impl SubtaskSpec {

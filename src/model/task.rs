@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A task name: 1 to 64 letters, digits, `-` and `_`. It becomes a folder name and an object
 /// key prefix, so nothing else is allowed.
@@ -71,7 +71,7 @@ impl MigrationMode {
 }
 
 /// The level of a task's log, each including the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
     Error,
@@ -90,6 +90,39 @@ impl LogLevel {
             LogLevel::Debug => tracing::Level::DEBUG,
             LogLevel::Trace => tracing::Level::TRACE,
         }
+    }
+
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warning,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "ERROR",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Trace => "TRACE",
+        }
+    }
+
+    /// `DEBUG`, `debug` or `Debug`; `WARN` for `WARNING` too.
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        let upper = text.trim().to_ascii_uppercase();
+        if upper == "WARN" {
+            return Some(LogLevel::Warning);
+        }
+        LogLevel::ALL.into_iter().find(|l| l.as_str() == upper)
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

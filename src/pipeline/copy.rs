@@ -224,6 +224,7 @@ impl CopyJob {
         replace: bool,
     ) -> Result<u64, String> {
         let id = self.spec.id();
+        let task = &self.context.task;
         let load = ChunkLoad {
             task: self.context.task.as_str(),
             subtask: &id,
@@ -248,11 +249,12 @@ impl CopyJob {
             match result {
                 Ok(Loaded::Copied(rows)) => return Ok(rows),
                 Ok(Loaded::AlreadyThere(rows)) => {
-                    tracing::info!(subtask = %id, chunk = %chunk.name, "already in the warehouse");
+                    tracing::info!(task = %task, subtask = %id, chunk = %chunk.name, "already in the warehouse");
                     return Ok(rows);
                 }
                 Err(LoadError::Download(e)) if attempt < attempts => {
-                    tracing::warn!("reading {key} broke off ({e}); loading it again");
+                    crate::telemetry::metrics::retry("copy");
+                    tracing::warn!(task = %task, subtask = %id, chunk = %chunk.name, "reading {key} broke off ({e}); loading it again");
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(500 * attempt as u64))
                         .await;

@@ -9,12 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Proof that the receiver has room for one message. Dropping it gives the room back.
 #[derive(Debug)]
 pub struct Credit {
     _permit: OwnedSemaphorePermit,
+    /// The stage's queue-depth gauge: up while the message waits or is worked on.
+    depth: Gauge,
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        self.depth.dec();
+    }
 }
 
 /// The receiver is gone (stopped, failed or finished): nothing more can be sent.
@@ -28,6 +37,7 @@ where
 {
     recipient: Recipient<M>,
     credits: Arc<Semaphore>,
+    depth: Gauge,
 }
 
 impl<M: Message + Send> Clone for BoundedSender<M>
@@ -38,6 +48,7 @@ where
         BoundedSender {
             recipient: self.recipient.clone(),
             credits: self.credits.clone(),
+            depth: self.depth.clone(),
         }
     }
 }
@@ -51,6 +62,15 @@ where
         BoundedSender {
             recipient,
             credits: credits.semaphore.clone(),
+            depth: credits.depth.clone(),
+        }
+    }
+
+    fn credit(&self, permit: OwnedSemaphorePermit) -> Credit {
+        self.depth.inc();
+        Credit {
+            _permit: permit,
+            depth: self.depth.clone(),
         }
     }
 
@@ -58,7 +78,7 @@ where
     pub fn send_blocking(&self, make: impl FnOnce(Credit) -> M) -> Result<(), Closed> {
         let permit = futures::executor::block_on(self.credits.clone().acquire_owned())
             .map_err(|_| Closed)?;
-        self.deliver(make(Credit { _permit: permit }))
+        self.deliver(make(self.credit(permit)))
     }
 
     /// Send from async code, waiting for a credit.
@@ -69,7 +89,7 @@ where
             .acquire_owned()
             .await
             .map_err(|_| Closed)?;
-        self.deliver(make(Credit { _permit: permit }))
+        self.deliver(make(self.credit(permit)))
     }
 
     fn deliver(&self, message: M) -> Result<(), Closed> {
@@ -91,13 +111,16 @@ where
 pub struct Credits {
     semaphore: Arc<Semaphore>,
     capacity: usize,
+    depth: Gauge,
 }
 
 impl Credits {
-    pub fn new(capacity: usize) -> Credits {
+    /// `stage` names the receiver in the `dbhaul_stage_queue_depth` metric.
+    pub fn new(stage: &'static str, capacity: usize) -> Credits {
         Credits {
             semaphore: Arc::new(Semaphore::new(capacity)),
             capacity,
+            depth: crate::telemetry::metrics::queue_depth(stage),
         }
     }
 
@@ -177,7 +200,7 @@ mod tests {
         let system = System::new();
         let seen = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
-        let credits = Credits::new(3);
+        let credits = Credits::new("test", 3);
         system.block_on(async {
             let arbiter = Arbiter::new();
             let (s, m, c) = (seen.clone(), max_in_flight.clone(), credits.clone());

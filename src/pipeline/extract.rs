@@ -71,7 +71,7 @@ impl Extractor {
             Purpose::Bulk
         };
         let conn = self.context.source.connect(purpose)?;
-        tracing::debug!(subtask = %self.spec.id(), "extract started");
+        tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), "extract started");
         let mut sink = BatchSink {
             encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4),
             out: &self.out,
@@ -81,7 +81,7 @@ impl Extractor {
         let summary = read_subtask(&conn, &self.context.source, &self.spec, &mut sink)?;
         sink.send(true, true)
             .map_err(|Stop| SourceError::Cancelled)?;
-        tracing::debug!(subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
+        tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(summary.rows)
     }
 }

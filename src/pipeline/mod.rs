@@ -101,4 +101,10 @@ pub struct SubtaskProgress {
     pub uploaded_bytes: u64,
     /// Rows copied into the warehouse, when the mode copies.
     pub copied_rows: Option<u64>,
+    /// Chunks sealed so far.
+    pub chunks: u64,
+    /// Every chunk is written (the extract stage is done).
+    pub extracted: bool,
+    /// Every chunk is uploaded (the upload stage is done).
+    pub uploaded: bool,
 }

@@ -40,6 +40,8 @@ pub struct SubtaskActor {
     progress: SubtaskProgress,
     /// Rows each stage reported when it finished, by [`stage_index`].
     finished_rows: [Option<u64>; 4],
+    /// Rows and bytes already counted in the metrics, by [`stage_index`].
+    counted: [(u64, u64); 4],
     finished: bool,
 }
 
@@ -86,6 +88,7 @@ impl SubtaskActor {
             bytes_in: 0,
             progress,
             finished_rows: [None; 4],
+            counted: [(0, 0); 4],
             finished: false,
         }
     }
@@ -175,6 +178,25 @@ impl SubtaskActor {
         self.finish(result, ctx);
     }
 
+    /// Add what a stage did since its last report to the daemon's metrics.
+    fn count(&mut self, stage: Stage, rows: u64, bytes: u64) {
+        // The extract stage's rows are those written into chunks: the compressor's.
+        let name = match stage {
+            Stage::Extract => return,
+            Stage::Compress => "extract",
+            Stage::Upload => "upload",
+            Stage::Copy => "copy",
+        };
+        let counted = &mut self.counted[stage_index(stage)];
+        crate::telemetry::metrics::stage_progress(
+            self.context.task.as_str(),
+            name,
+            rows.saturating_sub(counted.0),
+            bytes.saturating_sub(counted.1),
+        );
+        *counted = (counted.0.max(rows), counted.1.max(bytes));
+    }
+
     fn send_progress(&self) {
         self.events.do_send(SubtaskEvent::Progress {
             id: self.spec.id(),
@@ -192,7 +214,7 @@ impl Actor for SubtaskActor {
         let io = self.context.io.clone();
         let copy = match (&self.context.warehouse, &io) {
             (Some(_), Some(io)) => {
-                let credits = Credits::new(COPIER_CREDITS);
+                let credits = Credits::new("copy", COPIER_CREDITS);
                 let (context, spec, run, c, report, cancel) = (
                     self.context.clone(),
                     self.spec.clone(),
@@ -211,7 +233,7 @@ impl Actor for SubtaskActor {
         };
         let upload = match (&self.context.target, &io) {
             (Some(_), Some(io)) => {
-                let credits = Credits::new(UPLOADER_CREDITS);
+                let credits = Credits::new("upload", UPLOADER_CREDITS);
                 let (context, spec, c, report, cancel) = (
                     self.context.clone(),
                     self.spec.clone(),
@@ -228,7 +250,7 @@ impl Actor for SubtaskActor {
             _ => None,
         };
         let arbiter = Arbiter::new();
-        let credits = Credits::new(COMPRESSOR_CREDITS);
+        let credits = Credits::new("compress", COMPRESSOR_CREDITS);
         let compressor = {
             let (context, spec, run, credits) = (
                 self.context.clone(),
@@ -263,7 +285,16 @@ impl Handler<ChunkSealed> for SubtaskActor {
 
     fn handle(&mut self, sealed: ChunkSealed, _: &mut Context<Self>) {
         self.chunks += 1;
-        tracing::debug!(subtask = %self.spec.id(), chunk = %sealed.chunk.name, rows = sealed.chunk.rows, "chunk sealed");
+        self.progress.chunks = self.chunks;
+        crate::telemetry::metrics::chunk_sealed(self.context.task.as_str());
+        tracing::debug!(
+            task = %self.context.task,
+            subtask = %self.spec.id(),
+            chunk = %sealed.chunk.name,
+            rows = sealed.chunk.rows,
+            bytes = sealed.chunk.bytes_compressed,
+            "chunk sealed"
+        );
     }
 }
 
@@ -278,6 +309,15 @@ impl Handler<StageReport> for SubtaskActor {
                 bytes_in,
                 bytes_out,
             } => {
+                tracing::trace!(
+                    task = %self.context.task,
+                    subtask = %self.spec.id(),
+                    stage = stage.as_str(),
+                    rows,
+                    bytes_in,
+                    bytes_out,
+                    "progress"
+                );
                 match stage {
                     Stage::Extract => return,
                     Stage::Compress => {
@@ -291,19 +331,42 @@ impl Handler<StageReport> for SubtaskActor {
                     }
                     Stage::Copy => self.progress.copied_rows = Some(rows),
                 }
+                self.count(stage, rows, bytes_out);
                 self.send_progress();
             }
             StageReport::Finished { stage, rows } => {
+                tracing::debug!(
+                    task = %self.context.task,
+                    subtask = %self.spec.id(),
+                    stage = stage.as_str(),
+                    rows,
+                    "stage finished"
+                );
                 self.finished_rows[stage_index(stage)] = Some(rows);
+                let bytes = self.counted[stage_index(stage)].1;
+                self.count(stage, rows, bytes);
                 match stage {
-                    Stage::Upload => self.progress.uploaded_rows = Some(rows),
+                    Stage::Extract => {}
+                    Stage::Compress => self.progress.extracted = true,
+                    Stage::Upload => {
+                        self.progress.uploaded_rows = Some(rows);
+                        self.progress.uploaded = true;
+                    }
                     Stage::Copy => self.progress.copied_rows = Some(rows),
-                    _ => {}
                 }
+                self.send_progress();
                 self.check_done(ctx);
             }
             StageReport::Failed { error, stage } => {
-                tracing::debug!(subtask = %self.spec.id(), stage = stage.as_str(), "stage failed");
+                if !self.finished {
+                    crate::telemetry::metrics::failure(self.context.task.as_str(), stage.as_str());
+                    tracing::debug!(
+                        task = %self.context.task,
+                        subtask = %self.spec.id(),
+                        stage = stage.as_str(),
+                        "stage failed: {error}"
+                    );
+                }
                 self.finish(Err(error), ctx)
             }
         }

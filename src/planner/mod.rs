@@ -99,6 +99,11 @@ fn plan_table(
         filter: request.filter.clone(),
         partition: None,
         key,
+        // An estimate that cannot be had costs the progress bar its scale, nothing more.
+        estimated_rows: catalog::row_estimate(conn, source, &table)
+            .ok()
+            .flatten()
+            .and_then(|n| u64::try_from(n).ok()),
     };
     let Some(partition) = &request.partition else {
         return Ok(vec![base]);
@@ -146,10 +151,14 @@ fn plan_table(
             partition::value_partitions(column_name, &quoted, values)
         }
     };
+    let share = base
+        .estimated_rows
+        .map(|rows| rows.div_ceil(partitions.len().max(1) as u64));
     Ok(partitions
         .into_iter()
         .map(|p| SubtaskSpec {
             partition: Some(p),
+            estimated_rows: share,
             ..base.clone()
         })
         .collect())

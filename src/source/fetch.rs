@@ -561,6 +561,7 @@ mod tests {
 
     fn spec(columns: &[(&str, i16)], key: &[usize]) -> SubtaskSpec {
         SubtaskSpec {
+            estimated_rows: None,
             table: TableRef {
                 catalog: Some("shop".into()),
                 schema: None,

@@ -17,6 +17,9 @@ pub const AGENT_ASSIGNMENTS: Table = Table("assignments");
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentTaskRecord {
     pub definition: TaskDefinition,
+    /// The task's log level when it was changed from the job file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<crate::model::LogLevel>,
 }
 
 /// One subtask given to this agent, with its last durable status.
@@ -85,6 +88,27 @@ pub struct TaskRecord {
     /// Started (and not stopped since): undispatched subtasks are sent out.
     pub started: bool,
     pub subtasks: Vec<SubtaskRecord>,
+    /// The task's log level when it was changed from the job file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<crate::model::LogLevel>,
+}
+
+impl TaskRecord {
+    /// The level the task logs at: as changed while it ran, or as its job file says.
+    pub fn effective_log_level(&self) -> crate::model::LogLevel {
+        self.log_level
+            .or_else(|| self.definition.job().ok().map(|job| job.log_level))
+            .unwrap_or(crate::model::LogLevel::Info)
+    }
+
+    /// Log the task in its file from now on, at its level, its secrets never in a line.
+    pub fn watch_log(&self) {
+        crate::telemetry::task_log::watch(
+            &self.definition.name,
+            self.effective_log_level(),
+            self.definition.secrets.values().cloned(),
+        );
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

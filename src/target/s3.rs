@@ -389,6 +389,7 @@ impl S3Target {
                 }
                 Err(Attempt::Transient(message)) => {
                     let wait = backoff.mul_f64(fastrand::f64());
+                    crate::telemetry::metrics::retry("s3");
                     tracing::warn!(
                         "{what}: {message}; try {attempt} of {attempts}, next in {:.1} s",
                         wait.as_secs_f64()
