@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 const INDEX: &str = include_str!("../../web/index.html");
 const APP: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
+const COMMON: &str = include_str!("../../web/common.js");
 const AGENT: &str = include_str!("../../web/agent.html");
 const AGENT_APP: &str = include_str!("../../web/agent.js");
 
@@ -28,16 +29,18 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-/// `/`, `/app.js`, `/style.css`: the controller's page.
+/// `/`, `/app.js`, `/common.js`, `/style.css`: the controller's page.
 pub fn controller_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { page(INDEX, HTML) }))
         .route("/app.js", web::get().to(|| async { page(APP, JS) }))
+        .route("/common.js", web::get().to(|| async { page(COMMON, JS) }))
         .route("/style.css", web::get().to(|| async { page(STYLE, CSS) }));
 }
 
-/// `/`, `/agent.js`, `/style.css`: an agent's page.
+/// `/`, `/agent.js`, `/common.js`, `/style.css`: an agent's page.
 pub fn agent_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { page(AGENT, HTML) }))
         .route("/agent.js", web::get().to(|| async { page(AGENT_APP, JS) }))
+        .route("/common.js", web::get().to(|| async { page(COMMON, JS) }))
         .route("/style.css", web::get().to(|| async { page(STYLE, CSS) }));
 }
