@@ -78,6 +78,7 @@ const SUBTASK_ROWS: &str = "return [...document.querySelectorAll('#subtasks tr[d
         extract: r.querySelector('[data-stage=extract] .bar')?.dataset.percent ?? null,
         upload: r.querySelector('[data-stage=upload] .bar')?.dataset.percent ?? null,
         copy: r.querySelector('[data-stage=copy] .bar')?.dataset.percent ?? null,
+        copy_fill: r.querySelector('[data-stage=copy] .fill')?.style.width ?? null,
     }))";
 
 #[test]
@@ -103,6 +104,14 @@ fn the_status_page_follows_a_task_over_two_agents_and_downloads_its_merged_log()
             .replace("chunk_mb = 1", "chunk_mb = 1\ngzip_level = 6"),
     );
 
+    let wide =
+        "[[tables]]\nname = \"src_pg.ob_page\"\npartition = { column = \"id\", ranges = 400 }\n";
+    create(
+        &controller,
+        &sandbox,
+        "wide",
+        &job("wide", wide, &s3::unique_bucket("wide"), "wh_page"),
+    );
     let downloads = sandbox.path("downloads");
     runtime().block_on(async {
         let browser = Browser::start(&downloads).await;
@@ -175,6 +184,7 @@ fn the_status_page_follows_a_task_over_two_agents_and_downloads_its_merged_log()
                     for stage in ["extract", "upload", "copy"] {
                         assert_eq!(r[stage], "100", "{r:#}");
                     }
+                    assert_eq!(r["copy_fill"], "100%", "{r:#}");
                     assert!(r["agent"].as_str().unwrap().starts_with("agent"), "{r:#}");
                 }
                 break;
@@ -218,11 +228,53 @@ fn the_status_page_follows_a_task_over_two_agents_and_downloads_its_merged_log()
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order:\n{log}");
         assert!(!log.contains(SOURCE_PASSWORD));
 
+        // The test button runs the task's checks from an agent and lists them.
+        browser.click("btn-test").await;
+        browser
+            .wait_until(
+                "the test's checks",
+                Duration::from_secs(30),
+                "return document.querySelector('#message').innerText.includes('test: passed')
+                    && document.querySelector('#test-report').innerText.includes('source')",
+            )
+            .await;
+
         // The export button saves the task with its state.
         browser.click("btn-export").await;
         let export: Value = serde_json::from_str(&browser.downloaded("paged.json").await).unwrap();
         assert_eq!(export["state"], "Completed");
         assert_eq!(export["subtasks"].as_array().unwrap().len(), 4);
+
+        // Hundreds of subtasks: a task planned into 400 ranges renders whole within
+        // seconds, and the filter narrows it to one.
+        browser
+            .client
+            .goto(&format!("{}/#task=wide", controller.url()))
+            .await
+            .unwrap();
+        let opened = std::time::Instant::now();
+        browser
+            .wait_until(
+                "the wide task's 400 subtasks",
+                Duration::from_secs(15),
+                "return document.querySelectorAll('#subtasks tr[data-subtask]').length === 400",
+            )
+            .await;
+        eprintln!("400 subtasks rendered {:?} after the page opened", opened.elapsed());
+        browser
+            .eval(
+                "const f = document.querySelector('#subtask-filter');
+                 f.value = 'part-042'; f.dispatchEvent(new Event('input')); return true",
+            )
+            .await;
+        browser
+            .wait_until(
+                "one subtask after filtering",
+                Duration::from_secs(5),
+                "return [...document.querySelectorAll('#subtasks tr[data-subtask]')]
+                    .filter(r => r.offsetParent !== null).length === 1",
+            )
+            .await;
 
         // Each agent's own page, over HTTPS, after a login, lists the subtasks it ran.
         for agent in &agents {

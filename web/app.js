@@ -144,7 +144,7 @@ async function poll() {
   const selected = ui.selected;
   const [tasksR, agentsR, detailR] = await Promise.allSettled([
     getJSON("/v1/tasks"),
-    getJSON("/v1/agents?max_age_s=5"),
+    getJSON("/v1/agents?max_age_s=2"),
     selected ? getJSON(taskPath(selected)) : Promise.resolve(null),
   ]);
   polling = false;

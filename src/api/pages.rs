@@ -13,8 +13,7 @@ const AGENT: &str = include_str!("../../web/agent.html");
 const AGENT_APP: &str = include_str!("../../web/agent.js");
 
 /// Scripts and styles from this origin only: nothing is fetched from elsewhere.
-const POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
-                      frame-ancestors 'none'";
+const POLICY: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
 fn page(body: &'static str, content_type: &str) -> HttpResponse {
     HttpResponse::Ok()

@@ -361,18 +361,20 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
                 println!("no tasks; `dbhaul tasks create JOB.toml` makes one");
             } else {
                 println!(
-                    "{:<24} {:<20} {:<10} {:>9} {:>14} {:>10}",
-                    "task", "mode", "state", "subtasks", "rows", "MB (gz)"
+                    "{:<24} {:<20} {:<10} {:>5} {:>9} {:>14} {:>10} {:>9}",
+                    "task", "mode", "state", "done", "subtasks", "rows", "MB (gz)", "ETA s"
                 );
                 for t in &tasks {
                     println!(
-                        "{:<24} {:<20} {:<10} {:>9} {:>14} {:>10.1}",
+                        "{:<24} {:<20} {:<10} {:>4}% {:>9} {:>14} {:>10.1} {:>9}",
                         t.name,
                         t.mode,
                         t.state.as_str(),
+                        (t.progress * 100.0).floor() as u64,
                         format!("{}/{}", t.subtasks_completed, t.subtasks_total),
                         t.rows,
-                        t.bytes as f64 / 1e6
+                        t.bytes as f64 / 1e6,
+                        t.eta_s.map_or("-".to_string(), |s| format!("{s:.0}"))
                     );
                 }
             }
