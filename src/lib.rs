@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 /// The controller daemon: agents, tasks, dispatch and polling.
 pub mod controller;
+/// Tasks as XML files: export and import, never a secret.
+pub mod export;
 /// The words of the design (task, subtask, chunk, manifest) as plain types; no I/O.
 pub mod model;
 /// The data path: extractor thread, CSV encoding, compressor, subtask supervision.
@@ -25,7 +27,7 @@ pub mod source;
 pub mod store;
 /// Where chunk files land: the local working folder and S3.
 pub mod target;
-/// Logging set-up.
+/// Logging, per-task log files and Prometheus metrics.
 pub mod telemetry;
 /// The copy stage's warehouses: PostgreSQL and Redshift, exactly once.
 pub mod warehouse;

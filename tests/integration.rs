@@ -12,3 +12,4 @@ mod extract;
 mod observe;
 mod stages;
 mod tables;
+mod transfer;

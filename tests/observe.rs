@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::browser::Browser;
 use crate::common::daemons::*;
 use crate::common::s3;
@@ -29,7 +27,9 @@ fn analysed_table(name: &str, rows: u32) {
 
 /// Hold `LOCK TABLE … IN EXCLUSIVE MODE` (reads pass, writes wait) from another thread:
 /// the first channel says it is held, a message on the second ends it.
-fn hold_write_lock(table: &str) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+pub(crate) fn hold_write_lock(
+    table: &str,
+) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
     let (locked_tx, locked) = std::sync::mpsc::channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
     let table = table.to_string();
@@ -239,11 +239,12 @@ fn the_status_page_follows_a_task_over_two_agents_and_downloads_its_merged_log()
             )
             .await;
 
-        // The export button saves the task with its state.
+        // The export button saves the task with its state, as `tasks export` does.
         browser.click("btn-export").await;
-        let export: Value = serde_json::from_str(&browser.downloaded("paged.json").await).unwrap();
-        assert_eq!(export["state"], "Completed");
-        assert_eq!(export["subtasks"].as_array().unwrap().len(), 4);
+        let export = browser.downloaded("paged.xml").await;
+        assert!(export.contains("<progress state=\"Completed\" subtasks=\"4\""), "{export}");
+        assert_eq!(export.matches("<subtask id=").count(), 4, "{export}");
+        assert!(!export.contains(SOURCE_PASSWORD));
 
         // Hundreds of subtasks: a task planned into 400 ranges renders whole within
         // seconds, and the filter narrows it to one.

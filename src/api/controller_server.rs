@@ -12,7 +12,8 @@
 //! POST   /v1/tasks/{name}/start|stop|resume|test
 //! GET    /v1/tasks/{name}/log           the merged log, text
 //! PUT    /v1/tasks/{name}/log-level     {"level": "DEBUG"}: here and on its agents, now
-//! GET    /v1/tasks/{name}/export        the task with its state, as a file
+//! GET    /v1/tasks/{name}/export        the task with its state, as an XML file
+//! POST   /v1/tasks/import               {"files": [{"name", "xml", "secrets"}], "replace", "rename"}
 //! DELETE /v1/tasks/{name}
 //! GET    /metrics                       Prometheus metrics
 //! GET    /                              the status page (its files need no token)
@@ -26,9 +27,12 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::ApiError;
-use super::wire::{ConfirmFingerprint, CreateTask, JoinRequest, RegisterAgent, SetLogLevel};
+use super::wire::{
+    ConfirmFingerprint, CreateTask, ImportTasks, JoinRequest, RegisterAgent, SetLogLevel,
+};
 use crate::controller::Controller;
 use crate::controller::registry::{Registered, constant_time_eq};
+use crate::controller::tasks::ImportOptions;
 use crate::telemetry::metrics;
 
 pub struct ControllerApi {
@@ -66,6 +70,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/agents/{name}", web::delete().to(remove_agent))
         .route("/v1/tasks", web::get().to(tasks))
         .route("/v1/tasks", web::post().to(create))
+        .service(
+            web::resource("/v1/tasks/import")
+                .app_data(
+                    super::json_config()
+                        .limit(crate::export::MAX_REQUEST_BYTES as usize + 1024 * 1024),
+                )
+                .route(web::post().to(import)),
+        )
         .route("/v1/tasks/{name}", web::get().to(show))
         .route("/v1/tasks/{name}", web::delete().to(delete))
         .route("/v1/tasks/{name}/log", web::get().to(log))
@@ -215,21 +227,38 @@ async fn set_log_level(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// The task and the state of its processing, as a file to keep. JSON for now: the XML
-/// export (`dbhaul tasks export`) replaces it.
+/// The task and the state of its processing, as an XML file (`docs/export-format.md`).
 async fn export(
     api: web::Data<ControllerApi>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
-    let view = api.authorize(&req)?.show(&name)?;
+    let xml = api.authorize(&req)?.export(&name)?;
     Ok(HttpResponse::Ok()
+        .content_type("application/xml; charset=utf-8")
         .insert_header((
             "Content-Disposition",
-            format!("attachment; filename=\"{name}.json\""),
+            format!("attachment; filename=\"{name}.xml\""),
         ))
-        .json(view))
+        .body(xml))
+}
+
+async fn import(
+    api: web::Data<ControllerApi>,
+    req: HttpRequest,
+    body: web::Json<ImportTasks>,
+) -> Result<HttpResponse, ApiError> {
+    let controller = api.authorize(&req)?;
+    let ImportTasks {
+        files,
+        replace,
+        rename,
+    } = body.into_inner();
+    let views = controller
+        .import(files, ImportOptions { replace, rename })
+        .await?;
+    Ok(HttpResponse::Created().json(views))
 }
 
 async fn scrape(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

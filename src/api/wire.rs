@@ -401,6 +401,35 @@ pub struct TaskView {
     pub warnings: Vec<String>,
 }
 
+/// One export file to import, with the secrets its job's `password_env` names.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ImportFile {
+    /// The file's name, for messages.
+    pub name: String,
+    pub xml: String,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ImportFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportFile")
+            .field("name", &self.name)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `tasks import`: every file, all or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportTasks {
+    pub files: Vec<ImportFile>,
+    #[serde(default)]
+    pub replace: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,

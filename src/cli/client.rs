@@ -124,6 +124,29 @@ pub enum TasksCommand {
     },
     /// Delete a task that is not running.
     Delete { name: String },
+    /// Save a task, its subtasks and the state of its processing as XML (never its
+    /// secrets): NAME.xml, or -o FILE (`-` for stdout); `--all -o DIR` one file per task.
+    Export {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Recreate tasks from export files, here or on another controller, all or none.
+    /// Agents are matched by name; secrets come from the `password_env` variables
+    /// (asked on a terminal when unset).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Overwrite a task of the same name (not while it runs).
+        #[arg(long, conflicts_with = "rename")]
+        replace: bool,
+        /// Import the one task under this name (and a new id).
+        #[arg(long)]
+        rename: Option<String>,
+    },
 }
 
 fn parse_level(text: &str) -> Result<LogLevel, String> {
@@ -132,7 +155,7 @@ fn parse_level(text: &str) -> Result<LogLevel, String> {
     })
 }
 
-fn exit_for(e: &ClientError) -> Exit {
+pub(super) fn exit_for(e: &ClientError) -> Exit {
     match e.status() {
         Some(s) if (400..500).contains(&s) => Exit::Usage,
         _ => Exit::Failed,
@@ -146,7 +169,7 @@ fn connect(args: &ClientArgs) -> Result<ControllerClient, Exit> {
     })
 }
 
-fn call<T: DeserializeOwned>(
+pub(super) fn call<T: DeserializeOwned>(
     runtime: &tokio::runtime::Runtime,
     future: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, Exit> {
@@ -454,6 +477,14 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
                 None => print!("{text}"),
             }
         }
+        TasksCommand::Export { name, all, output } => {
+            return super::transfer::export(&runtime, &client, name, all, output);
+        }
+        TasksCommand::Import {
+            files,
+            replace,
+            rename,
+        } => return super::transfer::import(&runtime, &client, &files, replace, rename),
         TasksCommand::Delete { name } => {
             call(&runtime, client.delete(&format!("/v1/tasks/{name}")))?;
             println!("task {name} deleted");

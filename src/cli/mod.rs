@@ -6,6 +6,7 @@ mod daemons;
 mod progress;
 mod run_job;
 mod tables;
+mod transfer;
 mod watch;
 
 use std::path::PathBuf;

@@ -412,3 +412,189 @@ fn mark_origin(line: &str, origin: &str) -> String {
         _ => format!("{line} [{origin}]"),
     }
 }
+
+/// How an import treats a task whose name or id exists already.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Replace the existing task (it must not be running).
+    pub replace: bool,
+    /// Import the one task under another name (and a new id).
+    pub rename: Option<String>,
+}
+
+impl Controller {
+    /// The task as an XML export.
+    pub fn export(&self, name: &str) -> Result<String, ApiError> {
+        let task = self.task(name)?;
+        crate::export::export(&task).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// Recreate tasks from exports, all or none: every file is read and checked, every
+    /// conflict found, before anything is written, and then all are written in one
+    /// transaction of the store. Subtasks whose agent is not registered here lose their
+    /// agent (and are offered again when the task runs); the views' warnings say which.
+    pub async fn import(
+        &self,
+        files: Vec<crate::api::wire::ImportFile>,
+        options: ImportOptions,
+    ) -> Result<Vec<TaskView>, ApiError> {
+        if options.rename.is_some() && files.len() != 1 {
+            return Err(ApiError::bad_request(
+                "--rename applies to one file; import the others separately",
+            ));
+        }
+        let mut records = Vec::new();
+        let mut warnings: Vec<Vec<String>> = Vec::new();
+        for file in &files {
+            let fail =
+                |e: &dyn std::fmt::Display| ApiError::bad_request(format!("{}: {e}", file.name));
+            let exported = crate::export::parse(&file.xml).map_err(|e| fail(&e))?;
+            let missing: Vec<String> = exported
+                .secret_names()
+                .into_iter()
+                .filter(|n| !file.secrets.contains_key(n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(fail(&format!(
+                    "the task needs {}: set them in the environment of `dbhaul tasks import`",
+                    missing.join(", ")
+                )));
+            }
+            let mut record = exported
+                .to_record(file.secrets.clone())
+                .map_err(|e| fail(&e))?;
+            let job = record
+                .definition
+                .job()
+                .map_err(|e| fail(&format!("<job>: {e}")))?;
+            if job.name.as_str() != record.definition.name {
+                return Err(fail(&format!(
+                    "<job> names the task `{}` but <name> says `{}`",
+                    job.name, record.definition.name
+                )));
+            }
+            if job.mode.as_str() != record.mode {
+                return Err(fail(&format!(
+                    "<job> has mode {} but <settings mode> says {}",
+                    job.mode.as_str(),
+                    record.mode
+                )));
+            }
+            let mut notes = Vec::new();
+            if let Some(new_name) = &options.rename {
+                crate::model::TaskName::parse(new_name)
+                    .map_err(|e| ApiError::bad_request(format!("--rename: {e}")))?;
+                rename(&mut record, new_name).map_err(|e| fail(&e))?;
+            }
+            {
+                let state = self.lock();
+                for subtask in &mut record.subtasks {
+                    let Some(agent) = subtask.status.agent.clone() else {
+                        continue;
+                    };
+                    if !state.agents.contains_key(&agent) {
+                        notes.push(format!(
+                            "subtask {} was on agent {agent}, which is not registered here: it \
+                             has no agent now",
+                            subtask.status.id
+                        ));
+                        subtask.status.agent = None;
+                        subtask.dispatched = false;
+                        if !subtask.status.state.is_final() {
+                            subtask.status.state = State::Pending;
+                        }
+                    }
+                }
+                let name = &record.definition.name;
+                let same_id = state.tasks.values().find(|t| {
+                    t.definition.id == record.definition.id && &t.definition.name != name
+                });
+                if let Some(other) = same_id {
+                    return Err(ApiError::conflict(format!(
+                        "{}: task {} already has the id {}; import with --rename NEW",
+                        file.name, other.definition.name, record.definition.id
+                    )));
+                }
+                if let Some(existing) = state.tasks.get(name) {
+                    if !options.replace {
+                        return Err(ApiError::conflict(format!(
+                            "{}: a task named {name} exists; import with --replace (it is \
+                             overwritten) or --rename NEW",
+                            file.name
+                        )));
+                    }
+                    if task_state(existing) == State::Running {
+                        return Err(ApiError::conflict(format!(
+                            "{}: task {name} is running; stop it before replacing it",
+                            file.name
+                        )));
+                    }
+                }
+            }
+            if records
+                .iter()
+                .any(|r: &TaskRecord| r.definition.name == record.definition.name)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{}: task {} is in two of the files",
+                    file.name, record.definition.name
+                )));
+            }
+            records.push(record);
+            warnings.push(notes);
+        }
+        let values: Vec<(&str, &TaskRecord)> = records
+            .iter()
+            .map(|r| (r.definition.name.as_str(), r))
+            .collect();
+        self.store
+            .put_many(CONTROLLER_TASKS, &values)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut views = Vec::new();
+        for (record, notes) in records.into_iter().zip(warnings) {
+            record.watch_log();
+            tracing::info!(
+                task = %record.definition.name,
+                "task imported with {} subtasks",
+                record.subtasks.len()
+            );
+            for note in &notes {
+                tracing::warn!(task = %record.definition.name, "{note}");
+            }
+            let mut view = task_view(&record);
+            view.warnings = notes;
+            self.lock()
+                .tasks
+                .insert(record.definition.name.clone(), record);
+            views.push(view);
+        }
+        self.dispatch().await;
+        Ok(views)
+    }
+}
+
+/// Under a new name a task is another task: a new id, and its unfinished subtasks are
+/// taken afresh by their agents.
+fn rename(record: &mut TaskRecord, new_name: &str) -> Result<(), String> {
+    let old = record.definition.name.clone();
+    let job = record.definition.job.replacen(
+        &format!("name = \"{old}\""),
+        &format!("name = \"{new_name}\""),
+        1,
+    );
+    if job == record.definition.job {
+        return Err(format!(
+            "cannot rename: <job> does not hold `name = \"{old}\"` to change"
+        ));
+    }
+    record.definition.job = job;
+    record.definition.name = new_name.to_string();
+    record.definition.id = crate::agent::config::random_token()[..16].to_string();
+    for subtask in &mut record.subtasks {
+        if subtask.status.state != State::Completed {
+            subtask.dispatched = false;
+            subtask.status.state = State::Pending;
+        }
+    }
+    Ok(())
+}
