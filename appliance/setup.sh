@@ -15,7 +15,7 @@ command -v cargo >/dev/null || { log "cargo is missing: install Rust 1.95 (rustu
 # --- Debian packages ------------------------------------------------------------------
 packages=(unixodbc unixodbc-dev odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 pigz time
           postgresql-client mariadb-client python3-pip curl openssl
-          chromium chromium-driver)
+          chromium chromium-driver rpm)
 port_open 5432 || packages+=(postgresql)
 port_open 3306 || packages+=(mariadb-server)
 missing=()
@@ -78,6 +78,13 @@ if ! command -v aws >/dev/null; then
   log "installing the aws CLI from PyPI"
   python3 -m pip install -q awscli 2>/dev/null \
     || python3 -m pip install -q --break-system-packages awscli
+fi
+
+# --- cargo-deb (the .deb of packaging/deb-rpm/build.sh; rpmbuild comes with `rpm`) ------
+CARGO_DEB=3.8.0
+if [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DEB" ]; then
+  log "installing cargo-deb $CARGO_DEB (a few minutes, once)"
+  cargo install -q --locked cargo-deb --version "$CARGO_DEB"
 fi
 
 # --- Prometheus' own parser (the /metrics tests check the text format with it) ---------

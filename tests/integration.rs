@@ -10,6 +10,7 @@ mod daemons;
 mod errors;
 mod extract;
 mod observe;
+mod packaging;
 mod stages;
 mod tables;
 mod transfer;
