@@ -501,7 +501,7 @@ impl Controller {
                         subtask.status.agent = None;
                         subtask.dispatched = false;
                         if !subtask.status.state.is_final() {
-                            subtask.status.state = State::Pending;
+                            start_afresh(subtask);
                         }
                     }
                 }
@@ -590,11 +590,27 @@ fn rename(record: &mut TaskRecord, new_name: &str) -> Result<(), String> {
     record.definition.job = job;
     record.definition.name = new_name.to_string();
     record.definition.id = crate::agent::config::random_token()[..16].to_string();
-    for subtask in &mut record.subtasks {
-        if subtask.status.state != State::Completed {
-            subtask.dispatched = false;
-            subtask.status.state = State::Pending;
-        }
+    for subtask in record
+        .subtasks
+        .iter_mut()
+        .filter(|s| s.status.state != State::Completed)
+    {
+        subtask.dispatched = false;
+        start_afresh(subtask);
     }
     Ok(())
+}
+
+/// A subtask that runs again from its beginning: pending, no counters, its agent kept.
+fn start_afresh(subtask: &mut SubtaskRecord) {
+    let status = &subtask.status;
+    let fresh = SubtaskStatus {
+        agent: status.agent.clone(),
+        ..SubtaskStatus::pending(
+            &subtask.spec,
+            status.upload.is_some(),
+            status.copy.is_some(),
+        )
+    };
+    subtask.status = fresh;
 }
