@@ -391,9 +391,14 @@ fn each_task_logs_at_its_own_level_which_changes_while_it_runs_and_no_log_holds_
             .any(|l| l.contains("task created with 2 subtasks")),
     );
 
-    // Changed while it runs: from ERROR to DEBUG, on the controller and the agent. A
-    // bigger table, so that it still runs when the change comes.
-    analysed_table("ob_switch", 400_000);
+    // Changed while it runs: from ERROR to DEBUG, on the controller and the agent. The
+    // warehouse table is locked against writes until the change is made, so the subtasks
+    // are still running (their copy waiting) when it comes.
+    analysed_table("ob_switch", 60_000);
+    pg().batch_execute("CREATE TABLE wh_levels.ob_switch (id integer, h varchar(64))")
+        .unwrap();
+    let (locked, release) = hold_write_lock("wh_levels.ob_switch");
+    locked.recv().unwrap();
     let bucket = s3::unique_bucket("switch");
     let tables =
         "[[tables]]\nname = \"src_pg.ob_switch\"\npartition = { column = \"id\", ranges = 2 }\n";
@@ -416,6 +421,7 @@ fn each_task_logs_at_its_own_level_which_changes_while_it_runs_and_no_log_holds_
     let out = controller.cli(&["tasks", "log-level", "switch", "debug"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("DEBUG"), "{}", stdout(&out));
+    release.send(()).unwrap();
     let out = controller.cli(&["tasks", "wait", "switch", "--timeout", "120"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let switched = log_lines(&agent.dir, "switch");
