@@ -521,7 +521,7 @@ fn agent_configure_enforces_the_password_rule_and_keeps_its_state_when_run_again
 }
 
 /// `curl` against an agent or controller: (HTTP status, body); status 0 when no HTTP answer.
-fn curl(args: &[&str]) -> (u16, String) {
+pub(crate) fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"])
         .args(args)

@@ -11,6 +11,7 @@ mod errors;
 mod extract;
 mod observe;
 mod packaging;
+mod resilience;
 mod stages;
 mod tables;
 mod transfer;

@@ -25,7 +25,8 @@ pub struct Join {
     pub description: String,
 }
 
-pub fn run(dir: PathBuf, join: Option<Join>) -> Result<(), ServeError> {
+/// Serve the agent in `dir`; login sessions last `session`.
+pub fn run(dir: PathBuf, join: Option<Join>, session: Duration) -> Result<(), ServeError> {
     let paths = AgentPaths::new(dir);
     let config = AgentConfig::load(&paths).map_err(ServeError::Configuration)?;
     let tls = crate::api::tls::server_config(&paths.cert(), &paths.key())
@@ -51,6 +52,7 @@ pub fn run(dir: PathBuf, join: Option<Join>) -> Result<(), ServeError> {
             config.clone(),
             paths.clone(),
             fingerprint.clone(),
+            session,
         ));
         let server_api = api.clone();
         let server = HttpServer::new(move || {

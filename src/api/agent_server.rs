@@ -40,14 +40,13 @@ use crate::agent::supervisor::{
 };
 use crate::telemetry::metrics;
 
-/// How long a session token lives.
-pub const SESSION: Duration = Duration::from_secs(12 * 3600);
-
 pub struct AgentApi {
     pub supervisor: Addr<AgentSupervisor>,
     pub config: Mutex<AgentConfig>,
     pub paths: AgentPaths,
     pub fingerprint: String,
+    /// How long a session token lives (12 hours unless the agent is told otherwise).
+    session: Duration,
     sessions: Mutex<HashMap<String, Instant>>,
     failures: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -58,12 +57,14 @@ impl AgentApi {
         config: AgentConfig,
         paths: AgentPaths,
         fingerprint: String,
+        session: Duration,
     ) -> AgentApi {
         AgentApi {
             supervisor,
             config: Mutex::new(config),
             paths,
             fingerprint,
+            session,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -169,11 +170,11 @@ async fn login(
     api.sessions
         .lock()
         .expect("sessions lock")
-        .insert(token.clone(), Instant::now() + SESSION);
+        .insert(token.clone(), Instant::now() + api.session);
     tracing::info!(%peer, "controller logged in");
     Ok(HttpResponse::Ok().json(LoginResponse {
         token,
-        expires_in_s: SESSION.as_secs(),
+        expires_in_s: api.session.as_secs(),
     }))
 }
 

@@ -58,6 +58,9 @@ pub struct AgentServeArgs {
     /// A description shown by `dbhaul agents list` when the agent joins by itself.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Seconds a login session lasts (12 hours; shorter only for tests).
+    #[arg(long, env = "DBHAUL_SESSION_S", default_value_t = 12 * 3600, hide = true)]
+    pub session_s: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,7 +239,8 @@ pub fn serve_agent(args: AgentServeArgs) -> Exit {
         token: args.join_token.unwrap_or_default(),
         description: args.description,
     });
-    served(crate::agent::serve::run(args.dir, join))
+    let session = std::time::Duration::from_secs(args.session_s.max(1));
+    served(crate::agent::serve::run(args.dir, join, session))
 }
 
 /// The exit status of a daemon that ended.

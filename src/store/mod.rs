@@ -32,7 +32,10 @@ pub enum StoreError {
          daemon may use a folder)"
     )]
     InUse { path: String },
-    #[error("the store {path} cannot be used: {message}")]
+    #[error(
+        "the store {path} cannot be used: {message}; it was left as it is: restore it from a \
+         backup, or move it aside to start with an empty store (what it held is then forgotten)"
+    )]
     Broken { path: String, message: String },
     #[error(
         "the store {path} holds a value (table {table}, key {key}) written by a newer dbhaul \
