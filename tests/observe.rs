@@ -30,13 +30,22 @@ fn analysed_table(name: &str, rows: u32) {
 pub(crate) fn hold_write_lock(
     table: &str,
 ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    hold_lock(table, "EXCLUSIVE")
+}
+
+/// Hold `LOCK TABLE … IN <mode> MODE` from another thread, as [`hold_write_lock`].
+pub(crate) fn hold_lock(
+    table: &str,
+    mode: &str,
+) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    let mode = mode.to_string();
     let (locked_tx, locked) = std::sync::mpsc::channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
     let table = table.to_string();
     std::thread::spawn(move || {
         let mut client = pg();
         let mut tx = client.transaction().unwrap();
-        tx.batch_execute(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
+        tx.batch_execute(&format!("LOCK TABLE {table} IN {mode} MODE"))
             .unwrap();
         locked_tx.send(()).unwrap();
         // Released when told, or when the test ends without telling.

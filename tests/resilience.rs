@@ -151,3 +151,275 @@ fn a_corrupt_store_is_refused_with_its_path_and_left_as_it_was() {
         );
     }
 }
+
+// ---- faults against real processes, each ending with the warehouse equal to the source ----
+
+/// A controller and `n` agents (one slot each) on a task of `parts` partitions of a fresh
+/// table, copied into a fresh schema. `rewrite` may change the job (a proxy's endpoint).
+struct Fault {
+    sandbox: Sandbox,
+    controller: Controller,
+    agents: Vec<Agent>,
+    table: String,
+    schema: String,
+}
+
+impl Fault {
+    fn new(name: &str, agents: usize, rows: u32) -> Fault {
+        let sandbox = Sandbox::new();
+        let controller = Controller::start(sandbox.dir.path());
+        let agents = start_agents(&sandbox, &controller, agents, 1);
+        let table = format!("rf_{name}");
+        hash_table(&table, rows);
+        let schema = format!("wh_{name}");
+        fresh_schema(&schema)
+            .batch_execute(&format!(
+                "CREATE TABLE {schema}.{table} (id integer, h varchar(64))"
+            ))
+            .unwrap();
+        Fault {
+            sandbox,
+            controller,
+            agents,
+            table,
+            schema,
+        }
+    }
+
+    /// Create the task (planned now, while the source is free) without starting it.
+    fn create(&self, parts: u32, rewrite: impl Fn(String) -> String) {
+        let toml = format!(
+            "[[tables]]\nname = \"src_pg.{}\"\npartition = {{ column = \"id\", ranges = {parts} }}\n",
+            self.table
+        );
+        let text = rewrite(job(
+            "fault",
+            &toml,
+            &s3::unique_bucket(&self.table.replace('_', "-")),
+            &self.schema,
+        ))
+        .replacen(
+            "[source]\n",
+            "[source]\npassword_env = \"DM_SOURCE_PASSWORD\"\n",
+            1,
+        );
+        let path = self.sandbox.job("fault", &text);
+        let out = self.controller.cli_env(
+            &["tasks", "create", path.to_str().unwrap()],
+            "",
+            &[("DM_SOURCE_PASSWORD", crate::daemons::SOURCE_PASSWORD)],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    fn start(&self) {
+        let out = self.controller.cli(&["tasks", "start", "fault"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    fn wait_until(&self, what: &str, until: impl Fn(&[serde_json::Value]) -> bool) {
+        self.controller
+            .wait_for("fault", Duration::from_secs(90), |v| {
+                until(v["subtasks"].as_array().unwrap())
+            });
+        eprintln!("fault injected: {what}");
+    }
+
+    /// Wait for the end; resume once if the fault failed subtasks; then the warehouse must
+    /// equal the source, each row once. Returns what the task went through.
+    fn finish(&self) -> serde_json::Value {
+        let out = self
+            .controller
+            .cli(&["tasks", "wait", "fault", "--timeout", "180"]);
+        if !out.status.success() {
+            let view = self.controller.show("fault");
+            assert_ne!(view["state"], "Running", "{view:#}");
+            let out = self.controller.cli(&["tasks", "resume", "fault"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let out = self
+                .controller
+                .cli(&["tasks", "wait", "fault", "--timeout", "180"]);
+            assert!(out.status.success(), "after resume: {}", stderr(&out));
+        }
+        assert_warehouse_equals_source(&self.schema, &[self.table.as_str()]);
+        self.controller.show("fault")
+    }
+}
+
+fn running(subtasks: &[serde_json::Value]) -> usize {
+    subtasks.iter().filter(|s| s["state"] == "Running").count()
+}
+
+fn restarted(view: &serde_json::Value) -> usize {
+    view["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["attempts"].as_u64().unwrap_or(0) >= 2)
+        .count()
+}
+
+#[test]
+fn an_agent_killed_during_extract_runs_its_subtask_again_and_each_row_lands_once() {
+    let mut f = Fault::new("kill_extract", 1, 20_000);
+    f.create(2, |j| j);
+    // The source table locked: the extract's SELECT waits, the subtask is running.
+    let (locked, release) =
+        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("agent killed while extracting", |s| running(s) == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    f.agents[0].kill();
+    release.send(()).unwrap();
+    f.agents[0].start();
+    let view = f.finish();
+    assert!(restarted(&view) >= 1, "{view:#}");
+}
+
+#[test]
+fn an_agent_killed_during_upload_runs_its_subtask_again_and_each_row_lands_once() {
+    let proxy = s3::Proxy::start(s3::moto().port);
+    let mut f = Fault::new("kill_upload", 1, 20_000);
+    let endpoint = proxy.endpoint();
+    f.create(2, |j| j.replace(&s3::moto().endpoint(), &endpoint));
+    // The extract waits on a lock until S3 is gone (after the agent checked the bucket);
+    // then uploads are tried again and again, and the agent dies meanwhile.
+    let (locked, release) =
+        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("S3 stopped", |s| running(s) == 1);
+    proxy.stop();
+    release.send(()).unwrap();
+    f.wait_until("agent killed while uploading", |s| {
+        s.iter()
+            .any(|s| s["extract"]["state"] == "Completed" && s["state"] == "Running")
+    });
+    f.agents[0].kill();
+    proxy.resume();
+    f.agents[0].start();
+    let view = f.finish();
+    assert!(restarted(&view) >= 1, "{view:#}");
+}
+
+#[test]
+fn every_dbhaul_process_killed_at_once_mid_copy_and_restarted_lands_each_row_once() {
+    let mut f = Fault::new("kill_all", 2, 40_000);
+    f.create(4, |j| j);
+    let (locked, release) = crate::observe::hold_write_lock(&format!("{}.{}", f.schema, f.table));
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("controller and agents killed mid-copy", |s| {
+        s.iter()
+            .filter(|s| s["upload"]["state"] == "Completed" && s["state"] == "Running")
+            .count()
+            == 2
+    });
+    // A machine's crash: every process at once, then all started again.
+    f.controller.kill();
+    for agent in &mut f.agents {
+        agent.kill();
+    }
+    release.send(()).unwrap();
+    f.controller.restart();
+    for agent in &mut f.agents {
+        agent.start();
+    }
+    let view = f.finish();
+    assert!(restarted(&view) >= 2, "{view:#}");
+}
+
+#[test]
+fn a_source_connection_killed_by_the_server_fails_clearly_and_resume_lands_each_row_once() {
+    let f = Fault::new("source_cut", 1, 20_000);
+    f.create(1, |j| j);
+    let (locked, release) =
+        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("source connection terminated mid-extract", |s| {
+        running(s) == 1
+    });
+    // The extract's backend waits on the lock: terminate it, as an administrator would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let killed: i64 = pg()
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE query ILIKE $1 AND pid <> pg_backend_pid()",
+                &[&format!("%src_pg%{}%", f.table)],
+            )
+            .unwrap()
+            .get(0);
+        if killed > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no extract backend found"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    release.send(()).unwrap();
+    let failed = f
+        .controller
+        .wait_for("fault", Duration::from_secs(60), |v| {
+            v["state"].as_str() != Some("Running")
+        });
+    if failed["state"] == "Failed" {
+        let error = failed["subtasks"][0]["error"].as_str().unwrap_or("");
+        assert!(!error.is_empty(), "{failed:#}");
+        eprintln!("the subtask failed with: {error}");
+    }
+    f.finish();
+}
+
+#[test]
+fn a_warehouse_cut_off_mid_copy_fails_clearly_and_resume_lands_each_row_once() {
+    let warehouse = s3::Proxy::start(5432);
+    let f = Fault::new("warehouse_cut", 1, 20_000);
+    let port = warehouse.port();
+    f.create(1, |j| {
+        j.replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{port}/"))
+    });
+    let (locked, release) = crate::observe::hold_write_lock(&format!("{}.{}", f.schema, f.table));
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("warehouse connections cut mid-copy", |s| {
+        s.iter()
+            .any(|s| s["upload"]["state"] == "Completed" && s["state"] == "Running")
+    });
+    // The warehouse goes away (every connection cut, new ones refused) and comes back.
+    warehouse.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    release.send(()).unwrap();
+    warehouse.resume();
+    let view = f.finish();
+    eprintln!("attempts: {}", view["subtasks"][0]["attempts"]);
+}
+
+#[test]
+fn an_s3_outage_of_thirty_seconds_mid_upload_is_ridden_out_with_each_row_once() {
+    let proxy = s3::Proxy::start(s3::moto().port);
+    let f = Fault::new("s3_outage", 1, 20_000);
+    let endpoint = proxy.endpoint();
+    f.create(1, |j| j.replace(&s3::moto().endpoint(), &endpoint));
+    let (locked, release) =
+        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("S3 stopped", |s| running(s) == 1);
+    proxy.stop();
+    release.send(()).unwrap();
+    f.wait_until("S3 gone for 30 s mid-upload", |s| {
+        s.iter().any(|s| s["extract"]["state"] == "Completed")
+    });
+    std::thread::sleep(Duration::from_secs(30));
+    proxy.resume();
+    let view = f.finish();
+    assert_eq!(
+        view["subtasks"][0]["attempts"], 1,
+        "ridden out, not rerun: {view:#}"
+    );
+}
