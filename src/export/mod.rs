@@ -61,6 +61,15 @@ pub fn export(task: &TaskRecord) -> Result<String, ExportError> {
     serializer.indent(' ', 2);
     serde::Serialize::serialize(&exported, serializer)
         .map_err(|e| ExportError(format!("cannot write the export: {e}")))?;
+    // XML 1.0 cannot carry a control character, wherever it hides (a description, an
+    // error message, a column name): refuse rather than write a file no tool can read.
+    check_characters(&body).map_err(|e| {
+        ExportError(format!(
+            "task {} cannot be exported: its export would hold {}; remove it and export again",
+            task.definition.name,
+            e.0.split_once(": ").map_or(e.0.as_str(), |(_, what)| what)
+        ))
+    })?;
     Ok(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- dbhaul task export: docs/export-format.md -->\n{body}\n"
     ))
@@ -92,7 +101,7 @@ fn check_characters(text: &str) -> Result<(), ImportError> {
     for (number, line) in text.split('\n').enumerate() {
         if let Some(column) = line
             .chars()
-            .position(|c| c.is_control() && !matches!(c, '\t' | '\r') && (c as u32) < 0x20)
+            .position(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\r'))
         {
             return Err(ImportError(format!(
                 "line {}, column {}: a control character (U+{:04X}), which XML does not allow",
@@ -210,6 +219,48 @@ mod tests {
             "line 2, column 6: a control character (U+0007), which XML does not allow"
         );
         assert!(check_characters("tab\tand\r\nnew lines\n").is_ok());
+    }
+
+    fn record(description: &str) -> TaskRecord {
+        TaskRecord {
+            definition: crate::api::wire::TaskDefinition {
+                name: "t".into(),
+                id: "0123456789abcdef".into(),
+                job: "[task]\nname = \"t\"\n[source]\nconnection = \"Driver={SQLite3};Database=x.db\"\n\
+                      [[tables]]\nname = \"a\"\n"
+                    .into(),
+                secrets: Default::default(),
+            },
+            description: description.into(),
+            mode: "extract".into(),
+            agents: None,
+            created_at: "2026-11-29T00:00:00Z".into(),
+            started: false,
+            subtasks: Vec::new(),
+            log_level: None,
+        }
+    }
+
+    #[test]
+    fn a_control_character_anywhere_stops_the_export_and_the_rest_reads_back() {
+        let error = export(&record("orders\u{1}")).unwrap_err();
+        assert!(error.0.contains("control character (U+0001)"), "{error}");
+        let xml = export(&record("orders, \"quoted\" <and> & more")).unwrap();
+        let back = quick_xml::de::from_str::<ExportedTask>(&xml).unwrap();
+        assert_eq!(back.description, "orders, \"quoted\" <and> & more");
+        assert_eq!(back.job, record("").definition.job);
+    }
+
+    #[test]
+    fn a_job_with_an_inline_password_is_not_exported() {
+        let mut task = record("");
+        task.definition.job = task
+            .definition
+            .job
+            .replace("Database=x.db", "Database=x.db;PWD=Hidden7Secret");
+        let error = export(&task).unwrap_err();
+        assert!(error.0.contains("source.password_env"), "{error}");
+        assert!(!error.0.contains("Hidden7Secret"), "{error}");
     }
 
     #[test]

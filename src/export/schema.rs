@@ -267,7 +267,7 @@ impl ExportedTask {
             .definition
             .job()
             .map_err(|e| ExportError(format!("the task's job file is not valid: {e}")))?;
-        if crate::source::redact(&job.connection) != job.connection {
+        if crate::source::holds_password(&job.connection) {
             return Err(ExportError(format!(
                 "task {} has a password in its connection string; exports never hold one: \
                  move it to source.password_env and create the task again",
@@ -332,29 +332,7 @@ impl ExportedTask {
                 subtask: task.subtasks.iter().map(Subtask::from_record).collect(),
             },
         };
-        exported.check_text()?;
         Ok(exported)
-    }
-
-    /// No control character may reach the file: XML 1.0 cannot hold one.
-    fn check_text(&self) -> Result<(), ExportError> {
-        let bad = |s: &str| {
-            s.chars()
-                .any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
-        };
-        let mut texts: Vec<(&str, &str)> =
-            vec![("description", &self.description), ("job", &self.job)];
-        for s in &self.subtasks.subtask {
-            texts.push(("subtask error", s.error.as_deref().unwrap_or("")));
-            texts.push(("subtask filter", s.filter.as_deref().unwrap_or("")));
-        }
-        match texts.into_iter().find(|(_, t)| bad(t)) {
-            Some((what, _)) => Err(ExportError(format!(
-                "the task's {what} holds a control character, which XML cannot carry; \
-                 remove it and export again"
-            ))),
-            None => Ok(()),
-        }
     }
 }
 

@@ -385,6 +385,20 @@ pub fn redact(connection: &str) -> String {
     }
 }
 
+/// Whether a connection string carries a password (`PWD=`/`PASSWORD=` with a value); one
+/// that cannot be parsed is taken to, when it names such a key at all.
+pub fn holds_password(connection: &str) -> bool {
+    match parse_attributes(connection) {
+        Ok(attributes) => attributes
+            .iter()
+            .any(|(k, v)| is_key(k, &["pwd", "password"]) && !v.is_empty()),
+        Err(_) => {
+            let lower = connection.to_ascii_lowercase();
+            lower.contains("pwd") || lower.contains("password")
+        }
+    }
+}
+
 /// An unparseable connection string shown by its keys only, never its values.
 fn keys_only(connection: &str) -> String {
     connection
@@ -420,6 +434,11 @@ mod tests {
         ];
         for (raw, shown) in cases {
             assert_eq!(redact(raw), shown, "{raw}");
+            assert_eq!(
+                holds_password(raw),
+                shown.contains("***") || raw.contains("Pwd="),
+                "{raw}"
+            );
         }
     }
 

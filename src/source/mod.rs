@@ -9,5 +9,5 @@ pub mod connection;
 mod error;
 pub mod fetch;
 
-pub use connection::{Dialect, Source, redact};
+pub use connection::{Dialect, Source, holds_password, redact};
 pub use error::SourceError;
