@@ -225,6 +225,22 @@ impl Fault {
         eprintln!("fault injected: {what}");
     }
 
+    /// Wait for the end, which must come without anyone's help; then the warehouse must
+    /// equal the source, each row once.
+    fn finish_by_itself(&self) -> serde_json::Value {
+        let out = self
+            .controller
+            .cli(&["tasks", "wait", "fault", "--timeout", "180"]);
+        assert!(
+            out.status.success(),
+            "{}\n{:#}",
+            stderr(&out),
+            self.controller.show("fault")
+        );
+        assert_warehouse_equals_source(&self.schema, &[self.table.as_str()]);
+        self.controller.show("fault")
+    }
+
     /// Wait for the end; resume once if the fault failed subtasks; then the warehouse must
     /// equal the source, each row once. Returns what the task went through.
     fn finish(&self) -> serde_json::Value {
@@ -331,9 +347,9 @@ fn every_dbhaul_process_killed_at_once_mid_copy_and_restarted_lands_each_row_onc
 }
 
 #[test]
-fn a_source_connection_killed_by_the_server_fails_clearly_and_resume_lands_each_row_once() {
+fn a_source_connection_killed_by_the_server_is_run_again_by_itself_and_lands_each_row_once() {
     let f = Fault::new("source_cut", 1, 20_000);
-    f.create(1, |j| j);
+    f.create(1, quick_retry);
     let (locked, release) =
         crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
     locked.recv().unwrap();
@@ -341,13 +357,29 @@ fn a_source_connection_killed_by_the_server_fails_clearly_and_resume_lands_each_
     f.wait_until("source connection terminated mid-extract", |s| {
         running(s) == 1
     });
-    // The extract's backend waits on the lock: terminate it, as an administrator would.
+    terminate_extract(&f);
+    release.send(()).unwrap();
+    let view = f.finish_by_itself();
+    // Run again by itself, as often as the connection stayed lost (backoff doubling).
+    let attempts = view["subtasks"][0]["attempts"].as_u64().unwrap();
+    assert!((2..=3).contains(&attempts), "{view:#}");
+    let log = stdout(&f.controller.cli(&["tasks", "log", "fault"]));
+    assert!(
+        log.contains("subtask lost a connection") && log.contains("57P01"),
+        "{log}"
+    );
+}
+
+/// Terminate the backend that runs the extract's query (waiting on a lock), as an
+/// administrator would; not the session that holds the lock.
+fn terminate_extract(f: &Fault) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let killed: i64 = pg()
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE query ILIKE $1 AND pid <> pg_backend_pid()",
+                 WHERE query ILIKE $1 AND query NOT ILIKE 'LOCK TABLE%' \
+                 AND pid <> pg_backend_pid()",
                 &[&format!("%src_pg%{}%", f.table)],
             )
             .unwrap()
@@ -361,27 +393,46 @@ fn a_source_connection_killed_by_the_server_fails_clearly_and_resume_lands_each_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    release.send(()).unwrap();
-    let failed = f
-        .controller
-        .wait_for("fault", Duration::from_secs(60), |v| {
-            v["state"].as_str() != Some("Running")
-        });
-    if failed["state"] == "Failed" {
-        let error = failed["subtasks"][0]["error"].as_str().unwrap_or("");
-        assert!(!error.is_empty(), "{failed:#}");
-        eprintln!("the subtask failed with: {error}");
-    }
-    f.finish();
 }
 
 #[test]
-fn a_warehouse_cut_off_mid_copy_fails_clearly_and_resume_lands_each_row_once() {
+fn with_no_retry_left_a_lost_source_fails_clearly_and_resume_lands_each_row_once() {
+    let f = Fault::new("source_fail", 1, 20_000);
+    f.create(1, |j| j.replacen("[task]\n", "[task]\nretries = 0\n", 1));
+    let (locked, release) =
+        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
+    locked.recv().unwrap();
+    f.start();
+    f.wait_until("source connection terminated, no retry", |s| {
+        running(s) == 1
+    });
+    terminate_extract(&f);
+    release.send(()).unwrap();
+    let failed = f
+        .controller
+        .wait_for("fault", Duration::from_secs(60), |v| v["state"] == "Failed");
+    let error = failed["subtasks"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("terminating connection due to administrator command")
+            && error.contains("57P01")
+            && error.contains("rf_source_fail"),
+        "{error}"
+    );
+    f.finish();
+}
+
+/// Lost connections are tried again after 1 s instead of 30.
+fn quick_retry(job: String) -> String {
+    job.replacen("[task]\n", "[task]\nretry_wait_s = 1\n", 1)
+}
+
+#[test]
+fn a_warehouse_cut_off_mid_copy_is_run_again_by_itself_and_lands_each_row_once() {
     let warehouse = s3::Proxy::start(5432);
     let f = Fault::new("warehouse_cut", 1, 20_000);
     let port = warehouse.port();
     f.create(1, |j| {
-        j.replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{port}/"))
+        quick_retry(j.replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{port}/")))
     });
     let (locked, release) = crate::observe::hold_write_lock(&format!("{}.{}", f.schema, f.table));
     locked.recv().unwrap();
@@ -395,8 +446,10 @@ fn a_warehouse_cut_off_mid_copy_fails_clearly_and_resume_lands_each_row_once() {
     std::thread::sleep(Duration::from_secs(2));
     release.send(()).unwrap();
     warehouse.resume();
-    let view = f.finish();
-    eprintln!("attempts: {}", view["subtasks"][0]["attempts"]);
+    let view = f.finish_by_itself();
+    // Run again by itself, as often as the connection stayed lost (backoff doubling).
+    let attempts = view["subtasks"][0]["attempts"].as_u64().unwrap();
+    assert!((2..=3).contains(&attempts), "{view:#}");
 }
 
 #[test]

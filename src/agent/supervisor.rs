@@ -45,6 +45,10 @@ struct Assignment {
     record: AssignmentRecord,
     stop_requested: bool,
     persisted: Instant,
+    /// Runs again after a lost connection since the user last started or resumed it.
+    retries: u32,
+    /// A run again waits until then.
+    not_before: Option<Instant>,
 }
 
 impl Assignment {
@@ -53,6 +57,8 @@ impl Assignment {
             record,
             stop_requested: false,
             persisted: Instant::now(),
+            retries: 0,
+            not_before: None,
         }
     }
 }
@@ -136,6 +142,7 @@ impl AgentSupervisor {
                 a.record.wanted
                     && a.record.status.state == State::Pending
                     && !self.running.contains_key(*key)
+                    && a.not_before.is_none_or(|t| t <= Instant::now())
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -304,6 +311,16 @@ fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>) {
 
 fn key_subtask(key: &str) -> &str {
     key.split_once('/').map_or(key, |(_, s)| s)
+}
+
+/// (runs again after a lost connection, wait before the first) from a task's job.
+fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Duration) {
+    tasks
+        .get(task)
+        .and_then(|r| r.definition.job().ok())
+        .map_or((0, Duration::from_secs(30)), |job| {
+            (job.retries, job.retry_wait)
+        })
 }
 
 /// (uploads, copies) of a task's mode, from its definition.
@@ -518,6 +535,34 @@ impl AgentSupervisor {
             copy.rows = rows;
         }
         status.finished_at = Some(now());
+        if let Err(error) = &outcome.manifest
+            && outcome.transient
+            && !a.stop_requested
+        {
+            let (retries, first_wait) = retry_policy(&self.tasks, task);
+            if a.retries < retries {
+                a.retries += 1;
+                let wait = first_wait.saturating_mul(1 << (a.retries - 1).min(6));
+                a.not_before = Some(Instant::now() + wait);
+                status.state = State::Pending;
+                status.error = Some(format!(
+                    "{error} (runs again in {} s, retry {} of {retries})",
+                    wait.as_secs(),
+                    a.retries
+                ));
+                set_stages(status, State::Pending);
+                let line = format!(
+                    "subtask lost a connection: {error}; it runs again in {} s (retry {} of \
+                     {retries})",
+                    wait.as_secs(),
+                    a.retries
+                );
+                self.persist(&key);
+                tracing::warn!(task = %task, subtask = %outcome.id, "{line}");
+                ctx.run_later(wait, |actor, ctx| actor.schedule(ctx));
+                return;
+            }
+        }
         a.record.wanted = false;
         let (state, line) = match &outcome.manifest {
             Ok(_) => (
@@ -685,9 +730,14 @@ impl Handler<Control> for AgentSupervisor {
             };
             let state = a.record.status.state;
             match control.action {
-                Action::Start if state == State::Pending => a.record.wanted = true,
+                Action::Start if state == State::Pending => {
+                    a.record.wanted = true;
+                    a.retries = 0;
+                }
                 Action::Resume if matches!(state, State::Failed | State::Stopped) => {
                     a.record.wanted = true;
+                    a.retries = 0;
+                    a.not_before = None;
                     a.record.status.state = State::Pending;
                     a.record.status.error = None;
                     set_stages(&mut a.record.status, State::Pending);

@@ -45,6 +45,10 @@ struct TaskSection {
     extract_lobs: bool,
     #[serde(default = "default_log_level")]
     log_level: LogLevel,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default = "default_retry_wait_s")]
+    retry_wait_s: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +123,18 @@ fn default_true() -> bool {
 fn default_log_level() -> LogLevel {
     LogLevel::Info
 }
+
+/// A subtask that failed on a lost connection runs again this many times by itself.
+pub const DEFAULT_RETRIES: u32 = 2;
+pub const DEFAULT_RETRY_WAIT_S: u32 = 30;
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+fn default_retry_wait_s() -> u32 {
+    DEFAULT_RETRY_WAIT_S
+}
 fn default_chunk_mb() -> Spanned<u64> {
     Spanned::new(0..0, DEFAULT_CHUNK_MB)
 }
@@ -146,6 +162,10 @@ pub struct Job {
     pub mode: MigrationMode,
     pub extract_lobs: bool,
     pub log_level: LogLevel,
+    /// Runs again of a subtask that failed on a lost connection (source, warehouse), each
+    /// after `retry_wait` (doubling), before it fails for good.
+    pub retries: u32,
+    pub retry_wait: std::time::Duration,
     /// The ODBC connection string as written (it may hold a password: never print it
     /// without [`crate::source::redact`]).
     pub connection: String,
@@ -448,6 +468,8 @@ impl Job {
             mode,
             extract_lobs: raw.task.extract_lobs,
             log_level: raw.task.log_level,
+            retries: raw.task.retries.min(100),
+            retry_wait: std::time::Duration::from_secs(u64::from(raw.task.retry_wait_s.max(1))),
             connection,
             password,
             tables,
@@ -667,7 +689,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 17, "every default setting is shown once");
+        assert_eq!(shown, 19, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
@@ -686,6 +708,14 @@ null_string = "\\N"
         assert_eq!(
             (explicit.extract_lobs, explicit.log_level),
             (as_is.extract_lobs, as_is.log_level)
+        );
+        assert_eq!(
+            (explicit.retries, explicit.retry_wait),
+            (DEFAULT_RETRIES, std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            (as_is.retries, as_is.retry_wait),
+            (explicit.retries, explicit.retry_wait)
         );
         assert_eq!(as_is.tables.len(), 2);
         parse(include_str!("../../appliance/examples/quickstart.toml"))

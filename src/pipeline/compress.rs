@@ -153,6 +153,7 @@ impl Compressor {
         self.report.do_send(StageReport::Failed {
             stage: Stage::Compress,
             error,
+            transient: false,
         });
         ctx.stop();
     }

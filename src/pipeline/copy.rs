@@ -69,9 +69,11 @@ impl Copier {
     fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
         self.failed = true;
         if !self.cancel.is_cancelled() {
+            let transient = crate::warehouse::is_lost_connection(&error);
             self.report.do_send(StageReport::Failed {
                 stage: Stage::Copy,
                 error,
+                transient,
             });
         }
         ctx.stop();

@@ -39,6 +39,7 @@ impl Extractor {
         // A panic in a driver or in our code must end the subtask with an error, never
         // leave it waiting for a report that does not come.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.extract()));
+        let mut transient = false;
         let error = match outcome {
             Ok(Ok(rows)) => {
                 self.report.do_send(StageReport::Finished {
@@ -51,7 +52,10 @@ impl Extractor {
             // The compressor went away first. It has usually reported why already, in which
             // case the subtask ignores this report.
             Ok(Err(SourceError::Cancelled)) => "the compressor stopped unexpectedly".to_string(),
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => {
+                transient = e.is_transient();
+                e.to_string()
+            }
             Err(panic) => format!(
                 "the extractor crashed ({}); this is a bug, please report it",
                 panic_message(&panic)
@@ -60,6 +64,7 @@ impl Extractor {
         let report = StageReport::Failed {
             stage: Stage::Extract,
             error,
+            transient,
         };
         self.report.do_send(report);
     }

@@ -116,7 +116,12 @@ pub enum StageReport {
     /// The stage did all its work.
     Finished { stage: Stage, rows: u64 },
     /// The stage stopped on an error; the message names the cause and the fix.
-    Failed { stage: Stage, error: String },
+    /// `transient`: a lost connection, which running the subtask again may get past.
+    Failed {
+        stage: Stage,
+        error: String,
+        transient: bool,
+    },
 }
 
 /// Stop now, discarding unfinished work (a partial chunk is deleted, never renamed).

@@ -72,6 +72,9 @@ pub struct SubtaskOutcome {
     pub seconds: f64,
     /// The manifest's path, or why the subtask failed.
     pub manifest: Result<PathBuf, String>,
+    /// It failed because a connection was lost (the source's or the warehouse's): running
+    /// it again may well succeed.
+    pub transient: bool,
 }
 
 /// What a subtask tells whoever runs it.

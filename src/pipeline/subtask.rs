@@ -38,6 +38,8 @@ pub struct SubtaskActor {
     chunks: u64,
     bytes_in: u64,
     progress: SubtaskProgress,
+    /// The failure that ended it was a lost connection.
+    transient: bool,
     /// Rows each stage reported when it finished, by [`stage_index`].
     finished_rows: [Option<u64>; 4],
     /// Rows and bytes already counted in the metrics, by [`stage_index`].
@@ -88,6 +90,7 @@ impl SubtaskActor {
             bytes_in: 0,
             progress,
             finished_rows: [None; 4],
+            transient: false,
             counted: [(0, 0); 4],
             finished: false,
         }
@@ -121,6 +124,7 @@ impl SubtaskActor {
             bytes_compressed: self.progress.bytes_out,
             seconds: self.started.elapsed().as_secs_f64(),
             manifest: result.map(|()| self.context.subtask_dir(&self.spec).join(MANIFEST_FILE)),
+            transient: self.transient,
         };
         if failed {
             self.cancel.cancel();
@@ -357,8 +361,13 @@ impl Handler<StageReport> for SubtaskActor {
                 self.send_progress();
                 self.check_done(ctx);
             }
-            StageReport::Failed { error, stage } => {
+            StageReport::Failed {
+                error,
+                stage,
+                transient,
+            } => {
                 if !self.finished {
+                    self.transient = transient;
                     crate::telemetry::metrics::failure(self.context.task.as_str(), stage.as_str());
                     tracing::debug!(
                         task = %self.context.task,

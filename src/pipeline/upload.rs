@@ -188,6 +188,7 @@ impl Handler<ToUpload> for Uploader {
                         actor.report.do_send(StageReport::Failed {
                             stage: Stage::Upload,
                             error: "the copier stopped unexpectedly".into(),
+                            transient: false,
                         });
                         ctx.stop();
                     }
@@ -196,6 +197,7 @@ impl Handler<ToUpload> for Uploader {
                         actor.report.do_send(StageReport::Failed {
                             stage: Stage::Upload,
                             error: e.to_string(),
+                            transient: false,
                         });
                         ctx.stop();
                     }

@@ -72,6 +72,28 @@ impl SourceError {
         )
     }
 
+    /// A lost or refused connection, which running the subtask again may get past: the
+    /// database restarting, a connection killed by an administrator, a network cut. Told by
+    /// the SQLSTATE: class 08 (connection exception), 57P01-57P03 (shutdown), HYT00/HYT01
+    /// (timeouts), 40001/40P01 (serialization, deadlock), or MySQL's "gone away".
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Unreachable { .. } => true,
+            SourceError::Odbc { detail, .. } => {
+                let state = detail
+                    .rsplit_once("[SQLSTATE ")
+                    .map(|(_, s)| s.trim_end_matches(']'));
+                matches!(
+                    state,
+                    Some("57P01" | "57P02" | "57P03" | "HYT00" | "HYT01" | "40001" | "40P01")
+                ) || state.is_some_and(|s| s.starts_with("08"))
+                    || detail.contains("server has gone away")
+                    || detail.contains("Lost connection")
+            }
+            _ => false,
+        }
+    }
+
     /// Wrap an ODBC error from a step described by `what`.
     pub fn odbc(what: impl Into<String>, error: OdbcError) -> SourceError {
         SourceError::Odbc {
@@ -99,5 +121,62 @@ pub fn describe(error: &OdbcError) -> String {
             format!("{message} [SQLSTATE {}]", record.state.as_str())
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_told_from_other_failures() {
+        let odbc = |detail: &str| SourceError::Odbc {
+            what: "reading t".into(),
+            detail: detail.into(),
+        };
+        let cases = [
+            (
+                odbc("terminating connection due to administrator command [SQLSTATE 57P01]"),
+                true,
+            ),
+            (
+                odbc("could not receive data from server [SQLSTATE 08S01]"),
+                true,
+            ),
+            (
+                odbc("Lost connection to server during query [SQLSTATE HY000]"),
+                true,
+            ),
+            (odbc("division by zero [SQLSTATE 22012]"), false),
+            (
+                odbc("relation \"t\" does not exist [SQLSTATE 42P01]"),
+                false,
+            ),
+            (
+                SourceError::Unreachable {
+                    detail: "refused".into(),
+                },
+                true,
+            ),
+            (
+                SourceError::AuthFailed {
+                    detail: "no".into(),
+                },
+                false,
+            ),
+            (SourceError::Cancelled, false),
+        ];
+        for (error, transient) in cases {
+            assert_eq!(error.is_transient(), transient, "{error}");
+        }
+        assert!(crate::warehouse::is_lost_connection(
+            "cannot copy: terminating connection due to administrator command (57P01)"
+        ));
+        assert!(crate::warehouse::is_lost_connection(
+            "cannot copy: connection closed"
+        ));
+        assert!(!crate::warehouse::is_lost_connection(
+            "cannot copy: value too long for type character varying(4) (22001)"
+        ));
     }
 }

@@ -52,6 +52,24 @@ impl WarehouseKind {
 #[error("{0}")]
 pub struct WarehouseError(pub String);
 
+/// Whether a copy stage's failure was a lost or refused warehouse connection (a restart, a
+/// network cut, an administrator's kill), which running the subtask again may get past.
+/// Told from the message the copy stage wrote: PostgreSQL's SQLSTATE in parentheses
+/// (class 08, 57P01-57P03, 40001, 40P01) or tokio-postgres' words for a closed socket.
+pub fn is_lost_connection(message: &str) -> bool {
+    const SQLSTATES: [&str; 6] = ["(08", "(57P01)", "(57P02)", "(57P03)", "(40001)", "(40P01)"];
+    const WORDS: [&str; 7] = [
+        "connection closed",
+        "error communicating with the server",
+        "error connecting to server",
+        "Connection refused",
+        "Connection reset",
+        "Broken pipe",
+        "timed out",
+    ];
+    SQLSTATES.iter().any(|s| message.contains(s)) || WORDS.iter().any(|w| message.contains(w))
+}
+
 impl WarehouseError {
     /// Describe a tokio-postgres error while doing `what`.
     pub fn from_pg(
