@@ -560,6 +560,8 @@ impl AgentSupervisor {
                 self.persist(&key);
                 tracing::warn!(task = %task, subtask = %outcome.id, "{line}");
                 ctx.run_later(wait, |actor, ctx| actor.schedule(ctx));
+                // Its slot is free meanwhile for what waits.
+                self.schedule(ctx);
                 return;
             }
         }
