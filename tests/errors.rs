@@ -187,12 +187,12 @@ fn a_malformed_job_file_names_the_line_and_field() {
 }
 
 /// A small tmpfs mounted for one test; needs root (the test set-up runs as root).
-struct Mount {
-    dir: std::path::PathBuf,
+pub(crate) struct Mount {
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Mount {
-    fn tmpfs(dir: &Path, options: &str) -> Mount {
+    pub(crate) fn tmpfs(dir: &Path, options: &str) -> Mount {
         std::fs::create_dir_all(dir).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()])
@@ -205,6 +205,21 @@ impl Mount {
         Mount {
             dir: dir.to_path_buf(),
         }
+    }
+}
+
+impl Mount {
+    /// Change the mount's options in place (a bigger size: space is back).
+    pub(crate) fn remount(&self, options: &str) {
+        let status = Command::new("mount")
+            .args([
+                "-o",
+                &format!("remount,{options}"),
+                self.dir.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {}", self.dir.display());
     }
 }
 

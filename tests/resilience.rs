@@ -476,3 +476,40 @@ fn an_s3_outage_of_thirty_seconds_mid_upload_is_ridden_out_with_each_row_once() 
         "ridden out, not rerun: {view:#}"
     );
 }
+
+#[test]
+fn a_full_working_folder_on_an_agent_fails_clearly_and_resume_lands_each_row_once_when_space_is_back()
+ {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut agent = Agent::configure(sandbox.dir.path(), "cramped", 1);
+    // The agent's working folder: half a megabyte, less than one 1 MB chunk.
+    let work = crate::errors::Mount::tmpfs(&agent.dir.join("work"), "size=512k");
+    agent.start();
+    controller.register(&agent);
+    hash_table("rf_full", 60_000);
+    fresh_schema("wh_full");
+    let toml = "[[tables]]\nname = \"src_pg.rf_full\"\n";
+    create_and_start(
+        &controller,
+        &sandbox,
+        "full",
+        &job("full", toml, &s3::unique_bucket("full"), "wh_full"),
+        &[],
+    );
+    let failed = controller.wait_for("full", Duration::from_secs(60), |v| v["state"] == "Failed");
+    let error = failed["subtasks"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the working folder is full") && error.contains("free space"),
+        "{error}"
+    );
+    // Space is back: resumed, the task completes and every row lands once.
+    work.remount("size=64m");
+    let out = controller.cli(&["tasks", "resume", "full"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "full", "--timeout", "120"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_warehouse_equals_source("wh_full", &["rf_full"]);
+    // The agent lets go of the folder before it is unmounted.
+    agent.kill();
+}
