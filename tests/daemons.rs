@@ -102,7 +102,9 @@ pub(crate) fn start_agents(
 /// ignores it): it must never appear in a log or in what `tasks show` prints.
 pub(crate) const SOURCE_PASSWORD: &str = "Known7SourceSecret";
 
-pub(crate) fn create_and_start(
+/// `tasks create` of a job whose source password is [`SOURCE_PASSWORD`], through
+/// `password_env`.
+pub(crate) fn create_task(
     controller: &Controller,
     sandbox: &Sandbox,
     task: &str,
@@ -119,6 +121,16 @@ pub(crate) fn create_and_start(
     args.extend_from_slice(extra);
     let out = controller.cli_env(&args, "", &[("DM_SOURCE_PASSWORD", SOURCE_PASSWORD)]);
     assert!(out.status.success(), "tasks create: {}", stderr(&out));
+}
+
+pub(crate) fn create_and_start(
+    controller: &Controller,
+    sandbox: &Sandbox,
+    task: &str,
+    text: &str,
+    extra: &[&str],
+) {
+    create_task(controller, sandbox, task, text, extra);
     let out = controller.cli(&["tasks", "start", task]);
     assert!(out.status.success(), "tasks start: {}", stderr(&out));
 }

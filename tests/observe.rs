@@ -57,18 +57,7 @@ pub(crate) fn hold_lock(
 
 /// `tasks create` only, with the known source password.
 fn create(controller: &Controller, sandbox: &Sandbox, task: &str, text: &str) {
-    let text = text.replacen(
-        "[source]\n",
-        "[source]\npassword_env = \"DM_SOURCE_PASSWORD\"\n",
-        1,
-    );
-    let path = sandbox.job(task, &text);
-    let out = controller.cli_env(
-        &["tasks", "create", path.to_str().unwrap()],
-        "",
-        &[("DM_SOURCE_PASSWORD", SOURCE_PASSWORD)],
-    );
-    assert!(out.status.success(), "tasks create: {}", stderr(&out));
+    crate::daemons::create_task(controller, sandbox, task, text, &[]);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -9,7 +9,8 @@ use crate::common::daemons::*;
 use crate::common::s3;
 use crate::common::*;
 use crate::daemons::{
-    assert_warehouse_equals_source, create_and_start, curl, hash_table, job, start_agents,
+    assert_warehouse_equals_source, create_and_start, create_task, curl, hash_table, job,
+    start_agents,
 };
 
 fn login(port: u16) -> String {
@@ -197,19 +198,8 @@ impl Fault {
             &toml,
             &s3::unique_bucket(&self.table.replace('_', "-")),
             &self.schema,
-        ))
-        .replacen(
-            "[source]\n",
-            "[source]\npassword_env = \"DM_SOURCE_PASSWORD\"\n",
-            1,
-        );
-        let path = self.sandbox.job("fault", &text);
-        let out = self.controller.cli_env(
-            &["tasks", "create", path.to_str().unwrap()],
-            "",
-            &[("DM_SOURCE_PASSWORD", crate::daemons::SOURCE_PASSWORD)],
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
+        ));
+        create_task(&self.controller, &self.sandbox, "fault", &text, &[]);
     }
 
     fn start(&self) {

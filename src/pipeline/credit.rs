@@ -195,6 +195,62 @@ mod tests {
         }
     }
 
+    struct Gate;
+
+    impl Actor for Gate {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Held {
+        open: std::sync::mpsc::Receiver<()>,
+        _credit: Credit,
+    }
+
+    impl Handler<Held> for Gate {
+        type Result = ();
+        fn handle(&mut self, held: Held, _: &mut Context<Self>) {
+            let _ = held.open.recv();
+        }
+    }
+
+    #[test]
+    fn the_queue_depth_gauge_counts_the_messages_not_yet_done_with() {
+        let system = System::new();
+        let credits = Credits::new("unit-depth", 2);
+        let depth = crate::telemetry::metrics::queue_depth("unit-depth");
+        system.block_on(async {
+            let arbiter = Arbiter::new();
+            let c = credits.clone();
+            let addr = Gate::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                ctx.set_mailbox_capacity(c.mailbox_capacity());
+                Gate
+            });
+            let sender = BoundedSender::new(addr.recipient(), &credits);
+            let (open_first, first) = std::sync::mpsc::channel();
+            let (open_second, second) = std::sync::mpsc::channel();
+            for open in [first, second] {
+                sender
+                    .send(|credit| Held {
+                        open,
+                        _credit: credit,
+                    })
+                    .await
+                    .unwrap();
+            }
+            // One being handled, one waiting: both count.
+            assert_eq!(depth.get(), 2);
+            open_first.send(()).unwrap();
+            open_second.send(()).unwrap();
+            while depth.get() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(credits.in_flight(), 0);
+            arbiter.stop();
+        });
+    }
+
     #[test]
     fn a_fast_sender_never_has_more_than_the_credits_in_flight() {
         let system = System::new();

@@ -25,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::{LazyLock, OnceLock, RwLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -76,7 +76,8 @@ struct Router {
     /// The most detailed level of any watched task: events above it are not even built.
     max: AtomicU8,
     tasks: RwLock<HashMap<String, Watched>>,
-    writer: Mutex<Option<SyncSender<Command>>>,
+    /// Set once, when the daemon opens its log folder: events read it without a lock.
+    writer: OnceLock<SyncSender<Command>>,
 }
 
 enum Command {
@@ -88,7 +89,7 @@ enum Command {
 static ROUTER: LazyLock<Router> = LazyLock::new(|| Router {
     max: AtomicU8::new(0),
     tasks: RwLock::new(HashMap::new()),
-    writer: Mutex::new(None),
+    writer: OnceLock::new(),
 });
 
 impl Router {
@@ -101,23 +102,27 @@ impl Router {
         self.max.store(max, Ordering::Relaxed);
     }
 
-    fn sender(&self) -> Option<SyncSender<Command>> {
-        self.writer.lock().ok().and_then(|w| w.clone())
+    fn sender(&self) -> Option<&SyncSender<Command>> {
+        self.writer.get()
     }
 }
 
-/// Start writing task logs into `dir` (a daemon does this once at start).
+/// Start writing task logs into `dir` (a daemon does this once at start; a second call
+/// is refused: one process, one log folder).
 pub fn open(dir: &Path) -> std::io::Result<()> {
     crate::config::files::private_dir(dir)?;
+    if ROUTER.writer.get().is_some() {
+        return Err(std::io::Error::other("the task logs are open already"));
+    }
     let (sender, receiver) = sync_channel(QUEUE);
     let dir = dir.to_path_buf();
     std::thread::Builder::new()
         .name("task-logs".into())
         .spawn(move || write_lines(&dir, receiver))?;
-    if let Ok(mut writer) = ROUTER.writer.lock() {
-        *writer = Some(sender);
-    }
-    Ok(())
+    ROUTER
+        .writer
+        .set(sender)
+        .map_err(|_| std::io::Error::other("the task logs are open already"))
 }
 
 /// Log the task at `level` from now on; `secrets` never appear in its lines.
