@@ -316,8 +316,7 @@ async fn log(
     let task = path.into_inner();
     crate::model::TaskName::parse(&task).map_err(ApiError::bad_request)?;
     let file = crate::telemetry::task_log::path(&api.paths.logs(), &task);
-    crate::telemetry::task_log::flush();
-    match std::fs::read(&file) {
+    match crate::telemetry::task_log::read(api.paths.logs(), task.clone()).await {
         Ok(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),

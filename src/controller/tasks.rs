@@ -373,13 +373,13 @@ impl Controller {
     /// each marked with where it was written.
     pub async fn task_log(&self, name: &str) -> Result<String, ApiError> {
         let task = self.task(name)?;
-        crate::telemetry::task_log::flush();
-        let mut lines: Vec<String> =
-            std::fs::read_to_string(crate::telemetry::task_log::path(&self.logs, name))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| mark_origin(l, "controller"))
-                .collect();
+        let own = crate::telemetry::task_log::read(self.logs.clone(), name.to_string())
+            .await
+            .unwrap_or_default();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&own)
+            .lines()
+            .map(|l| mark_origin(l, "controller"))
+            .collect();
         for agent in self.agents_of(&task) {
             let origin = format!("agent {}", agent.name);
             match self.client(&agent).log(name).await {

@@ -178,6 +178,17 @@ pub fn flush() {
     }
 }
 
+/// A task's log file as written so far (every line logged before the call included), read
+/// on a blocking thread: a handler on the async runtime awaits it.
+pub async fn read(logs: PathBuf, task: String) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        flush();
+        std::fs::read(path(&logs, &task))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 fn write_lines(dir: &Path, receiver: Receiver<Command>) {
     let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
     while let Ok(first) = receiver.recv() {
