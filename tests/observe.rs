@@ -645,7 +645,7 @@ fn metrics_parse_as_prometheus_text_and_watch_follows_the_task_to_its_end() {
         }
         assert!(sample(&families, "dbhaul_agent_slots", &[("kind", "capacity")]) == Some(1.0));
         // Nothing failed or was retried.
-        for stage in ["s3", "copy"] {
+        for stage in ["s3", "copy", "subtask"] {
             assert_eq!(
                 sample(&families, "dbhaul_retries", &[("stage", stage)]),
                 Some(0.0)

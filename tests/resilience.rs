@@ -358,6 +358,13 @@ fn a_source_connection_killed_by_the_server_is_run_again_by_itself_and_lands_eac
         log.contains("subtask lost a connection") && log.contains("57P01"),
         "{log}"
     );
+    // Counted where Prometheus looks.
+    let (_, metrics) = curl(&[&format!("https://127.0.0.1:{}/metrics", f.agents[0].port)]);
+    assert!(
+        metrics.contains("dbhaul_failures_total{task=\"fault\",stage=\"extract\"} 1")
+            && metrics.contains("dbhaul_retries_total{stage=\"subtask\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Terminate the backend that runs the extract's query (waiting on a lock), as an

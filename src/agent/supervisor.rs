@@ -558,6 +558,7 @@ impl AgentSupervisor {
                     a.retries
                 );
                 self.persist(&key);
+                crate::telemetry::metrics::retry("subtask");
                 tracing::warn!(task = %task, subtask = %outcome.id, "{line}");
                 ctx.run_later(wait, |actor, ctx| actor.schedule(ctx));
                 // Its slot is free meanwhile for what waits.

@@ -7,7 +7,7 @@
 //! dbhaul_stage_rows_total{task,stage}     rows through a stage (extract, upload, copy)
 //! dbhaul_stage_bytes_total{task,stage}    compressed bytes written, uploaded, loaded
 //! dbhaul_chunks_total{task}               chunks sealed
-//! dbhaul_retries_total{stage}             network steps tried again
+//! dbhaul_retries_total{stage}             tried again: s3 requests, copy downloads, subtasks
 //! dbhaul_failures_total{task,stage}       stages that failed (and failed their subtask)
 //! dbhaul_stage_queue_depth{stage}         messages waiting in a stage's mailbox
 //! dbhaul_subtasks{task,state}             subtasks by state (scrape time)
@@ -46,8 +46,9 @@ struct Counters {
     queue: Family<StageOnly, Gauge>,
 }
 
-/// Where a network step is tried again.
-const RETRIED: [&str; 2] = ["s3", "copy"];
+/// What is tried again: an S3 request, a chunk's download for the copy, a whole subtask
+/// after a lost source or warehouse connection.
+const RETRIED: [&str; 3] = ["s3", "copy", "subtask"];
 
 static COUNTERS: LazyLock<Counters> = LazyLock::new(|| {
     let counters = Counters {
