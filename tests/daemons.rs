@@ -545,6 +545,21 @@ pub(crate) fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// `POST /v1/login` with the agent's password: the answer (token, lifetime).
+pub(crate) fn agent_login(port: u16) -> serde_json::Value {
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
+        &format!("https://127.0.0.1:{port}/v1/login"),
+    ]);
+    assert_eq!(status, 200, "login: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// A logged-in session on an agent's API, through curl.
 struct Session {
     base: String,
@@ -553,23 +568,11 @@ struct Session {
 
 impl Session {
     fn login(port: u16) -> Session {
-        let base = format!("https://127.0.0.1:{port}");
-        let login = format!("{{\"password\":\"{AGENT_PASSWORD}\"}}");
-        let (status, body) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &login,
-            &format!("{base}/v1/login"),
-        ]);
-        assert_eq!(status, 200, "login: {body}");
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let answer = agent_login(port);
         let token = answer["token"].as_str().unwrap();
         Session {
             auth: format!("Authorization: Bearer {token}"),
-            base,
+            base: format!("https://127.0.0.1:{port}"),
         }
     }
 

@@ -9,22 +9,12 @@ use crate::common::daemons::*;
 use crate::common::s3;
 use crate::common::*;
 use crate::daemons::{
-    assert_warehouse_equals_source, create_and_start, create_task, curl, hash_table, job,
-    start_agents,
+    agent_login, assert_warehouse_equals_source, create_and_start, create_task, curl, hash_table,
+    job, start_agents,
 };
 
 fn login(port: u16) -> String {
-    let (status, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
-        &format!("https://127.0.0.1:{port}/v1/login"),
-    ]);
-    assert_eq!(status, 200, "{body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let answer = agent_login(port);
     assert_eq!(answer["expires_in_s"], 2, "{answer}");
     answer["token"].as_str().unwrap().to_string()
 }
@@ -202,6 +192,22 @@ impl Fault {
         create_task(&self.controller, &self.sandbox, "fault", &text, &[]);
     }
 
+    /// Hold the source table locked (its extract waits) until the sender is used.
+    fn lock_source(&self) -> std::sync::mpsc::Sender<()> {
+        let (locked, release) =
+            crate::observe::hold_lock(&format!("src_pg.{}", self.table), "ACCESS EXCLUSIVE");
+        locked.recv().unwrap();
+        release
+    }
+
+    /// Hold the warehouse table locked against writes (its copy waits) likewise.
+    fn lock_warehouse(&self) -> std::sync::mpsc::Sender<()> {
+        let (locked, release) =
+            crate::observe::hold_write_lock(&format!("{}.{}", self.schema, self.table));
+        locked.recv().unwrap();
+        release
+    }
+
     fn start(&self) {
         let out = self.controller.cli(&["tasks", "start", "fault"]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -270,9 +276,7 @@ fn an_agent_killed_during_extract_runs_its_subtask_again_and_each_row_lands_once
     let mut f = Fault::new("kill_extract", 1, 20_000);
     f.create(2, |j| j);
     // The source table locked: the extract's SELECT waits, the subtask is running.
-    let (locked, release) =
-        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
-    locked.recv().unwrap();
+    let release = f.lock_source();
     f.start();
     f.wait_until("agent killed while extracting", |s| running(s) == 1);
     std::thread::sleep(Duration::from_millis(500));
@@ -291,9 +295,7 @@ fn an_agent_killed_during_upload_runs_its_subtask_again_and_each_row_lands_once(
     f.create(2, |j| j.replace(&s3::moto().endpoint(), &endpoint));
     // The extract waits on a lock until S3 is gone (after the agent checked the bucket);
     // then uploads are tried again and again, and the agent dies meanwhile.
-    let (locked, release) =
-        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
-    locked.recv().unwrap();
+    let release = f.lock_source();
     f.start();
     f.wait_until("S3 stopped", |s| running(s) == 1);
     proxy.stop();
@@ -313,8 +315,7 @@ fn an_agent_killed_during_upload_runs_its_subtask_again_and_each_row_lands_once(
 fn every_dbhaul_process_killed_at_once_mid_copy_and_restarted_lands_each_row_once() {
     let mut f = Fault::new("kill_all", 2, 40_000);
     f.create(4, |j| j);
-    let (locked, release) = crate::observe::hold_write_lock(&format!("{}.{}", f.schema, f.table));
-    locked.recv().unwrap();
+    let release = f.lock_warehouse();
     f.start();
     f.wait_until("controller and agents killed mid-copy", |s| {
         s.iter()
@@ -340,9 +341,7 @@ fn every_dbhaul_process_killed_at_once_mid_copy_and_restarted_lands_each_row_onc
 fn a_source_connection_killed_by_the_server_is_run_again_by_itself_and_lands_each_row_once() {
     let f = Fault::new("source_cut", 1, 20_000);
     f.create(1, quick_retry);
-    let (locked, release) =
-        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
-    locked.recv().unwrap();
+    let release = f.lock_source();
     f.start();
     f.wait_until("source connection terminated mid-extract", |s| {
         running(s) == 1
@@ -396,9 +395,7 @@ fn terminate_extract(f: &Fault) {
 fn with_no_retry_left_a_lost_source_fails_clearly_and_resume_lands_each_row_once() {
     let f = Fault::new("source_fail", 1, 20_000);
     f.create(1, |j| j.replacen("[task]\n", "[task]\nretries = 0\n", 1));
-    let (locked, release) =
-        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
-    locked.recv().unwrap();
+    let release = f.lock_source();
     f.start();
     f.wait_until("source connection terminated, no retry", |s| {
         running(s) == 1
@@ -431,8 +428,7 @@ fn a_warehouse_cut_off_mid_copy_is_run_again_by_itself_and_lands_each_row_once()
     f.create(1, |j| {
         quick_retry(j.replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{port}/")))
     });
-    let (locked, release) = crate::observe::hold_write_lock(&format!("{}.{}", f.schema, f.table));
-    locked.recv().unwrap();
+    let release = f.lock_warehouse();
     f.start();
     f.wait_until("warehouse connections cut mid-copy", |s| {
         s.iter()
@@ -455,9 +451,7 @@ fn an_s3_outage_of_thirty_seconds_mid_upload_is_ridden_out_with_each_row_once() 
     let f = Fault::new("s3_outage", 1, 20_000);
     let endpoint = proxy.endpoint();
     f.create(1, |j| j.replace(&s3::moto().endpoint(), &endpoint));
-    let (locked, release) =
-        crate::observe::hold_lock(&format!("src_pg.{}", f.table), "ACCESS EXCLUSIVE");
-    locked.recv().unwrap();
+    let release = f.lock_source();
     f.start();
     f.wait_until("S3 stopped", |s| running(s) == 1);
     proxy.stop();

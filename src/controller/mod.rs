@@ -39,14 +39,18 @@ pub struct Controller {
     pub join_token: String,
 }
 
+/// An agent's health as last asked.
+struct Checked {
+    at: std::time::Instant,
+    result: Result<Health, String>,
+}
+
 #[derive(Default)]
 struct ControllerState {
     agents: BTreeMap<String, AgentRecord>,
     tasks: BTreeMap<String, TaskRecord>,
-    /// The last health each agent reported, or why it could not.
-    health: HashMap<String, Result<Health, String>>,
-    /// When `agents` last asked each agent.
-    health_checked: HashMap<String, std::time::Instant>,
+    /// The last health each agent reported, or why it could not, and when.
+    health: HashMap<String, Checked>,
 }
 
 impl Controller {
@@ -67,7 +71,6 @@ impl Controller {
                 agents: agents.into_iter().collect(),
                 tasks: tasks.into_iter().collect(),
                 health: HashMap::new(),
-                health_checked: HashMap::new(),
             }),
             tokens: TokenCache::default(),
             logs: dir.join("logs"),
@@ -140,13 +143,19 @@ impl Controller {
                     // The agent lost the task (its folder was reset): offer it again.
                     self.undispatch(&task, &agent.name);
                 }
-                Err(e) => {
-                    self.lock()
-                        .health
-                        .insert(agent.name.clone(), Err(e.to_string()));
-                }
+                Err(e) => self.record_health(&agent.name, Err(e.to_string())),
             }
         }
+    }
+
+    fn record_health(&self, agent: &str, result: Result<Health, String>) {
+        self.lock().health.insert(
+            agent.to_string(),
+            Checked {
+                at: std::time::Instant::now(),
+                result,
+            },
+        );
     }
 
     /// Record statuses an agent reported for a task's subtasks.
@@ -232,13 +241,9 @@ impl Controller {
                     Ok(health) => {
                         let slots = i64::from(health.capacity);
                         free.push((agent.name.clone(), slots - self.held_by(&agent.name) as i64));
-                        self.lock().health.insert(agent.name.clone(), Ok(health));
+                        self.record_health(&agent.name, Ok(health));
                     }
-                    Err(e) => {
-                        self.lock()
-                            .health
-                            .insert(agent.name.clone(), Err(e.to_string()));
-                    }
+                    Err(e) => self.record_health(&agent.name, Err(e.to_string())),
                 }
             }
             if free.is_empty() {
@@ -514,7 +519,7 @@ impl Controller {
                 }
             }
         }
-        let reachable = state.health.values().filter(|h| h.is_ok()).count() as i64;
+        let reachable = state.health.values().filter(|h| h.result.is_ok()).count() as i64;
         let agents = vec![
             (label(&[("reachable", "true")]), reachable),
             (

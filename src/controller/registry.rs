@@ -156,24 +156,17 @@ impl Controller {
     pub async fn agents(&self, max_age: Duration) -> Vec<AgentView> {
         let agents: Vec<AgentRecord> = self.lock().agents.values().cloned().collect();
         let checks = agents.iter().map(|agent| async move {
-            let fresh = {
-                let state = self.lock();
-                state
-                    .health_checked
-                    .get(&agent.name)
-                    .filter(|at| at.elapsed() < max_age)
-                    .and_then(|_| state.health.get(&agent.name).cloned())
-            };
+            let fresh = self
+                .lock()
+                .health
+                .get(&agent.name)
+                .filter(|checked| checked.at.elapsed() < max_age)
+                .map(|checked| checked.result.clone());
             if let Some(health) = fresh {
                 return view(agent, health);
             }
             let health = self.client(agent).health().await.map_err(|e| e.to_string());
-            let mut state = self.lock();
-            state.health.insert(agent.name.clone(), health.clone());
-            state
-                .health_checked
-                .insert(agent.name.clone(), std::time::Instant::now());
-            drop(state);
+            self.record_health(&agent.name, health.clone());
             view(agent, health)
         });
         futures::future::join_all(checks).await
