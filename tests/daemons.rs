@@ -61,7 +61,26 @@ pub(crate) fn assert_warehouse_equals_source(schema: &str, tables: &[&str]) {
             0,
             "{target} differs from {source}"
         );
+        assert_eq!(
+            row_checksum(&mut client, &source),
+            row_checksum(&mut client, &target),
+            "{target} and {source} have different checksums"
+        );
     }
+}
+
+/// An order-independent checksum of every row of `table`: the sum of the first 60 bits of
+/// the MD5 of each row's text form.
+pub(crate) fn row_checksum(client: &mut postgres::Client, table: &str) -> String {
+    client
+        .query_one(
+            &format!(
+                "SELECT coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)                 ::text FROM {table} AS t"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0)
 }
 
 fn three_tables(prefix: &str, rows: u32) -> (Vec<String>, String) {

@@ -157,16 +157,21 @@ struct Fault {
 
 impl Fault {
     fn new(name: &str, agents: usize, rows: u32) -> Fault {
+        Fault::with_table(name, agents, "id integer, h varchar(64)", |table| {
+            hash_table(table, rows)
+        })
+    }
+
+    /// A fault on a table `make` creates in `src_pg`, whose warehouse copy has `columns`.
+    fn with_table(name: &str, agents: usize, columns: &str, make: impl Fn(&str)) -> Fault {
         let sandbox = Sandbox::new();
         let controller = Controller::start(sandbox.dir.path());
         let agents = start_agents(&sandbox, &controller, agents, 1);
         let table = format!("rf_{name}");
-        hash_table(&table, rows);
+        make(&table);
         let schema = format!("wh_{name}");
         fresh_schema(&schema)
-            .batch_execute(&format!(
-                "CREATE TABLE {schema}.{table} (id integer, h varchar(64))"
-            ))
+            .batch_execute(&format!("CREATE TABLE {schema}.{table} ({columns})"))
             .unwrap();
         Fault {
             sandbox,
@@ -183,9 +188,14 @@ impl Fault {
             "[[tables]]\nname = \"src_pg.{}\"\npartition = {{ column = \"id\", ranges = {parts} }}\n",
             self.table
         );
+        self.create_with(&toml, rewrite);
+    }
+
+    /// Create the task over `toml` (`[[tables]]` entries) likewise.
+    fn create_with(&self, toml: &str, rewrite: impl Fn(String) -> String) {
         let text = rewrite(job(
             "fault",
-            &toml,
+            toml,
             &s3::unique_bucket(&self.table.replace('_', "-")),
             &self.schema,
         ));
@@ -503,4 +513,291 @@ fn a_full_working_folder_on_an_agent_fails_clearly_and_resume_lands_each_row_onc
     assert_warehouse_equals_source("wh_full", &["rf_full"]);
     // The agent lets go of the folder before it is unmounted.
     agent.kill();
+}
+
+/// A table of 400,000 rows keyed on (a, b): a number and a text with a quote in it.
+fn composite_key_table(table: &str) {
+    pg().batch_execute(&format!(
+        "DROP TABLE IF EXISTS src_pg.{table};
+         CREATE TABLE src_pg.{table} AS SELECT i / 3 AS a,
+             CAST('k' || (i % 3) || '''x' AS varchar(16)) AS b,
+             CAST(md5(i::text) || md5((i * 7)::text) AS varchar(80)) AS h
+           FROM generate_series(1, 400000) AS i;
+         ALTER TABLE src_pg.{table} ADD PRIMARY KEY (a, b);
+         ANALYZE src_pg.{table};"
+    ))
+    .unwrap();
+}
+
+/// A number from the agent's `/metrics`: the sample named `series` exactly.
+fn metric(port: u16, series: &str) -> f64 {
+    let (_, text) = curl(&[&format!("https://127.0.0.1:{port}/metrics")]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+#[test]
+fn an_agent_killed_mid_table_resumes_after_its_last_durable_chunk_and_each_row_lands_once() {
+    let mut f = Fault::with_table(
+        "resume",
+        1,
+        "a integer, b varchar(16), h varchar(80)",
+        composite_key_table,
+    );
+    let toml = format!("[[tables]]\nname = \"src_pg.{}\"\n", f.table);
+    f.create_with(&toml, |j| {
+        j.replacen("[task]\n", "[task]\nsorting = \"if_possible\"\n", 1)
+    });
+    // The copy held on a lock: the pipeline fills and the extract waits for credits, with
+    // several chunks sealed and checkpointed.
+    let release = f.lock_warehouse();
+    f.start();
+    f.wait_until("agent killed with chunks durable mid-table", |s| {
+        s[0]["state"] == "Running" && s[0]["chunks"].as_u64().unwrap_or(0) >= 4
+    });
+    let subtask = f.agents[0]
+        .dir
+        .join(format!("work/fault/src_pg.{}", f.table));
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(subtask.join("checkpoint.json")).unwrap()).unwrap();
+    let durable: u64 = checkpoint["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rows"].as_u64().unwrap())
+        .sum();
+    assert!(durable > 0, "{checkpoint:#}");
+    assert_eq!(checkpoint["last_key"].as_array().unwrap().len(), 2);
+    f.agents[0].kill();
+    release.send(()).unwrap();
+    f.agents[0].start();
+    let view = f.finish();
+    assert_eq!(view["subtasks"][0]["attempts"], 2, "{view:#}");
+
+    // Resumed, not started over: the restarted agent read fewer rows than the table holds
+    // (at most what the killed one had not made durable), and kept the run.
+    let read = metric(
+        f.agents[0].port,
+        "dbhaul_stage_rows_total{task=\"fault\",stage=\"extract\"}",
+    ) as u64;
+    eprintln!("{durable} rows durable at the kill; {read} read after the restart");
+    assert!(
+        read > 0 && read <= 400_000 - durable,
+        "{read} rows read again, {durable} were durable"
+    );
+    let log = stdout(&f.controller.cli(&["tasks", "log", "fault"]));
+    assert!(log.contains("resumes after chunk"), "{log}");
+    let runs: i64 = pg()
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT run) FROM {}.dbhaul_loads WHERE task = 'fault'",
+                f.schema
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1, "one run, resumed");
+    // Done: no checkpoint is left to resume from.
+    assert!(!subtask.join("checkpoint.json").exists());
+}
+
+/// A PostgreSQL server of the test's own (`initdb` in a scratch folder, its own port), so
+/// it can be crashed and restarted without disturbing the server other tests share.
+struct PrivatePg {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePg {
+    fn start() -> PrivatePg {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let pg = PrivatePg {
+            port: s3::free_port(),
+            data,
+            _dir: dir,
+        };
+        pg.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+            true,
+        );
+        pg.up();
+        pg
+    }
+
+    /// Run one of the server's programs as the `postgres` user (when we are root).
+    fn run(&self, program: &str, args: &[&str], with_data: bool) {
+        let bin = pg_bin().join(program);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        command.args(args);
+        if with_data {
+            command.arg(&self.data);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-w",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "start",
+                "-D",
+            ],
+            true,
+        );
+    }
+
+    /// A crash: every backend gone at once, no shutdown checkpoint.
+    fn crash(&self) {
+        self.run("pg_ctl", &["-m", "immediate", "stop", "-D"], true);
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
+            postgres::NoTls,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let bin = pg_bin().join("pg_ctl");
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        let _ = command
+            .args(["-m", "immediate", "stop", "-D"])
+            .arg(&self.data)
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The newest PostgreSQL server's programs on this machine.
+fn pg_bin() -> std::path::PathBuf {
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server programs under /usr/lib/postgresql: run appliance/setup.sh")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    versions.sort();
+    let version = versions.last().expect("a PostgreSQL version");
+    std::path::PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"))
+}
+
+/// Count and an order-independent checksum of every row (the sum of the first 60 bits
+/// of each row's MD5).
+fn checksum(client: &mut postgres::Client, table: &str) -> (i64, String) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(sum(('x' || substr(md5(concat_ws('|', id, h)), 1, 15))\
+                 ::bit(60)::bigint), 0)::text FROM {table}"
+            ),
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn the_warehouse_server_crashed_and_restarted_mid_copy_is_run_again_and_lands_each_row_once() {
+    let warehouse = PrivatePg::start();
+    let f = Fault::new("wh_restart", 1, 40_000);
+    let wh_table = format!("{}.{}", f.schema, f.table);
+    warehouse
+        .client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA {}; CREATE TABLE {wh_table} (id integer, h varchar(64))",
+            f.schema
+        ))
+        .unwrap();
+    let port = warehouse.port;
+    f.create(2, |j| {
+        quick_retry(j.replace(
+            &format!("@127.0.0.1:5432/{TEST_DB}"),
+            &format!("@127.0.0.1:{port}/postgres"),
+        ))
+    });
+    // The copy waits on a lock in the warehouse; the server crashes under it.
+    let mut locker = warehouse.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {wh_table} IN EXCLUSIVE MODE"))
+        .unwrap();
+    f.start();
+    f.wait_until("warehouse server crashed mid-copy", |s| {
+        s.iter()
+            .any(|s| s["upload"]["state"] == "Completed" && s["state"] == "Running")
+    });
+    warehouse.crash();
+    drop(lock);
+    std::thread::sleep(Duration::from_secs(2));
+    warehouse.up();
+    let out = f
+        .controller
+        .cli(&["tasks", "wait", "fault", "--timeout", "180"]);
+    assert!(
+        out.status.success(),
+        "{}\n{:#}",
+        stderr(&out),
+        f.controller.show("fault")
+    );
+    let view = f.controller.show("fault");
+    assert!(restarted(&view) >= 1, "run again by itself: {view:#}");
+    assert_eq!(
+        checksum(&mut warehouse.client(), &wh_table),
+        checksum(&mut pg(), &format!("src_pg.{}", f.table)),
+        "the warehouse holds each source row once"
+    );
 }

@@ -1066,3 +1066,132 @@ fn a_table_emptied_at_the_source_is_emptied_in_the_warehouse_on_the_next_run() {
         "the earlier run's bookkeeping is gone too"
     );
 }
+
+/// Count and an order-independent checksum of every row of `(a, b, h)`, as PostgreSQL and
+/// MariaDB compute them alike: the sum of the first 60 bits of each row's MD5.
+fn pg_checksum(table: &str) -> String {
+    let row = pg()
+        .query_one(
+            &format!(
+                "SELECT count(*)::text || ' ' || sum(('x' || substr(md5(concat_ws('|', a, b, h)), \
+                 1, 15))::bit(60)::bigint)::text FROM {table}"
+            ),
+            &[],
+        )
+        .unwrap();
+    row.get(0)
+}
+
+fn maria_checksum(table: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e"])
+        .arg(format!(
+            "SELECT CONCAT(COUNT(*), ' ', SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('|', a, b, h)), \
+             1, 15), 16, 10) AS UNSIGNED))) FROM {table}"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_run_killed_mid_table_and_run_again_goes_on_after_its_last_durable_chunk() {
+    // MariaDB, read in key ranges (so in key order from the first run), composite key.
+    let (table, rows) = ("resume_maria", 300_000);
+    maria(&format!(
+        "DROP TABLE IF EXISTS {TEST_DB}.{table};
+         CREATE TABLE {TEST_DB}.{table} (a INT NOT NULL, b VARCHAR(16) NOT NULL,
+             h VARCHAR(80), PRIMARY KEY (a, b));
+         INSERT INTO {TEST_DB}.{table} SELECT seq DIV 3, CONCAT('k', seq % 3, '''x'),
+             CONCAT(MD5(seq), MD5(seq * 7)) FROM {TEST_DB}.seq_1_to_{rows};"
+    ));
+    let schema = "wh_resume_maria";
+    fresh_schema(schema)
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.{table} (a integer, b varchar(16), h varchar(80))"
+        ))
+        .unwrap();
+    let bucket = s3::unique_bucket("resumemaria");
+    s3::create_bucket(&s3::moto().endpoint(), &bucket);
+    let proxy = Proxy::start(s3::moto().port);
+    let sandbox = Sandbox::new();
+    let job = sandbox.job(
+        "resume-maria",
+        &job_text(
+            "resume-maria",
+            &maria_odbc(),
+            &format!(
+                "[[tables]]\nname = \"{TEST_DB}.{table}\"\n[files]\nchunk_mb = 1\n{}",
+                stages_with(&proxy.endpoint(), &bucket, schema, "attempts = 30", "")
+            ),
+            copy_mode(),
+        ),
+    );
+    let mut child = spawn_run(&sandbox, &job, &proxy.endpoint());
+    // S3 goes away once uploads started: the pipeline fills up and the extract waits, with
+    // several chunks sealed and checkpointed; then the run is SIGKILLed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.bytes_forwarded() < 1 << 20 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.stop();
+    let checkpoint = sandbox
+        .work_dir()
+        .join(format!("resume-maria/{TEST_DB}.{table}/checkpoint.json"));
+    let durable = loop {
+        let chunks = std::fs::read(&checkpoint)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|c| c["chunks"].as_array().unwrap().clone())
+            .unwrap_or_default();
+        if chunks.len() >= 3 {
+            break chunks
+                .iter()
+                .map(|c| c["rows"].as_u64().unwrap())
+                .sum::<u64>();
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of 3 chunks");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.resume();
+
+    let env = s3::s3_env(&proxy.endpoint());
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("DBHAUL_LOG", "dbhaul=info"));
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &env);
+    let summary = run.assert_ok();
+    assert!(
+        run.stderr.contains("resumes after chunk"),
+        "the second run resumed:\n{}",
+        run.stderr
+    );
+    assert_eq!(summary["subtasks"][0]["copied_rows"], rows);
+    // It read only what was not durable at the kill.
+    eprintln!("{durable} rows durable at the kill");
+    assert_eq!(
+        summary["subtasks"][0]["resumed_rows"], durable,
+        "{summary:#}"
+    );
+    assert_eq!(summary["subtasks"][0]["rows"], rows, "{summary:#}");
+    assert_eq!(
+        pg_checksum(&format!("{schema}.{table}")),
+        maria_checksum(&format!("{TEST_DB}.{table}")),
+        "the warehouse holds each source row once"
+    );
+    assert_eq!(
+        count(
+            &mut pg(),
+            &format!("SELECT count(DISTINCT run) FROM {schema}.dbhaul_loads")
+        ),
+        1,
+        "one run, resumed"
+    );
+}

@@ -168,7 +168,8 @@ impl AgentSupervisor {
             };
             let relay = runtime.relay.clone();
             let spec = self.assignments[&key].record.spec.clone();
-            let actor = SubtaskActor::new(context, spec, relay.recipient()).start();
+            let attempt = self.assignments[&key].record.status.attempts + 1;
+            let actor = SubtaskActor::new(context, spec, relay.recipient(), attempt).start();
             self.running.insert(key.clone(), actor);
             if let Some(a) = self.assignments.get_mut(&key) {
                 a.record.status.state = State::Running;
@@ -417,6 +418,8 @@ async fn prepare_task(
     }
     Ok(Arc::new(SubtaskContext {
         task: job.name.clone(),
+        instance: definition.id.clone(),
+        sorting: job.sorting,
         source,
         files: job.files.clone(),
         work: crate::target::WorkDir::new(work.join(job.name.as_str())),

@@ -70,6 +70,9 @@ pub fn run(args: RunArgs) -> Exit {
         let io = (job.mode.uploads()).then(Arbiter::new);
         let context = Arc::new(SubtaskContext {
             task: job.name.clone(),
+            // `dbhaul run` has no task id: a checkpoint of the same job is resumed.
+            instance: String::new(),
+            sorting: job.sorting,
             source: source.clone(),
             files: job.files.clone(),
             work: work.clone(),
@@ -175,6 +178,8 @@ struct SubtaskSummary {
     id: String,
     state: &'static str,
     rows: u64,
+    /// Rows of an interrupted earlier run this one went on from (not read again).
+    resumed_rows: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     uploaded_rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,6 +207,7 @@ impl Summary {
                 error: o.manifest.as_ref().err().cloned(),
                 id: o.id,
                 rows: o.rows,
+                resumed_rows: o.resumed_rows,
                 uploaded_rows: o.uploaded_rows,
                 copied_rows: o.copied_rows,
                 chunks: o.chunks,
@@ -258,6 +264,12 @@ impl Summary {
             self.seconds,
             rate
         );
+        for s in self.subtasks.iter().filter(|s| s.resumed_rows > 0) {
+            println!(
+                "{}: resumed after {} rows made durable by an interrupted run (not read again)",
+                s.id, s.resumed_rows
+            );
+        }
         for s in self.subtasks.iter().filter(|s| s.error.is_some()) {
             eprintln!(
                 "dbhaul: error: subtask {} failed: {}",

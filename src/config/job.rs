@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::Secret;
 use super::stages::{TargetSection, TargetSettings, WarehouseSection, WarehouseSettings};
 use crate::model::chunk::BinaryFormat;
-use crate::model::{Compression, LogLevel, MigrationMode, TaskName};
+use crate::model::{Compression, LogLevel, MigrationMode, Sorting, TaskName};
 
 /// Default size at which a chunk is closed, in MB of compressed output.
 pub const DEFAULT_CHUNK_MB: u64 = 64;
@@ -49,6 +49,8 @@ struct TaskSection {
     retries: u32,
     #[serde(default = "default_retry_wait_s")]
     retry_wait_s: u32,
+    #[serde(default = "default_sorting")]
+    sorting: Sorting,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +130,10 @@ fn default_log_level() -> LogLevel {
 pub const DEFAULT_RETRIES: u32 = 2;
 pub const DEFAULT_RETRY_WAIT_S: u32 = 30;
 
+fn default_sorting() -> Sorting {
+    Sorting::AfterFirstFailure
+}
+
 fn default_retries() -> u32 {
     DEFAULT_RETRIES
 }
@@ -166,6 +172,8 @@ pub struct Job {
     /// after `retry_wait` (doubling), before it fails for good.
     pub retries: u32,
     pub retry_wait: std::time::Duration,
+    /// Whether subtasks read in key order, and so resume after their last durable chunk.
+    pub sorting: Sorting,
     /// The ODBC connection string as written (it may hold a password: never print it
     /// without [`crate::source::redact`]).
     pub connection: String,
@@ -470,6 +478,7 @@ impl Job {
             log_level: raw.task.log_level,
             retries: raw.task.retries.min(100),
             retry_wait: std::time::Duration::from_secs(u64::from(raw.task.retry_wait_s.max(1))),
+            sorting: raw.task.sorting,
             connection,
             password,
             tables,
@@ -573,6 +582,7 @@ name = "orders"
         assert_eq!(job.mode, MigrationMode::Extract);
         assert!(job.extract_lobs);
         assert_eq!(job.log_level, LogLevel::Info);
+        assert_eq!(job.sorting, Sorting::AfterFirstFailure);
         assert_eq!(job.files, FileSettings::default());
         assert!(job.password.is_none());
     }
@@ -607,6 +617,10 @@ name = "orders"
             (
                 "[task]\nname = \"a\"\nmode = \"teleport\"\n[source]\nconnection = \"x\"\n",
                 "job.toml:3:8: unknown variant `teleport`, expected one of `extract`, `extract-upload`, `extract-upload-copy`",
+            ),
+            (
+                "[task]\nname = \"a\"\nsorting = \"sometimes\"\n[source]\nconnection = \"x\"\n",
+                "job.toml:3:11: unknown variant `sometimes`, expected one of `never`, `if_possible`, `after_first_failure`",
             ),
             (
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\" }\n",

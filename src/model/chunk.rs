@@ -22,6 +22,13 @@ impl Compression {
             Compression::None => "csv",
         }
     }
+
+    /// The compression of a chunk file, from its name.
+    pub fn from_file_name(name: &str) -> Option<Compression> {
+        [Compression::Gzip, Compression::None]
+            .into_iter()
+            .find(|c| name.ends_with(&format!(".{}", c.extension())))
+    }
 }
 
 /// How binary values are written in the CSV.
@@ -65,7 +72,7 @@ impl fmt::Display for ChunkName {
 }
 
 /// One sealed chunk as the manifest lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChunkRecord {
     pub name: String,
     pub rows: u64,

@@ -70,6 +70,41 @@ impl MigrationMode {
     }
 }
 
+/// Whether a subtask reads its table in key order, which lets a run that starts again
+/// continue after the last key of its last durable chunk instead of from the beginning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sorting {
+    /// Never ordered: a subtask that runs again starts from its beginning (and its
+    /// deterministic chunk names and object keys are overwritten).
+    Never,
+    /// Ordered by the primary (or a unique, not-null) key whenever the table has one, from
+    /// the first run: resumable at once, at the cost of an ordered scan.
+    IfPossible,
+    /// The first run reads unordered (the fastest scan); a subtask that runs again reads in
+    /// key order, so any later interruption resumes after its last durable chunk.
+    AfterFirstFailure,
+}
+
+impl Sorting {
+    /// Whether a subtask with a key reads in key order on this attempt (1 = the first).
+    pub fn ordered(self, attempt: u32) -> bool {
+        match self {
+            Sorting::Never => false,
+            Sorting::IfPossible => true,
+            Sorting::AfterFirstFailure => attempt > 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sorting::Never => "never",
+            Sorting::IfPossible => "if_possible",
+            Sorting::AfterFirstFailure => "after_first_failure",
+        }
+    }
+}
+
 /// The level of a task's log, each including the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

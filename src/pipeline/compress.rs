@@ -13,6 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::SubtaskContext;
+use super::checkpoint::Checkpoint;
 use super::credit::{BoundedSender, Credits};
 use super::messages::{Abort, ChunkSealed, CsvBatch, SealedFile, Stage, StageReport, ToUpload};
 use crate::config::FileSettings;
@@ -36,13 +37,22 @@ pub struct ChunkRoller {
 
 impl ChunkRoller {
     pub fn new(dir: PathBuf, settings: FileSettings) -> ChunkRoller {
+        ChunkRoller::resume(dir, settings, Vec::new())
+    }
+
+    /// Go on after `chunks`, sealed by an earlier attempt of the same run.
+    pub fn resume(dir: PathBuf, settings: FileSettings, chunks: Vec<ChunkRecord>) -> ChunkRoller {
         ChunkRoller {
             dir,
             settings,
             current: None,
-            next_number: 1,
-            chunks: Vec::new(),
+            next_number: chunks.len() as u32 + 1,
+            chunks,
         }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Append a batch; returns the chunk it sealed, if the batch completed one.
@@ -103,11 +113,32 @@ impl ChunkRoller {
     }
 }
 
+/// How the compressor keeps a subtask resumable.
+pub struct Resumable {
+    /// [`super::checkpoint::fingerprint`] of the subtask.
+    pub fingerprint: String,
+    /// The checkpoint this attempt goes on from, if any.
+    pub from: Option<Checkpoint>,
+}
+
+/// Where the compressor's output goes.
+pub struct Outputs {
+    /// Told of each sealed chunk: the subtask.
+    pub sealed: Recipient<ChunkSealed>,
+    /// The uploader, when the mode uploads: each sealed chunk, then the manifest.
+    pub upload: Option<BoundedSender<ToUpload>>,
+    pub report: Recipient<StageReport>,
+}
+
 /// The actor shell.
 pub struct Compressor {
     context: Arc<SubtaskContext>,
     spec: Arc<SubtaskSpec>,
     run: Arc<str>,
+    /// Set while the subtask is read in key order: a checkpoint is written at every seal.
+    resumable: Option<Resumable>,
+    /// The key of the last complete row received.
+    last_key: Option<Vec<String>>,
     roller: Option<ChunkRoller>,
     credits: Credits,
     sealed: Recipient<ChunkSealed>,
@@ -124,24 +155,105 @@ impl Compressor {
         context: Arc<SubtaskContext>,
         spec: Arc<SubtaskSpec>,
         run: Arc<str>,
+        resumable: Option<Resumable>,
         credits: Credits,
-        sealed: Recipient<ChunkSealed>,
-        upload: Option<BoundedSender<ToUpload>>,
-        report: Recipient<StageReport>,
+        outputs: Outputs,
     ) -> Compressor {
+        let Outputs {
+            sealed,
+            upload,
+            report,
+        } = outputs;
+        let resumed = resumable
+            .as_ref()
+            .and_then(|r| r.from.as_ref())
+            .map(Checkpoint::resumed)
+            .unwrap_or_default();
         Compressor {
             context,
             spec,
             run,
+            last_key: None,
+            resumable,
             roller: None,
             credits,
             sealed,
             upload,
             report,
-            rows: 0,
-            bytes_in: 0,
+            rows: resumed.rows,
+            bytes_in: resumed.bytes_uncompressed,
             done: false,
         }
+    }
+
+    /// Write the checkpoint that lists every chunk sealed so far; before any of them
+    /// passes downstream.
+    fn checkpoint(&mut self) -> Result<(), (String, io::Error)> {
+        let (Some(resumable), Some(roller)) = (&self.resumable, &self.roller) else {
+            return Ok(());
+        };
+        let Some(last_key) = self.last_key.clone() else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            version: 1,
+            fingerprint: resumable.fingerprint.clone(),
+            run: self.run.to_string(),
+            last_key,
+            chunks: roller.chunks.clone(),
+        };
+        checkpoint
+            .save(roller.dir())
+            .map_err(|e| ("writing checkpoint.json".to_string(), e))
+    }
+
+    /// Note the key of the batch's last row. A row-ending batch of rows without a key (a
+    /// NULL or unreadable key value) ends checkpointing for this run: a checkpoint must
+    /// never point before rows already in a chunk.
+    fn note_key(&mut self, batch: &mut CsvBatch) {
+        if self.resumable.is_none() || !batch.ends_row || batch.rows == 0 {
+            return;
+        }
+        match batch.last_key.take() {
+            Some(key) => self.last_key = Some(key),
+            None => {
+                tracing::warn!(
+                    task = %self.context.task,
+                    subtask = %self.spec.id(),
+                    "a row without a readable key value: this run can no longer resume \
+                     from a checkpoint, and starts over if interrupted"
+                );
+                self.resumable = None;
+                if let Some(roller) = &self.roller {
+                    let _ = Checkpoint::remove(roller.dir());
+                }
+            }
+        }
+    }
+
+    /// Send the chunks of the checkpoint this run resumes down the pipeline again: a chunk
+    /// still on disk is uploaded again (an overwrite), one already uploaded and deleted
+    /// goes on to the copier, which skips it if the warehouse holds it for this run.
+    fn resend(
+        &mut self,
+        chunks: Vec<ChunkRecord>,
+        dir: PathBuf,
+    ) -> Result<(), (String, io::Error)> {
+        let Some(upload) = &self.upload else {
+            return Ok(());
+        };
+        for chunk in chunks {
+            let path = dir.join(&chunk.name);
+            let file = if path.exists() {
+                SealedFile::Chunk { chunk, path }
+            } else {
+                SealedFile::Uploaded { chunk }
+            };
+            upload
+                .send_blocking(|credit| ToUpload { file, credit })
+                .map_err(|_| uploader_gone())?;
+        }
+        Ok(())
     }
 
     fn fail(&mut self, what: String, error: io::Error, ctx: &mut Context<Self>) {
@@ -165,6 +277,7 @@ impl Compressor {
             .map_err(|e| ("sealing the last chunk".to_string(), e))?;
         let chunks = roller.chunks.clone();
         if let Some((chunk, path)) = last {
+            self.checkpoint()?;
             self.pass_on(chunk, path)?;
         }
         let manifest = build_manifest(&self.context, &self.spec, &self.run, self.rows, chunks);
@@ -223,15 +336,38 @@ impl Actor for Compressor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.credits.mailbox_capacity());
         let relative = self.spec.id();
-        match self.context.work.prepare_subtask_dir(&relative) {
-            Ok(dir) => self.roller = Some(ChunkRoller::new(dir, self.context.files.clone())),
+        let from = self.resumable.as_mut().and_then(|r| r.from.take());
+        let keep: Vec<&str> = from
+            .iter()
+            .flat_map(|c| c.chunks.iter().map(|c| c.name.as_str()))
+            .collect();
+        let prepared = self
+            .context
+            .work
+            .prepare_subtask_dir(&relative, &keep)
+            .and_then(|dir| match &from {
+                Some(_) => Ok(dir),
+                None => Checkpoint::remove(&dir).map(|()| dir),
+            });
+        let dir = match prepared {
+            Ok(dir) => dir,
             Err(e) => {
                 let what = format!(
                     "preparing the folder {}",
                     self.context.subtask_dir(&self.spec).display()
                 );
-                self.fail(what, e, ctx);
+                return self.fail(what, e, ctx);
             }
+        };
+        let files = self.context.files.clone();
+        let Some(from) = from else {
+            self.roller = Some(ChunkRoller::new(dir, files));
+            return;
+        };
+        self.last_key = Some(from.last_key);
+        self.roller = Some(ChunkRoller::resume(dir.clone(), files, from.chunks.clone()));
+        if let Err((what, e)) = self.resend(from.chunks, dir) {
+            self.fail(what, e, ctx);
         }
     }
 }
@@ -247,10 +383,11 @@ impl Drop for Compressor {
 impl Handler<CsvBatch> for Compressor {
     type Result = ();
 
-    fn handle(&mut self, batch: CsvBatch, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut batch: CsvBatch, ctx: &mut Context<Self>) {
         if self.done {
             return;
         }
+        self.note_key(&mut batch);
         let roller = self.roller.as_mut().expect("started");
         let sealed = match roller.push(&batch.bytes, batch.rows, batch.ends_row) {
             Ok(sealed) => sealed,
@@ -261,7 +398,7 @@ impl Handler<CsvBatch> for Compressor {
         };
         let bytes_out = roller.bytes_out();
         if let Some((chunk, path)) = sealed
-            && let Err((what, e)) = self.pass_on(chunk, path)
+            && let Err((what, e)) = self.checkpoint().and_then(|()| self.pass_on(chunk, path))
         {
             return self.fail(what, e, ctx);
         }

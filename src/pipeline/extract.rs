@@ -15,7 +15,7 @@ use super::messages::{CsvBatch, Stage, StageReport};
 use crate::model::SubtaskSpec;
 use crate::source::SourceError;
 use crate::source::connection::Purpose;
-use crate::source::fetch::{Field, RowSink, Stop, read_subtask};
+use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
 
 /// Pass encoded rows on once this many bytes have piled up, even inside a LOB value.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
@@ -26,6 +26,10 @@ pub struct Extractor {
     pub out: BoundedSender<CsvBatch>,
     pub report: Recipient<StageReport>,
     pub cancel: CancelSwitch,
+    /// The read order, and the key to go on after when the run resumes.
+    pub order: KeyOrder,
+    /// Rows already in the chunks of the checkpoint this run resumes from.
+    pub resumed_rows: u64,
 }
 
 impl Extractor {
@@ -82,12 +86,19 @@ impl Extractor {
             out: &self.out,
             cancel: &self.cancel,
             rows_pending: 0,
+            keyed: self.order.ordered,
         };
-        let summary = read_subtask(&conn, &self.context.source, &self.spec, &mut sink)?;
-        sink.send(true, true)
+        let summary = read_subtask(
+            &conn,
+            &self.context.source,
+            &self.spec,
+            &self.order,
+            &mut sink,
+        )?;
+        sink.send(true, true, None)
             .map_err(|Stop| SourceError::Cancelled)?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
-        Ok(summary.rows)
+        Ok(self.resumed_rows + summary.rows)
     }
 }
 
@@ -107,10 +118,17 @@ struct BatchSink<'a> {
     cancel: &'a CancelSwitch,
     /// Rows completed since the last batch was sent.
     rows_pending: u64,
+    /// Read in key order: row-ending batches carry their last row's key.
+    keyed: bool,
 }
 
 impl BatchSink<'_> {
-    fn send(&mut self, ends_row: bool, last: bool) -> Result<(), Stop> {
+    fn send(
+        &mut self,
+        ends_row: bool,
+        last: bool,
+        last_key: Option<Vec<String>>,
+    ) -> Result<(), Stop> {
         if self.cancel.is_cancelled() {
             return Err(Stop);
         }
@@ -125,6 +143,7 @@ impl BatchSink<'_> {
                 rows,
                 ends_row,
                 last,
+                last_key,
                 credit,
             })
             .map_err(|_| Stop)
@@ -143,7 +162,7 @@ impl RowSink for BatchSink<'_> {
     fn piece(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         self.encoder.piece(bytes);
         if self.encoder.len() >= FLUSH_BYTES {
-            self.send(false, false)?;
+            self.send(false, false, None)?;
         }
         Ok(())
     }
@@ -157,7 +176,8 @@ impl RowSink for BatchSink<'_> {
         self.rows_pending += 1;
     }
 
-    fn end_block(&mut self) -> Result<(), Stop> {
-        self.send(true, false)
+    fn end_block(&mut self, last_key: Option<&[String]>) -> Result<(), Stop> {
+        let last_key = last_key.filter(|_| self.keyed).map(<[String]>::to_vec);
+        self.send(true, false, last_key)
     }
 }

@@ -63,7 +63,18 @@ impl JobRunner {
                 break;
             };
             let id = spec.id();
-            let actor = SubtaskActor::new(self.context.clone(), spec, ctx.address().recipient());
+            // A folder whose extraction did not finish (no manifest): this is a run again.
+            let attempt = if self.context.work.interrupted(&id) {
+                2
+            } else {
+                1
+            };
+            let actor = SubtaskActor::new(
+                self.context.clone(),
+                spec,
+                ctx.address().recipient(),
+                attempt,
+            );
             self.running.push((id, actor.start()));
         }
         if self.running.is_empty() && (self.pending.is_empty() || self.stopping) {

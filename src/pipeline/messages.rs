@@ -21,6 +21,8 @@ pub struct CsvBatch {
     pub ends_row: bool,
     /// The extractor read everything: seal the last chunk.
     pub last: bool,
+    /// With `ends_row`, when the subtask is read in key order: the key of the last row.
+    pub last_key: Option<Vec<String>>,
     pub credit: Credit,
 }
 
@@ -45,6 +47,11 @@ pub enum SealedFile {
     Chunk {
         chunk: ChunkRecord,
         path: PathBuf,
+    },
+    /// A chunk an earlier attempt of this run uploaded (and deleted locally): it goes on
+    /// to the copier without being uploaded again.
+    Uploaded {
+        chunk: ChunkRecord,
     },
     Manifest {
         path: PathBuf,

@@ -13,6 +13,7 @@
 //! subtask stops every stage. [`job_runner::JobRunner`] runs a job's subtasks, a few at a
 //! time, on this machine.
 
+pub mod checkpoint;
 pub mod checks;
 pub mod compress;
 pub mod copy;
@@ -29,7 +30,7 @@ use std::path::PathBuf;
 use actix::prelude::*;
 
 use crate::config::{FileSettings, WarehouseSettings};
-use crate::model::{SubtaskSpec, TaskName};
+use crate::model::{Sorting, SubtaskSpec, TaskName};
 use crate::source::Source;
 use crate::target::{S3Target, WorkDir};
 
@@ -37,6 +38,11 @@ use crate::target::{S3Target, WorkDir};
 #[derive(Debug)]
 pub struct SubtaskContext {
     pub task: TaskName,
+    /// Which creation of the task this is (its id): a checkpoint written for another is
+    /// not resumed.
+    pub instance: String,
+    /// Whether subtasks read in key order, and so resume after their last durable chunk.
+    pub sorting: Sorting,
     pub source: Source,
     pub files: FileSettings,
     /// The task's working folder (`<work-dir>/<task>`).
@@ -60,8 +66,11 @@ impl SubtaskContext {
 #[derive(Debug, Clone)]
 pub struct SubtaskOutcome {
     pub id: String,
-    /// Rows extracted and written into chunks.
+    /// Rows extracted and written into chunks (with those resumed from a checkpoint).
     pub rows: u64,
+    /// Rows already in chunks of an earlier, interrupted attempt that this one resumed
+    /// after: not read again.
+    pub resumed_rows: u64,
     /// Rows in uploaded chunks, when the mode uploads.
     pub uploaded_rows: Option<u64>,
     /// Rows in the warehouse from this run, when the mode copies.

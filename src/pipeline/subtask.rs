@@ -8,14 +8,16 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::compress::{COMPRESSOR_CREDITS, Compressor};
+use super::checkpoint::{self, Checkpoint};
+use super::compress::{COMPRESSOR_CREDITS, Compressor, Outputs, Resumable};
 use super::copy::{COPIER_CREDITS, Copier};
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::extract::Extractor;
 use super::messages::{Abort, ChunkSealed, Stage, StageReport};
 use super::upload::{UPLOADER_CREDITS, Uploader};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
-use crate::model::SubtaskSpec;
+use crate::model::{Sorting, SubtaskSpec};
+use crate::source::fetch::{KeyOrder, always_in_key_order};
 use crate::target::local::MANIFEST_FILE;
 
 /// Stop a running subtask (Ctrl-C, or a user's stop).
@@ -30,6 +32,11 @@ pub struct SubtaskActor {
     cancel: CancelSwitch,
     /// This extraction's run id: the copy stage replaces what other runs loaded.
     run: Arc<str>,
+    /// Set when the subtask is read in key order and checkpointed; with the checkpoint
+    /// this attempt resumes from, if any.
+    resumable: Option<Resumable>,
+    order: KeyOrder,
+    resumed_rows: u64,
     compressor: Option<Addr<Compressor>>,
     uploader: Option<Addr<Uploader>>,
     copier: Option<Addr<Copier>>,
@@ -56,6 +63,43 @@ fn stage_index(stage: Stage) -> usize {
     }
 }
 
+/// Whether this attempt reads in key order and writes checkpoints, and the checkpoint it
+/// resumes from. Only a subtask with a key can; `sorting = "never"` never does; a driver
+/// read in key ranges is in key order anyway, so it checkpoints from its first attempt.
+fn plan_order(
+    context: &SubtaskContext,
+    spec: &SubtaskSpec,
+    attempt: u32,
+) -> (Option<Resumable>, KeyOrder) {
+    if spec.key.is_none() || context.sorting == Sorting::Never {
+        return (None, KeyOrder::default());
+    }
+    let fingerprint = checkpoint::fingerprint(&context.instance, spec, &context.files);
+    let dir = context.subtask_dir(spec);
+    let from = match Checkpoint::load(&dir, &fingerprint, context.target.is_some()) {
+        Ok(from) => from,
+        Err(why) => {
+            tracing::warn!(
+                task = %context.task,
+                subtask = %spec.id(),
+                "a checkpoint is not resumed ({why}); the subtask reads from its beginning"
+            );
+            None
+        }
+    };
+    let ordered = from.is_some()
+        || context.sorting.ordered(attempt)
+        || always_in_key_order(&context.source, spec);
+    if !ordered {
+        return (None, KeyOrder::default());
+    }
+    let order = KeyOrder {
+        ordered: true,
+        after: from.as_ref().map(|c| c.last_key.clone()),
+    };
+    (Some(Resumable { fingerprint, from }), order)
+}
+
 /// A run id: time and randomness, unique enough to tell two extractions apart.
 pub fn new_run_id() -> String {
     let millis = std::time::SystemTime::now()
@@ -65,33 +109,65 @@ pub fn new_run_id() -> String {
 }
 
 impl SubtaskActor {
+    /// `attempt`: 1 for a subtask's first run, more when it runs again (which, with
+    /// `sorting = "after_first_failure"`, makes it read in key order).
     pub fn new(
         context: Arc<SubtaskContext>,
         spec: SubtaskSpec,
         events: Recipient<SubtaskEvent>,
+        attempt: u32,
     ) -> Self {
+        let (resumable, order) = plan_order(&context, &spec, attempt);
+        let from = resumable.as_ref().and_then(|r| r.from.as_ref());
+        let resumed = from.map(Checkpoint::resumed).unwrap_or_default();
+        let run: Arc<str> = match from {
+            Some(checkpoint) => {
+                tracing::info!(
+                    task = %context.task,
+                    subtask = %spec.id(),
+                    chunks = resumed.chunks,
+                    rows = resumed.rows,
+                    run = %checkpoint.run,
+                    "resumes after chunk {} ({} rows already durable): only later rows are read",
+                    resumed.chunks,
+                    resumed.rows
+                );
+                tracing::debug!(task = %context.task, subtask = %spec.id(), "resumes after key ({})", checkpoint.last_key.join(", "));
+                checkpoint.run.as_str().into()
+            }
+            None => new_run_id().into(),
+        };
         let progress = SubtaskProgress {
             uploaded_rows: context.target.as_ref().map(|_| 0),
             copied_rows: context.warehouse.as_ref().map(|_| 0),
+            rows: resumed.rows,
+            bytes_out: resumed.bytes_compressed,
+            chunks: resumed.chunks,
             ..SubtaskProgress::default()
         };
+        let mut counted = [(0, 0); 4];
+        // The metrics count what this attempt extracts, not what it resumes from.
+        counted[stage_index(Stage::Compress)] = (resumed.rows, resumed.bytes_compressed);
         SubtaskActor {
             context,
             spec: Arc::new(spec),
             events,
             cancel: CancelSwitch::default(),
-            run: new_run_id().into(),
+            run,
+            resumable,
+            order,
+            resumed_rows: resumed.rows,
             compressor: None,
             uploader: None,
             copier: None,
             arbiter: None,
             started: Instant::now(),
-            chunks: 0,
-            bytes_in: 0,
+            chunks: resumed.chunks,
+            bytes_in: resumed.bytes_uncompressed,
             progress,
             finished_rows: [None; 4],
             transient: false,
-            counted: [(0, 0); 4],
+            counted,
             finished: false,
         }
     }
@@ -114,9 +190,13 @@ impl SubtaskActor {
         }
         self.finished = true;
         let failed = result.is_err();
+        if !failed && let Err(e) = Checkpoint::remove(&self.context.subtask_dir(&self.spec)) {
+            tracing::warn!(task = %self.context.task, subtask = %self.spec.id(), "the subtask is done, but its checkpoint cannot be deleted: {e}");
+        }
         let outcome = SubtaskOutcome {
             id: self.spec.id(),
             rows: self.progress.rows,
+            resumed_rows: self.resumed_rows,
             uploaded_rows: self.progress.uploaded_rows,
             copied_rows: self.progress.copied_rows,
             chunks: self.chunks,
@@ -256,15 +336,20 @@ impl Actor for SubtaskActor {
         let arbiter = Arbiter::new();
         let credits = Credits::new("compress", COMPRESSOR_CREDITS);
         let compressor = {
-            let (context, spec, run, credits) = (
+            let (context, spec, run, resumable, credits) = (
                 self.context.clone(),
                 self.spec.clone(),
                 self.run.clone(),
+                self.resumable.take(),
                 credits.clone(),
             );
-            let (sealed, report) = (me.clone().recipient(), me.clone().recipient());
+            let outputs = Outputs {
+                sealed: me.clone().recipient(),
+                upload,
+                report: me.clone().recipient(),
+            };
             Compressor::start_in_arbiter(&arbiter.handle(), move |_| {
-                Compressor::new(context, spec, run, credits, sealed, upload, report)
+                Compressor::new(context, spec, run, resumable, credits, outputs)
             })
         };
         let extractor = Extractor {
@@ -273,6 +358,8 @@ impl Actor for SubtaskActor {
             out: BoundedSender::new(compressor.clone().recipient(), &credits),
             report: me.recipient(),
             cancel: self.cancel.clone(),
+            order: std::mem::take(&mut self.order),
+            resumed_rows: self.resumed_rows,
         };
         self.compressor = Some(compressor);
         self.arbiter = Some(arbiter);

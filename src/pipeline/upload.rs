@@ -126,6 +126,19 @@ impl Handler<ToUpload> for Uploader {
                         last: false,
                     }
                 }
+                SealedFile::Uploaded { chunk } => {
+                    let key = target.key(&task, &id, &chunk.name);
+                    let (rows, bytes) = (chunk.rows, chunk.bytes_compressed);
+                    if let Some(out) = &out {
+                        let file = UploadedFile::Chunk { chunk, key };
+                        hand_on(out, &cancel, ToCopy::with(file)).await?;
+                    }
+                    Uploaded {
+                        rows,
+                        bytes,
+                        last: false,
+                    }
+                }
                 SealedFile::Manifest {
                     path,
                     sha256,

@@ -56,8 +56,9 @@ pub trait RowSink {
     fn piece(&mut self, bytes: &[u8]) -> Result<(), Stop>;
     fn end_stream(&mut self);
     fn end_row(&mut self);
-    /// Called after every block of rows; an `Err` stops the read.
-    fn end_block(&mut self) -> Result<(), Stop>;
+    /// Called after every block of rows, with the key of the block's last row when the
+    /// table has a key; an `Err` stops the read.
+    fn end_block(&mut self, last_key: Option<&[String]>) -> Result<(), Stop>;
 }
 
 /// What a finished read reports.
@@ -153,21 +154,83 @@ pub fn row_predicate(spec: &SubtaskSpec) -> Option<String> {
     (!predicates.is_empty()).then(|| predicates.join(" AND "))
 }
 
-/// Read every row of a subtask into `sink`.
+/// In which order a subtask's rows are read, and from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyOrder {
+    /// Read in key order (the subtask must have a key).
+    pub ordered: bool,
+    /// Read only the rows after this key (a run that resumes): in key order.
+    pub after: Option<Vec<String>>,
+}
+
+/// Whether the subtask is read in key order whatever is asked (key ranges).
+pub fn always_in_key_order(source: &Source, spec: &SubtaskSpec) -> bool {
+    matches!(
+        ReadMethod::for_subtask(source, spec),
+        ReadMethod::KeyRanges { .. }
+    )
+}
+
+/// The key columns of a subtask, quoted for the source, in key order.
+fn key_names(source: &Source, spec: &SubtaskSpec) -> Vec<String> {
+    let key = spec.key.as_ref().expect("a key");
+    key.columns
+        .iter()
+        .map(|i| source.quote_ident(&spec.columns[*i].name))
+        .collect()
+}
+
+/// The one query of a subtask read in key order, after `after` if given.
+fn ordered_sql(
+    source: &Source,
+    spec: &SubtaskSpec,
+    after: Option<&[String]>,
+) -> (String, Vec<String>) {
+    let names = key_names(source, spec);
+    let mut sql = select_sql(source, spec);
+    let mut params = Vec::new();
+    if let Some(values) = after {
+        let (predicate, p) = after_key(spec, &names, values);
+        let joiner = if sql.contains(" WHERE ") {
+            " AND "
+        } else {
+            " WHERE "
+        };
+        sql = format!("{sql}{joiner}({predicate})");
+        params = p;
+    }
+    sql.push_str(" ORDER BY ");
+    sql.push_str(&names.join(", "));
+    (sql, params)
+}
+
+/// Read every row of a subtask into `sink`, in the order asked.
 pub fn read_subtask(
     conn: &Connection<'_>,
     source: &Source,
     spec: &SubtaskSpec,
+    order: &KeyOrder,
     sink: &mut impl RowSink,
 ) -> Result<ReadSummary, SourceError> {
     let table = spec.table.to_string();
+    let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
     match ReadMethod::for_subtask(source, spec) {
-        ReadMethod::KeyRanges { rows_per_query } => {
-            read_key_ranges(conn, source, spec, rows_per_query, &table, sink)
-        }
+        ReadMethod::KeyRanges { rows_per_query } => read_key_ranges(
+            conn,
+            source,
+            spec,
+            rows_per_query,
+            order.after.clone(),
+            &table,
+            sink,
+        ),
         ReadMethod::Blocks | ReadMethod::RowWise => {
-            let sql = select_sql(source, spec);
-            let outcome = run_query(conn, &sql, &[], spec, &table, sink)?;
+            let (sql, params) = if keyed {
+                ordered_sql(source, spec, order.after.as_deref())
+            } else {
+                (select_sql(source, spec), Vec::new())
+            };
+            let outcome = run_query(conn, &sql, &params, spec, &table, sink)?;
             Ok(ReadSummary {
                 rows: outcome.count,
                 queries: 1,
@@ -181,15 +244,11 @@ fn read_key_ranges(
     source: &Source,
     spec: &SubtaskSpec,
     rows_per_query: usize,
+    after: Option<Vec<String>>,
     table: &str,
     sink: &mut impl RowSink,
 ) -> Result<ReadSummary, SourceError> {
-    let key = spec.key.as_ref().expect("key ranges need a key");
-    let key_names: Vec<String> = key
-        .columns
-        .iter()
-        .map(|i| source.quote_ident(&spec.columns[*i].name))
-        .collect();
+    let key_names = key_names(source, spec);
     let base = select_sql(source, spec);
     let joiner = if base.contains(" WHERE ") {
         " AND "
@@ -198,7 +257,7 @@ fn read_key_ranges(
     };
     let order = format!(" ORDER BY {} LIMIT {rows_per_query}", key_names.join(", "));
     let mut summary = ReadSummary::default();
-    let mut last_key: Option<Vec<String>> = None;
+    let mut last_key: Option<Vec<String>> = after;
     loop {
         let (sql, params) = match &last_key {
             None => (format!("{base}{order}"), Vec::new()),
@@ -221,8 +280,11 @@ fn read_key_ranges(
 }
 
 /// `key > last` for a (possibly composite) key, portable to every dialect:
-/// `(a > ?) OR (a = ? AND b > ?)`. Integer and decimal keys are written as literals, so no
-/// driver compares them as floating point.
+/// `(a > ?) OR (a = ? AND b > ?)`. Integer and decimal keys are written as number literals,
+/// so no driver compares them as floating point; character keys are parameters (no
+/// escaping rules to get wrong); other keys (dates, timestamps, UUIDs) are quoted literals,
+/// which every dialect converts to the column's type (a character parameter would not be
+/// compared with a timestamp by PostgreSQL).
 fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (String, Vec<String>) {
     let key = spec.key.as_ref().expect("key");
     let mut params = Vec::new();
@@ -232,9 +294,11 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
         let numeric = matches!(column.family(), ValueFamily::Integer | ValueFamily::Decimal);
         if numeric && is_plain_number(value) {
             value.clone()
-        } else {
+        } else if is_character(column.sql_type) || value.contains('\\') {
             params.push(value.clone());
             "?".to_string()
+        } else {
+            format!("'{}'", value.replace('\'', "''"))
         }
     };
     let mut alternatives = Vec::new();
@@ -249,6 +313,19 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     (alternatives.join(" OR "), params)
+}
+
+fn is_character(sql_type: i16) -> bool {
+    use crate::model::subtask::sql;
+    matches!(
+        sql_type,
+        sql::CHAR
+            | sql::VARCHAR
+            | sql::WCHAR
+            | sql::WVARCHAR
+            | sql::LONGVARCHAR
+            | sql::WLONGVARCHAR
+    )
 }
 
 fn is_plain_number(value: &str) -> bool {
@@ -388,7 +465,8 @@ fn read_blocks(
                 .collect();
         }
         outcome.count += n_rows as u64;
-        sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+        sink.end_block(outcome.last_key.as_deref())
+            .map_err(|Stop| SourceError::Cancelled)?;
     }
     Ok(outcome)
 }
@@ -498,14 +576,25 @@ fn read_row_wise(
         outcome.count += 1;
         if block_bytes >= ROW_WISE_BLOCK_BYTES {
             block_bytes = 0;
-            sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+            let last_key = current_key(&key_values);
+            sink.end_block(last_key.as_deref())
+                .map_err(|Stop| SourceError::Cancelled)?;
         }
     }
-    if !key_columns.is_empty() && outcome.count > 0 {
-        outcome.last_key = key_values.into_iter().collect();
+    if outcome.count > 0 {
+        outcome.last_key = current_key(&key_values);
     }
-    sink.end_block().map_err(|Stop| SourceError::Cancelled)?;
+    sink.end_block(outcome.last_key.as_deref())
+        .map_err(|Stop| SourceError::Cancelled)?;
     Ok(outcome)
+}
+
+/// The key of the row read last, when every key column has a value.
+fn current_key(values: &[Option<String>]) -> Option<Vec<String>> {
+    if values.is_empty() {
+        return None;
+    }
+    values.iter().cloned().collect()
 }
 
 /// Stream one LOB value in pieces; returns its size in bytes.
@@ -623,16 +712,41 @@ mod tests {
             "x'y".to_string(),
             "2024-01-01".to_string(),
         ];
+        // Numbers as numbers, characters as parameters, a date as a quoted literal.
         let (predicate, params) = after_key(&composite, &names, &values);
         assert_eq!(
             predicate,
-            "(`a` > 42) OR (`a` = 42 AND `b` > ?) OR (`a` = 42 AND `b` = ? AND `c` > ?)"
+            "(`a` > 42) OR (`a` = 42 AND `b` > ?) OR (`a` = 42 AND `b` = ? AND `c` > '2024-01-01')"
         );
-        assert_eq!(params, ["x'y", "x'y", "2024-01-01"]);
+        assert_eq!(params, ["x'y", "x'y"]);
         let maria = Source::offline(Dialect::MariaDb, '`');
         assert_eq!(
             select_sql(&maria, &composite),
             "SELECT `b`, `a`, `c` FROM `shop`.`t` WHERE (a <> 0)"
         );
+    }
+
+    #[test]
+    fn a_resumed_read_goes_on_after_the_checkpoints_key_in_key_order() {
+        let composite = spec(&[("a", 4), ("b", 12), ("ts", 93)], &[0, 1]);
+        let pg = Source::offline(Dialect::Postgres, '"');
+        let (sql, params) = ordered_sql(&pg, &composite, None);
+        assert_eq!(
+            sql,
+            "SELECT \"a\", \"b\", \"ts\" FROM \"t\" WHERE (a <> 0) ORDER BY \"a\", \"b\""
+        );
+        assert!(params.is_empty());
+        let after = ["7".to_string(), "k'1".to_string()];
+        let (sql, params) = ordered_sql(&pg, &composite, Some(&after));
+        assert_eq!(
+            sql,
+            "SELECT \"a\", \"b\", \"ts\" FROM \"t\" WHERE (a <> 0) AND \
+             ((\"a\" > 7) OR (\"a\" = 7 AND \"b\" > ?)) ORDER BY \"a\", \"b\""
+        );
+        assert_eq!(params, ["k'1"]);
+        // A timestamp key quoted as a literal, its quote doubled.
+        let by_time = spec(&[("ts", 93)], &[0]);
+        let (predicate, params) = after_key(&by_time, &["ts".into()], &["it's".into()]);
+        assert_eq!((predicate.as_str(), params.len()), ("(ts > 'it''s')", 0));
     }
 }

@@ -55,7 +55,16 @@ impl WorkDir {
 
     /// A subtask's folder, emptied of what an earlier run left (chunks, partial files and
     /// the manifest, the manifest first so no manifest ever describes stale chunks).
-    pub fn prepare_subtask_dir(&self, relative: &str) -> io::Result<PathBuf> {
+    /// Whether an earlier extraction of the subtask started here and did not finish: its
+    /// folder exists without a manifest.
+    pub fn interrupted(&self, relative: &str) -> bool {
+        let dir = self.subtask_dir(relative);
+        dir.is_dir() && !dir.join(MANIFEST_FILE).exists()
+    }
+
+    /// Create the subtask's folder, or clear what an earlier run left in it (its manifest,
+    /// partial files and chunks) except the chunks named in `keep` (a run that resumes).
+    pub fn prepare_subtask_dir(&self, relative: &str, keep: &[&str]) -> io::Result<PathBuf> {
         let dir = self.subtask_dir(relative);
         fs::create_dir_all(&dir)?;
         let manifest = dir.join(MANIFEST_FILE);
@@ -69,7 +78,7 @@ impl WorkDir {
             let is_chunk = name.ends_with(PARTIAL_SUFFIX)
                 || name.ends_with(".csv.gz")
                 || name.ends_with(".csv");
-            if is_chunk && entry.file_type()?.is_file() {
+            if is_chunk && !keep.contains(&name.as_ref()) && entry.file_type()?.is_file() {
                 fs::remove_file(entry.path())?;
             }
         }
