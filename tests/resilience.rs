@@ -364,7 +364,7 @@ fn a_source_connection_killed_by_the_server_is_run_again_by_itself_and_lands_eac
     assert!((2..=3).contains(&attempts), "{view:#}");
     let log = stdout(&f.controller.cli(&["tasks", "log", "fault"]));
     assert!(
-        log.contains("subtask lost a connection") && log.contains("57P01"),
+        log.contains("subtask runs again in 1 s (retry 1 of 2)") && log.contains("57P01"),
         "{log}"
     );
     // Counted where Prometheus looks.
@@ -479,8 +479,7 @@ fn an_s3_outage_of_thirty_seconds_mid_upload_is_ridden_out_with_each_row_once() 
 }
 
 #[test]
-fn a_full_working_folder_on_an_agent_fails_clearly_and_resume_lands_each_row_once_when_space_is_back()
- {
+fn a_full_working_folder_on_an_agent_waits_for_space_and_goes_on_by_itself_when_it_is_back() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
     let mut agent = Agent::configure(sandbox.dir.path(), "cramped", 1);
@@ -491,26 +490,36 @@ fn a_full_working_folder_on_an_agent_fails_clearly_and_resume_lands_each_row_onc
     hash_table("rf_full", 60_000);
     fresh_schema("wh_full");
     let toml = "[[tables]]\nname = \"src_pg.rf_full\"\n";
-    create_and_start(
-        &controller,
-        &sandbox,
-        "full",
-        &job("full", toml, &s3::unique_bucket("full"), "wh_full"),
-        &[],
+    let text = job("full", toml, &s3::unique_bucket("full"), "wh_full").replacen(
+        "[task]\n",
+        "[task]\nretries = 4\nretry_wait_s = 3\n",
+        1,
     );
-    let failed = controller.wait_for("full", Duration::from_secs(60), |v| v["state"] == "Failed");
-    let error = failed["subtasks"][0]["error"].as_str().unwrap();
+    create_and_start(&controller, &sandbox, "full", &text, &[]);
+    // The subtask stops clearly, and waits to run again.
+    let waiting = controller.wait_for("full", Duration::from_secs(60), |v| {
+        v["subtasks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("runs again in"))
+    });
+    let error = waiting["subtasks"][0]["error"].as_str().unwrap();
     assert!(
         error.contains("the working folder is full") && error.contains("free space"),
         "{error}"
     );
-    // Space is back: resumed, the task completes and every row lands once.
+    assert_ne!(waiting["state"], "Failed", "{waiting:#}");
+    // Space is back: it goes on by itself, and every row lands once.
     work.remount("size=64m");
-    let out = controller.cli(&["tasks", "resume", "full"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = controller.cli(&["tasks", "wait", "full", "--timeout", "120"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{:#}",
+        stderr(&out),
+        controller.show("full")
+    );
     assert_warehouse_equals_source("wh_full", &["rf_full"]);
+    let view = controller.show("full");
+    assert!(restarted(&view) >= 1, "{view:#}");
     // The agent lets go of the folder before it is unmounted.
     agent.kill();
 }

@@ -555,8 +555,8 @@ impl AgentSupervisor {
                 ));
                 set_stages(status, State::Pending);
                 let line = format!(
-                    "subtask lost a connection: {error}; it runs again in {} s (retry {} of \
-                     {retries})",
+                    "subtask runs again in {} s (retry {} of {retries}) after a fault that may \
+                     pass: {error}",
                     wait.as_secs(),
                     a.retries
                 );

@@ -703,7 +703,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 19, "every default setting is shown once");
+        assert_eq!(shown, 20, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
@@ -730,6 +730,10 @@ null_string = "\\N"
         assert_eq!(
             (as_is.retries, as_is.retry_wait),
             (explicit.retries, explicit.retry_wait)
+        );
+        assert_eq!(
+            (as_is.sorting, explicit.sorting),
+            (Sorting::AfterFirstFailure, Sorting::AfterFirstFailure)
         );
         assert_eq!(as_is.tables.len(), 2);
         parse(include_str!("../../appliance/examples/quickstart.toml"))

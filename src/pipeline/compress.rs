@@ -261,11 +261,14 @@ impl Compressor {
             roller.discard();
         }
         self.done = true;
+        // A full folder may well have room again soon (uploaded chunks are deleted, an
+        // operator frees space): the subtask is run again, from its checkpoint if any.
+        let transient = crate::target::local::is_full(&error);
         let error = describe_io(&what, &error);
         self.report.do_send(StageReport::Failed {
             stage: Stage::Compress,
             error,
-            transient: false,
+            transient,
         });
         ctx.stop();
     }

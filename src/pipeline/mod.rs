@@ -81,8 +81,8 @@ pub struct SubtaskOutcome {
     pub seconds: f64,
     /// The manifest's path, or why the subtask failed.
     pub manifest: Result<PathBuf, String>,
-    /// It failed because a connection was lost (the source's or the warehouse's): running
-    /// it again may well succeed.
+    /// It failed on a fault that may pass — a lost connection (the source's or the
+    /// warehouse's), a full working folder: running it again may well succeed.
     pub transient: bool,
 }
 

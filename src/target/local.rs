@@ -266,6 +266,14 @@ impl Drop for ChunkWriter {
 }
 
 /// An I/O error in words a user can act on; a full disk says so and says what to do.
+/// The filesystem is full, or the user's quota used up.
+pub fn is_full(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
+}
+
 pub fn describe_io(what: &str, error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
