@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Extraction benchmark: TPC-H lineitem (tpchgen-cli, PyPI) loaded into PostgreSQL and
-# MariaDB, extracted by `dbhaul run` and, in the same run, by the native pipelines
+# MariaDB, extracted by `dbhaul run` (the native COPY path and the ODBC path, with 1, 2 and
+# 4 partitions) and, in the same run, by the native pipelines
 # (`psql \copy ... | gzip -1` and `| pigz -p 2 -1`). Prints one table: wall seconds,
 # rows/s, MB/s of CSV, the ratio to `psql | pigz -p 2 -1`, peak RSS and compressed size.
 # A second part extracts a table of more than 1 GB of CSV from each database and reports
@@ -49,14 +50,16 @@ measure() { # name rows command...   -> appends name, seconds, peak KiB, compres
   read -r secs kib < "$OUT/time"
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rows" "$secs" "$kib" "$(stat -c %s "$OUT/last.gz" 2>/dev/null || echo 0)" >> "$results"
 }
-job() { # task connection table gzip_level
+job() { # task connection table gzip_level [source settings] [table settings]
   cat > "$OUT/$1.toml" <<TOML
 [task]
 name = "$1"
 [source]
 connection = "$2"
+${5:-}
 [[tables]]
 name = "$3"
+${6:-}
 [files]
 gzip_level = $4
 TOML
@@ -73,8 +76,19 @@ measure "psql \\copy csv | gzip -1" "$expected" "${PSQL[*]} -c '\\copy lineitem 
 measure "psql \\copy csv | pigz -p 2 -1" "$expected" "${PSQL[*]} -c '\\copy lineitem to stdout csv' | pigz -p 2 -1 > $OUT/last.gz"
 for level in 1 3; do
   rm -rf "$OUT/work"; rm -f "$OUT/last.gz"
-  measure "dbhaul run, gzip $level" "$expected" "$BIN run $(job "pg$level" "$pg_conn" public.lineitem $level) --work-dir $OUT/work --json > $OUT/summary.json"
+  measure "dbhaul run, native COPY, gzip $level" "$expected" "$BIN run $(job "pg$level" "$pg_conn" public.lineitem $level) --work-dir $OUT/work --json > $OUT/summary.json"
   sed -i "\$s/\t0\$/\t$(dbhaul_size "pg$level")/" "$results"
+done
+for parts in 2 4; do
+  rm -rf "$OUT/work"
+  measure "dbhaul run, native COPY, gzip 1, $parts partitions" "$expected" "$BIN run $(job "pgp$parts" "$pg_conn" public.lineitem 1 "" "partition = { column = \"l_orderkey\", ranges = $parts }") --parallel $parts --work-dir $OUT/work --json > $OUT/summary.json"
+  sed -i "\$s/\t0\$/\t$(dbhaul_size "pgp$parts")/" "$results"
+done
+for parts in 1 2; do
+  rm -rf "$OUT/work"
+  partition=""; [ "$parts" = 1 ] || partition="partition = { column = \"l_orderkey\", ranges = $parts }"
+  measure "dbhaul run, ODBC (psqlODBC), gzip 1, $parts partition(s)" "$expected" "$BIN run $(job "pgodbc$parts" "$pg_conn" public.lineitem 1 "native_copy = false" "$partition") --parallel $parts --work-dir $OUT/work --json > $OUT/summary.json"
+  sed -i "\$s/\t0\$/\t$(dbhaul_size "pgodbc$parts")/" "$results"
 done
 echo "running: memory, more than 1 GB of CSV from each database"
 rm -rf "$OUT/work"

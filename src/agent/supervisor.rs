@@ -420,6 +420,7 @@ async fn prepare_task(
         task: job.name.clone(),
         instance: definition.id.clone(),
         sorting: job.sorting,
+        native_copy: job.native_copy,
         source,
         files: job.files.clone(),
         work: crate::target::WorkDir::new(work.join(job.name.as_str())),

@@ -73,6 +73,7 @@ pub fn run(args: RunArgs) -> Exit {
             // `dbhaul run` has no task id: a checkpoint of the same job is resumed.
             instance: String::new(),
             sorting: job.sorting,
+            native_copy: job.native_copy,
             source: source.clone(),
             files: job.files.clone(),
             work: work.clone(),

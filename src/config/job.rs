@@ -58,6 +58,8 @@ struct TaskSection {
 struct SourceSection {
     connection: Spanned<String>,
     password_env: Option<Spanned<String>>,
+    #[serde(default = "default_true")]
+    native_copy: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +180,9 @@ pub struct Job {
     /// without [`crate::source::redact`]).
     pub connection: String,
     pub password: Option<Secret>,
+    /// PostgreSQL sources: read with the server's own COPY where it writes the same bytes
+    /// as the ODBC path (see `source::pg_copy`).
+    pub native_copy: bool,
     pub tables: Vec<TableRequest>,
     pub files: FileSettings,
     /// Where chunks are uploaded: set when the mode uploads.
@@ -481,6 +486,7 @@ impl Job {
             sorting: raw.task.sorting,
             connection,
             password,
+            native_copy: raw.source.native_copy,
             tables,
             files: FileSettings {
                 chunk_bytes: chunk_mb * 1024 * 1024,

@@ -3,7 +3,8 @@
 //! NULL and the empty string stay apart in a form PostgreSQL's and Redshift's COPY read
 //! back: NULL is the null string unquoted (by default nothing at all), the empty string is
 //! `""`. A value is quoted when it holds the delimiter, a quote, CR or LF, when it is empty,
-//! when it equals the null string, or when it is `\.` (PostgreSQL's end-of-data marker).
+//! when it equals the null string, or when it is `\.` alone on its line (PostgreSQL's
+//! end-of-data marker) — the rules of PostgreSQL's own CSV output.
 //! Binary values are written as `\x` followed by hex digits, PostgreSQL's bytea input form.
 //! Streamed (LOB) text is always quoted, since its content is not known up front.
 //!
@@ -27,6 +28,9 @@ pub struct CsvEncoder {
     streamed: u64,
     /// What comes before the hex digits of a binary value.
     binary_prefix: &'static [u8],
+    /// Rows have one column: a value `\.` is quoted (alone on a line it would end a
+    /// PostgreSQL COPY), as PostgreSQL's own CSV does.
+    single_column: bool,
 }
 
 impl CsvEncoder {
@@ -45,7 +49,14 @@ impl CsvEncoder {
             streaming_binary: false,
             streamed: 0,
             binary_prefix: settings.binary_format.prefix(),
+            single_column: false,
         }
+    }
+
+    /// Rows of `n` columns (a value `\.` needs quotes only when it is alone on its line).
+    pub fn columns(mut self, n: usize) -> CsvEncoder {
+        self.single_column = n == 1;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -76,23 +87,24 @@ impl CsvEncoder {
             Field::Null => self.out.extend_from_slice(&self.null),
             Field::Text(value) => self.text(value),
             Field::Binary(value) => self.binary(value),
-            Field::Float64(v) => {
-                self.float(v.is_nan(), v.is_infinite(), v < 0.0, format_args!("{v:?}"))
-            }
-            Field::Float32(v) => {
-                self.float(v.is_nan(), v.is_infinite(), v < 0.0, format_args!("{v:?}"))
-            }
+            Field::Float64(v) => self.float(v.is_nan(), v.is_infinite(), v < 0.0, 15, v),
+            Field::Float32(v) => self.float(v.is_nan(), v.is_infinite(), v < 0.0, 6, v),
         }
     }
 
-    /// A float in its shortest form that reads back to the same value (`0.1`, `1e300`),
-    /// and infinities and NaN in the words PostgreSQL and Redshift accept.
+    /// A float as PostgreSQL prints it (`float8out`, `float4out` with the default
+    /// `extra_float_digits = 1`): the shortest digits that read back to the same value, in
+    /// plain notation when the decimal exponent is in `-4..max_exp` (`0.0001`, `100000`)
+    /// and in scientific notation with a signed two-digit exponent otherwise (`1e-05`,
+    /// `1.5e+300`); infinities and NaN in the words PostgreSQL and Redshift accept. The same
+    /// bytes as PostgreSQL's own COPY, whatever the source.
     fn float(
         &mut self,
         nan: bool,
         infinite: bool,
         negative: bool,
-        shortest: std::fmt::Arguments<'_>,
+        max_exp: i32,
+        value: impl std::fmt::LowerExp,
     ) {
         use std::io::Write;
         let word: &[u8] = match (nan, infinite, negative) {
@@ -100,7 +112,12 @@ impl CsvEncoder {
             (_, true, true) => b"-Infinity",
             (_, true, false) => b"Infinity",
             _ => {
-                let _ = self.out.write_fmt(shortest);
+                // `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
+                let mut buf = [0u8; 48];
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                write!(cursor, "{value:e}").expect("a float fits 48 bytes");
+                let len = cursor.position() as usize;
+                pg_float_layout(&buf[..len], max_exp, &mut self.out);
                 return;
             }
         };
@@ -116,7 +133,7 @@ impl CsvEncoder {
         let needs_quotes = value.is_empty()
             || value.iter().any(|b| self.special[*b as usize])
             || value == self.null.as_slice()
-            || value == b"\\.";
+            || (self.single_column && value == b"\\.");
         if !needs_quotes {
             self.out.extend_from_slice(value);
             return;
@@ -185,12 +202,112 @@ impl CsvEncoder {
     }
 }
 
+/// Lay out `[-]d[.ddd]e[-]x` (Rust's `{:e}`) as PostgreSQL does (see [`CsvEncoder::float`]).
+fn pg_float_layout(sci: &[u8], max_exp: i32, out: &mut Vec<u8>) {
+    let (negative, sci) = match sci.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, sci),
+    };
+    let e_at = sci.iter().position(|b| *b == b'e').expect("an exponent");
+    let (mantissa, exponent) = (&sci[..e_at], &sci[e_at + 1..]);
+    let exp: i32 = std::str::from_utf8(exponent)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .expect("a decimal exponent");
+    let (first, rest) = mantissa.split_first().expect("a digit");
+    let fraction = rest.strip_prefix(b".").unwrap_or(rest);
+    if negative {
+        out.push(b'-');
+    }
+    if (-4..max_exp).contains(&exp) {
+        if exp >= 0 {
+            let exp = exp as usize;
+            out.push(*first);
+            let whole = fraction.len().min(exp);
+            out.extend_from_slice(&fraction[..whole]);
+            out.extend(std::iter::repeat_n(b'0', exp - whole));
+            if fraction.len() > exp {
+                out.push(b'.');
+                out.extend_from_slice(&fraction[exp..]);
+            }
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-exp - 1) as usize));
+            out.push(*first);
+            out.extend_from_slice(fraction);
+        }
+    } else {
+        out.push(*first);
+        if !fraction.is_empty() {
+            out.push(b'.');
+            out.extend_from_slice(fraction);
+        }
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let magnitude = exp.unsigned_abs();
+        if magnitude >= 100 {
+            out.push(b'0' + (magnitude / 100) as u8);
+        }
+        out.push(b'0' + (magnitude / 10 % 10) as u8);
+        out.push(b'0' + (magnitude % 10) as u8);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn floats_are_printed_as_postgresql_prints_them() {
+        // Each pair as `SELECT v::float8` / `v::float4` prints it on PostgreSQL 15.
+        let doubles: &[(f64, &str)] = &[
+            (1e15, "1e+15"),
+            (1e14, "100000000000000"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e300, "1e+300"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (1.0, "1"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (-1234.5, "-1234.5"),
+            (0.1, "0.1"),
+            (123.456, "123.456"),
+            (5e-324, "5e-324"),
+        ];
+        for (value, expected) in doubles {
+            let mut encoder = CsvEncoder::new(&FileSettings::default(), 64);
+            encoder.field(Field::Float64(*value));
+            assert_eq!(
+                String::from_utf8(encoder.take()).unwrap(),
+                *expected,
+                "{value:e}"
+            );
+        }
+        let singles: &[(f32, &str)] = &[
+            (100000.0, "100000"),
+            (1000000.0, "1e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (0.1, "0.1"),
+            (3.4028235e38, "3.4028235e+38"),
+            (1.1754944e-38, "1.1754944e-38"),
+        ];
+        for (value, expected) in singles {
+            let mut encoder = CsvEncoder::new(&FileSettings::default(), 64);
+            encoder.field(Field::Float32(*value));
+            assert_eq!(
+                String::from_utf8(encoder.take()).unwrap(),
+                *expected,
+                "{value:e}"
+            );
+        }
+    }
+
     fn encode(settings: &FileSettings, rows: &[&[Field<'_>]]) -> String {
-        let mut encoder = CsvEncoder::new(settings, 64);
+        let columns = rows.first().map_or(0, |r| r.len());
+        let mut encoder = CsvEncoder::new(settings, 64).columns(columns);
         for row in rows {
             for field in *row {
                 encoder.field(*field);
@@ -219,6 +336,7 @@ mod tests {
                 "\"line\nbreak\",\"cr\rhere\"\n",
             ),
             (&[Text(b"\\.")], "\"\\.\"\n"),
+            (&[Text(b"\\."), Text(b"x")], "\\.,x\n"),
             (&[Text("grüße 東京".as_bytes())], "grüße 東京\n"),
             (
                 &[Binary(&[0x00, 0xff, 0x10]), Binary(&[])],
@@ -232,7 +350,7 @@ mod tests {
                     Float64(1e300),
                     Float64(-2.5e-300),
                 ],
-                "0.1,0.3333333333333333,1e300,-2.5e-300\n",
+                "0.1,0.3333333333333333,1e+300,-2.5e-300\n",
             ),
             (
                 &[

@@ -16,6 +16,7 @@ use crate::model::SubtaskSpec;
 use crate::source::SourceError;
 use crate::source::connection::Purpose;
 use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
+use crate::source::pg_copy;
 
 /// Pass encoded rows on once this many bytes have piled up, even inside a LOB value.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
@@ -74,6 +75,9 @@ impl Extractor {
     }
 
     fn extract(&self) -> Result<u64, SourceError> {
+        if let Some(rows) = self.extract_native()? {
+            return Ok(rows);
+        }
         let purpose = if self.spec.has_lobs() {
             Purpose::Lobs
         } else {
@@ -82,7 +86,8 @@ impl Extractor {
         let conn = self.context.source.connect(purpose)?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), "extract started");
         let mut sink = BatchSink {
-            encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4),
+            encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4)
+                .columns(self.spec.columns.len()),
             out: &self.out,
             cancel: &self.cancel,
             rows_pending: 0,
@@ -99,6 +104,83 @@ impl Extractor {
             .map_err(|Stop| SourceError::Cancelled)?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(self.resumed_rows + summary.rows)
+    }
+}
+
+impl Extractor {
+    /// Read through PostgreSQL's own COPY when it writes what the ODBC path would; `None`
+    /// when the ODBC path is to read (not PostgreSQL, a type only ODBC writes alike, a
+    /// resumable read, `source.native_copy = false`, or the native login failing).
+    fn extract_native(&self) -> Result<Option<u64>, SourceError> {
+        let context = &self.context;
+        let subtask = self.spec.id();
+        if !context.native_copy {
+            return Ok(None);
+        }
+        let Some(params) = context.source.postgres_params() else {
+            return Ok(None);
+        };
+        let sql = match pg_copy::copy_sql(
+            &context.source,
+            &self.spec,
+            &context.files,
+            self.order.ordered,
+        ) {
+            Ok(sql) => sql,
+            Err(why) => {
+                tracing::debug!(task = %context.task, subtask = %subtask, "read through ODBC: {why}");
+                return Ok(None);
+            }
+        };
+        let reader = match pg_copy::NativeReader::open(&params) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::warn!(task = %context.task, subtask = %subtask, "the native COPY cannot connect ({e}); reading through ODBC instead (source.native_copy = false skips the attempt)");
+                return Ok(None);
+            }
+        };
+        tracing::debug!(task = %context.task, subtask = %subtask, "extract started (native COPY)");
+        let mut out = NativeOut {
+            out: &self.out,
+            cancel: &self.cancel,
+        };
+        let rows = reader.read(&self.spec, &sql, &mut out)?;
+        self.out
+            .send_blocking(|credit| CsvBatch {
+                bytes: Vec::new(),
+                rows: 0,
+                ends_row: true,
+                last: true,
+                last_key: None,
+                credit,
+            })
+            .map_err(|_| SourceError::Cancelled)?;
+        tracing::debug!(task = %context.task, subtask = %subtask, rows, "extract finished (native COPY)");
+        Ok(Some(self.resumed_rows + rows))
+    }
+}
+
+/// The native path's batches, on to the compressor with credits.
+struct NativeOut<'a> {
+    out: &'a BoundedSender<CsvBatch>,
+    cancel: &'a CancelSwitch,
+}
+
+impl pg_copy::BatchOut for NativeOut<'_> {
+    fn batch(&mut self, bytes: Vec<u8>, rows: u64) -> Result<(), Stop> {
+        if self.cancel.is_cancelled() {
+            return Err(Stop);
+        }
+        self.out
+            .send_blocking(|credit| CsvBatch {
+                bytes,
+                rows,
+                ends_row: true,
+                last: false,
+                last_key: None,
+                credit,
+            })
+            .map_err(|_| Stop)
     }
 }
 

@@ -44,6 +44,8 @@ pub struct SubtaskContext {
     /// Whether subtasks read in key order, and so resume after their last durable chunk.
     pub sorting: Sorting,
     pub source: Source,
+    /// PostgreSQL sources: read with the server's own COPY where it writes the same bytes.
+    pub native_copy: bool,
     pub files: FileSettings,
     /// The task's working folder (`<work-dir>/<task>`).
     pub work: WorkDir,

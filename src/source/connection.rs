@@ -176,6 +176,35 @@ impl Source {
         }
     }
 
+    /// How to reach a PostgreSQL source without ODBC (the native COPY path), when its
+    /// connection string names the server and the database (not a DSN).
+    pub fn postgres_params(&self) -> Option<super::pg_copy::PgParams> {
+        if self.dialect != Dialect::Postgres {
+            return None;
+        }
+        let value = |names: &[&str]| {
+            let braced = self
+                .attributes
+                .iter()
+                .find(|(k, _)| is_key(k, names))
+                .is_some_and(|(_, v)| v.trim_start().starts_with('{'));
+            attribute(&self.attributes, names)
+                .map(|v| if braced { v.replace("}}", "}") } else { v })
+        };
+        let port = match value(&["port"]) {
+            Some(port) => port.trim().parse().ok()?,
+            None => 5432,
+        };
+        Some(super::pg_copy::PgParams {
+            host: value(&["server", "servername", "host"])?,
+            port,
+            database: value(&["database", "db"])?,
+            user: value(&["uid", "username", "user"])?,
+            password: value(&["pwd", "password"]),
+            sslmode: value(&["sslmode"]).unwrap_or_else(|| "prefer".into()),
+        })
+    }
+
     /// A new connection for a subtask.
     pub fn connect(&self, purpose: Purpose) -> Result<Connection<'static>, SourceError> {
         let connection = self.connect_raw(purpose)?;

@@ -94,6 +94,12 @@ impl ReadMethod {
     }
 }
 
+/// Rows per fetch block: the batch size of the block read, and of the native path's
+/// batches (so both close chunks after the same rows).
+pub fn block_rows(spec: &SubtaskSpec) -> usize {
+    (BLOCK_BUDGET_BYTES / row_buffer_bytes(spec).max(1)).clamp(1, MAX_BLOCK_ROWS)
+}
+
 fn row_buffer_bytes(spec: &SubtaskSpec) -> usize {
     spec.columns
         .iter()
@@ -401,7 +407,7 @@ fn read_blocks(
             }
         })
         .collect();
-    let batch_rows = (BLOCK_BUDGET_BYTES / row_buffer_bytes(spec).max(1)).clamp(1, MAX_BLOCK_ROWS);
+    let batch_rows = block_rows(spec);
     let buffer = ColumnarDynBuffer::try_from_descs(batch_rows, descs)
         .map_err(|e| SourceError::odbc(format!("allocating fetch buffers for {table}"), e))?;
     let mut block_cursor = cursor

@@ -176,7 +176,7 @@ pub fn parse_url(raw: &str) -> Result<(tokio_postgres::Config, bool), String> {
     Ok((config, verify))
 }
 
-fn tls_connector(verify: bool) -> tokio_postgres_rustls::MakeRustlsConnect {
+pub(crate) fn tls_connector(verify: bool) -> tokio_postgres_rustls::MakeRustlsConnect {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
