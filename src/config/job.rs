@@ -709,7 +709,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 20, "every default setting is shown once");
+        assert_eq!(shown, 21, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
@@ -741,6 +741,7 @@ null_string = "\\N"
             (as_is.sorting, explicit.sorting),
             (Sorting::AfterFirstFailure, Sorting::AfterFirstFailure)
         );
+        assert!(as_is.native_copy && explicit.native_copy);
         assert_eq!(as_is.tables.len(), 2);
         parse(include_str!("../../appliance/examples/quickstart.toml"))
             .expect("the quick start job parses");
