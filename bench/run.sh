@@ -90,12 +90,25 @@ for parts in 1 2; do
   measure "dbhaul run, ODBC (psqlODBC), gzip 1, $parts partition(s)" "$expected" "$BIN run $(job "pgodbc$parts" "$pg_conn" public.lineitem 1 "native_copy = false" "$partition") --parallel $parts --work-dir $OUT/work --json > $OUT/summary.json"
   sed -i "\$s/\t0\$/\t$(dbhaul_size "pgodbc$parts")/" "$results"
 done
+echo "running: peers on the same table: odbc2parquet (same psqlODBC data source), sling"
+command -v odbc2parquet >/dev/null || cargo install odbc2parquet --locked -q
+command -v sling-linux-amd64 >/dev/null || python3 -m pip install -q sling-linux-amd64 2>/dev/null \
+  || python3 -m pip install -q --break-system-packages sling-linux-amd64
+SLING=$(python3 -c 'import os, sling_linux_amd64 as s; print(os.path.join(os.path.dirname(s.__file__), "bin", "sling-linux-amd64"))')
+rm -f "$OUT/last.gz"
+measure "odbc2parquet query (psqlODBC, UseDeclareFetch=1)" "$expected" "odbc2parquet query --connection-string '${pg_conn}UseDeclareFetch=1;Fetch=10000;' $OUT/lineitem.parquet 'SELECT * FROM lineitem'"
+sed -i "\$s/\t0\$/\t$(stat -c %s "$OUT/lineitem.parquet")/" "$results"
+rm -f "$OUT"/sling*.csv.gz
+measure "sling run to a local csv.gz" "$expected" "SLING_DISABLE_TELEMETRY=true SLING_HOME_DIR=$OUT/sling-home $SLING run --src-conn 'postgresql://postgres@127.0.0.1:5432/$DB?sslmode=disable' --src-stream public.lineitem --tgt-object 'file://$OUT/sling.csv.gz' --tgt-options '{compression: gzip}' > $OUT/sling.log 2>&1"
+sed -i "\$s/\t0\$/\t$(du -cb "$OUT"/sling*.csv.gz 2>/dev/null | tail -1 | cut -f1)/" "$results"
 echo "running: memory, more than 1 GB of CSV from each database"
 rm -rf "$OUT/work"
 measure "dbhaul run, PostgreSQL lineitem x2" "$((expected * 2))" "$BIN run $(job pgx2 "$pg_conn" public.lineitem_x2 1) --work-dir $OUT/work --json > $OUT/pgx2.json"
 sed -i "\$s/\t0\$/\t$(dbhaul_size pgx2)/" "$results"
 measure "dbhaul run, MariaDB lineitem x2 (key ranges)" "$((expected * 2))" "$BIN run $(job mariax2 "$maria_conn" $DB.lineitem_x2 1) --work-dir $OUT/work --json > $OUT/mariax2.json"
 sed -i "\$s/\t0\$/\t$(dbhaul_size mariax2)/" "$results"
+rm -f "$OUT/last.gz"
+measure "mariadb --quick -B | pigz -p 2 -1, lineitem x2 (MariaDB's native pipeline)" "$((expected * 2))" "mariadb --quick -B -N -h 127.0.0.1 -u root $DB -e 'SELECT * FROM lineitem_x2' | pigz -p 2 -1 > $OUT/last.gz"
 csv_bytes=$(python3 -c "import json; print(json.load(open('$OUT/pgx2.json'))['bytes_uncompressed'])")
 
 # --- table ------------------------------------------------------------------------------

@@ -114,9 +114,9 @@ async fn agents(
     req: HttpRequest,
     query: web::Query<AgentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+    api.authorize(&req)?;
     let max_age = std::time::Duration::from_secs(query.max_age_s.min(60));
-    Ok(HttpResponse::Ok().json(controller.agents(max_age).await))
+    Ok(HttpResponse::Ok().json(api.controller.agents(max_age).await))
 }
 
 async fn register(

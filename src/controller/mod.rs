@@ -29,6 +29,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8554";
 /// The controller's folder when `--dir` and `DBHAUL_CONTROLLER_DIR` are not given.
 pub const DEFAULT_DIR: &str = "/opt/dbhaul/var/controller";
 
+/// Agents asked at once in a poll round.
+const POLL_CONCURRENCY: usize = 16;
+
 pub struct Controller {
     store: Store,
     state: Mutex<ControllerState>,
@@ -51,6 +54,8 @@ struct ControllerState {
     tasks: BTreeMap<String, TaskRecord>,
     /// The last health each agent reported, or why it could not, and when.
     health: HashMap<String, Checked>,
+    /// Agents whose health is being asked again in the background.
+    refreshing: std::collections::HashSet<String>,
 }
 
 impl Controller {
@@ -71,6 +76,7 @@ impl Controller {
                 agents: agents.into_iter().collect(),
                 tasks: tasks.into_iter().collect(),
                 health: HashMap::new(),
+                refreshing: Default::default(),
             }),
             tokens: TokenCache::default(),
             logs: dir.join("logs"),
@@ -100,6 +106,14 @@ impl Controller {
             .put(CONTROLLER_TASKS, &task.definition.name, task)
         {
             tracing::error!(task = %task.definition.name, "cannot record the task: {e}");
+        }
+    }
+
+    /// Record the task named `name` as it stands now.
+    fn save_task_named(&self, name: &str) {
+        let record = self.lock().tasks.get(name).cloned();
+        if let Some(record) = record {
+            self.save_task(&record);
         }
     }
 
@@ -135,16 +149,35 @@ impl Controller {
             }
             pairs
         };
-        for (task, agent) in pairs {
-            let client = self.client(&agent);
-            match client.subtasks(&task).await {
-                Ok(statuses) => self.merge(&task, &agent.name, statuses),
+        // Asked a few at a time (not one after another: 100 agents would make a round of
+        // 100 round trips); each task is recorded once per round, however many agents
+        // reported on it (a task of 10,000 subtasks is one record).
+        use futures::StreamExt;
+        let answers: Vec<_> = futures::stream::iter(pairs)
+            .map(|(task, agent)| async move {
+                let answer = self.client(&agent).subtasks(&task).await;
+                (task, agent, answer)
+            })
+            .buffer_unordered(POLL_CONCURRENCY)
+            .collect()
+            .await;
+        let mut changed = std::collections::BTreeSet::new();
+        for (task, agent, answer) in answers {
+            match answer {
+                Ok(statuses) => {
+                    if self.merge(&task, &agent.name, statuses) {
+                        changed.insert(task);
+                    }
+                }
                 Err(e) if e.status() == Some(404) => {
                     // The agent lost the task (its folder was reset): offer it again.
                     self.undispatch(&task, &agent.name);
                 }
                 Err(e) => self.record_health(&agent.name, Err(e.to_string())),
             }
+        }
+        for task in changed {
+            self.save_task_named(&task);
         }
     }
 
@@ -158,36 +191,43 @@ impl Controller {
         );
     }
 
-    /// Record statuses an agent reported for a task's subtasks.
-    fn merge(&self, task: &str, agent: &str, statuses: Vec<SubtaskStatus>) {
+    /// Record statuses an agent reported for a task's subtasks; true when any changed (the
+    /// caller records the task).
+    fn merge(&self, task: &str, agent: &str, statuses: Vec<SubtaskStatus>) -> bool {
         let mut state = self.lock();
         let Some(record) = state.tasks.get_mut(task) else {
-            return;
+            return false;
         };
-        let mut changed = Vec::new();
+        // The agent's subtasks by id: one pass over the task, not one per status.
+        let mine: HashMap<String, usize> = record
+            .subtasks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status.agent.as_deref() == Some(agent))
+            .map(|(i, s)| (s.status.id.clone(), i))
+            .collect();
+        let mut changed = false;
+        let mut ended = Vec::new();
         for mut status in statuses {
-            let Some(subtask) = record
-                .subtasks
-                .iter_mut()
-                .find(|s| s.status.id == status.id && s.status.agent.as_deref() == Some(agent))
-            else {
+            let Some(&i) = mine.get(&status.id) else {
                 continue;
             };
+            let subtask = &mut record.subtasks[i];
             status.agent = Some(agent.to_string());
             if subtask.status != status {
                 if subtask.status.state != status.state && status.state.is_final() {
-                    changed.push((status.id.clone(), status.state));
+                    ended.push((status.id.clone(), status.state));
                 }
                 subtask.status = status;
                 subtask.dispatched = true;
+                changed = true;
             }
         }
-        let record = record.clone();
         drop(state);
-        for (subtask, state) in &changed {
+        for (subtask, state) in &ended {
             tracing::info!(task = %task, subtask = %subtask, "{state} on agent {agent}");
         }
-        self.save_task(&record);
+        changed
     }
 
     fn undispatch(&self, task: &str, agent: &str) {

@@ -3,6 +3,7 @@
 //! to prove the password. Agents brought up by automation join by themselves with the
 //! controller's join token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Controller;
@@ -151,19 +152,34 @@ impl Controller {
         Ok(view)
     }
 
-    /// Every registered agent with its health: asked now, or reused when asked less than
-    /// `max_age` ago (the status page refreshes every few seconds; the CLI always asks).
-    pub async fn agents(&self, max_age: Duration) -> Vec<AgentView> {
+    /// Every registered agent with its health. `max_age` zero (the CLI): each is asked
+    /// now. Otherwise (the status page, every few seconds): the last answer is returned at
+    /// once, and one older than `max_age` is asked again in the background, one request
+    /// per agent at a time, so a page never waits on a hundred agents.
+    pub async fn agents(self: &Arc<Self>, max_age: Duration) -> Vec<AgentView> {
         let agents: Vec<AgentRecord> = self.lock().agents.values().cloned().collect();
         let checks = agents.iter().map(|agent| async move {
-            let fresh = self
-                .lock()
-                .health
-                .get(&agent.name)
-                .filter(|checked| checked.at.elapsed() < max_age)
-                .map(|checked| checked.result.clone());
-            if let Some(health) = fresh {
-                return view(agent, health);
+            if !max_age.is_zero() {
+                let mut state = self.lock();
+                let cached = state
+                    .health
+                    .get(&agent.name)
+                    .map(|checked| (checked.result.clone(), checked.at.elapsed() >= max_age));
+                if let Some((health, stale)) = cached {
+                    if stale && state.refreshing.insert(agent.name.clone()) {
+                        let (controller, agent) = (self.clone(), agent.clone());
+                        actix_web::rt::spawn(async move {
+                            let health = controller
+                                .client(&agent)
+                                .health()
+                                .await
+                                .map_err(|e| e.to_string());
+                            controller.record_health(&agent.name, health);
+                            controller.lock().refreshing.remove(&agent.name);
+                        });
+                    }
+                    return view(agent, health);
+                }
             }
             let health = self.client(agent).health().await.map_err(|e| e.to_string());
             self.record_health(&agent.name, health.clone());

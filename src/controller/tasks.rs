@@ -25,11 +25,11 @@ fn agent_error(what: &str, e: AgentError) -> ApiError {
 
 impl Controller {
     fn task(&self, name: &str) -> Result<TaskRecord, ApiError> {
-        self.lock().tasks.get(name).cloned().ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no task named {name}; `dbhaul tasks list` shows the tasks"
-            ))
-        })
+        self.lock()
+            .tasks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_task(name))
     }
 
     /// The agents a task may use, or why there are none.
@@ -147,7 +147,13 @@ impl Controller {
     }
 
     pub fn show(&self, name: &str) -> Result<TaskView, ApiError> {
-        self.task(name).map(|t| task_view(&t))
+        // Built from the record in place: a task of 10,000 subtasks is not cloned first.
+        let state = self.lock();
+        state
+            .tasks
+            .get(name)
+            .map(task_view)
+            .ok_or_else(|| no_task(name))
     }
 
     pub fn list(&self) -> Vec<TaskView> {
@@ -160,11 +166,7 @@ impl Controller {
         change: impl FnOnce(&mut TaskRecord),
     ) -> Result<TaskRecord, ApiError> {
         let mut state = self.lock();
-        let record = state.tasks.get_mut(name).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no task named {name}; `dbhaul tasks list` shows the tasks"
-            ))
-        })?;
+        let record = state.tasks.get_mut(name).ok_or_else(|| no_task(name))?;
         change(record);
         let record = record.clone();
         drop(state);
@@ -289,7 +291,11 @@ impl Controller {
                 subtasks: Some(ids),
             };
             match self.client(&agent).control(name, action, &selection).await {
-                Ok(statuses) => self.merge(name, &agent_name, statuses),
+                Ok(statuses) => {
+                    if self.merge(name, &agent_name, statuses) {
+                        self.save_task_named(name);
+                    }
+                }
                 Err(e) => {
                     let line = format!("cannot {action} subtasks on agent {agent_name}: {e}");
                     tracing::warn!(task = %name, "{line}");
@@ -571,6 +577,12 @@ impl Controller {
         self.dispatch().await;
         Ok(views)
     }
+}
+
+fn no_task(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no task named {name}; `dbhaul tasks list` shows the tasks"
+    ))
 }
 
 /// Under a new name a task is another task: a new id, and its unfinished subtasks are
