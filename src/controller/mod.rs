@@ -431,8 +431,18 @@ pub fn task_state(task: &TaskRecord) -> State {
     }
 }
 
+/// A task with every subtask (`tasks show`, the status page's selected task).
 pub fn task_view(task: &TaskRecord) -> TaskView {
-    let subtasks: Vec<SubtaskStatus> = task.subtasks.iter().map(|s| s.status.clone()).collect();
+    TaskView {
+        subtasks: task.subtasks.iter().map(|s| s.status.clone()).collect(),
+        ..task_summary(task)
+    }
+}
+
+/// A task's state and figures without its subtasks (the tasks list: a page polls it, and a
+/// task of 10,000 subtasks would be megabytes each time).
+pub fn task_summary(task: &TaskRecord) -> TaskView {
+    let subtasks: Vec<&SubtaskStatus> = task.subtasks.iter().map(|s| &s.status).collect();
     let state = task_state(task);
     let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
     let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();
@@ -477,7 +487,7 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
         rows_per_s: per_s(rows),
         bytes_per_s: per_s(bytes),
         log_level: task.effective_log_level(),
-        subtasks,
+        subtasks: Vec::new(),
         warnings: Vec::new(),
     }
 }
@@ -498,7 +508,7 @@ fn seconds_between(start: &str, end: Option<&str>) -> f64 {
 }
 
 /// A task's progress: its subtasks' weighted by their estimated rows when each has one.
-fn progress(subtasks: &[SubtaskStatus]) -> f64 {
+fn progress(subtasks: &[&SubtaskStatus]) -> f64 {
     if subtasks.is_empty() {
         return 0.0;
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::registry::now;
-use super::{Controller, candidates, task_state, task_view};
+use super::{Controller, candidates, task_state, task_summary, task_view};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
 use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
@@ -156,8 +156,9 @@ impl Controller {
             .ok_or_else(|| no_task(name))
     }
 
+    /// Every task without its subtasks (`GET /v1/tasks/NAME` has them).
     pub fn list(&self) -> Vec<TaskView> {
-        self.lock().tasks.values().map(task_view).collect()
+        self.lock().tasks.values().map(task_summary).collect()
     }
 
     fn update(
