@@ -93,6 +93,14 @@ pub mod sql {
     pub const WVARCHAR: i16 = -9;
     pub const WLONGVARCHAR: i16 = -10;
     pub const GUID: i16 = -11;
+
+    /// The character types, narrow and wide, bounded and long.
+    pub fn is_character(sql_type: i16) -> bool {
+        matches!(
+            sql_type,
+            CHAR | VARCHAR | WCHAR | WVARCHAR | LONGVARCHAR | WLONGVARCHAR
+        )
+    }
 }
 
 /// The broad family of a column, for partitioning and key handling.
@@ -150,17 +158,8 @@ impl ColumnSpec {
 
     /// The type as users read it: `varchar(20)` where the catalog says `varchar` and 20.
     pub fn display_type(&self) -> String {
-        let sized = matches!(
-            self.sql_type,
-            sql::CHAR
-                | sql::VARCHAR
-                | sql::WCHAR
-                | sql::WVARCHAR
-                | sql::LONGVARCHAR
-                | sql::WLONGVARCHAR
-                | sql::BINARY
-                | sql::VARBINARY
-        );
+        let sized = sql::is_character(self.sql_type)
+            || matches!(self.sql_type, sql::BINARY | sql::VARBINARY);
         match self.size {
             Some(n) if sized && !self.source_type.contains('(') && !self.fetch.is_lob() => {
                 format!("{}({n})", self.source_type)

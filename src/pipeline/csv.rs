@@ -276,14 +276,13 @@ mod tests {
             (123.456, "123.456"),
             (5e-324, "5e-324"),
         ];
-        for (value, expected) in doubles {
+        let written = |field: Field<'_>| {
             let mut encoder = CsvEncoder::new(&FileSettings::default(), 64);
-            encoder.field(Field::Float64(*value));
-            assert_eq!(
-                String::from_utf8(encoder.take()).unwrap(),
-                *expected,
-                "{value:e}"
-            );
+            encoder.field(field);
+            String::from_utf8(encoder.take()).unwrap()
+        };
+        for (value, expected) in doubles {
+            assert_eq!(written(Field::Float64(*value)), *expected, "{value:e}");
         }
         let singles: &[(f32, &str)] = &[
             (100000.0, "100000"),
@@ -295,13 +294,7 @@ mod tests {
             (1.1754944e-38, "1.1754944e-38"),
         ];
         for (value, expected) in singles {
-            let mut encoder = CsvEncoder::new(&FileSettings::default(), 64);
-            encoder.field(Field::Float32(*value));
-            assert_eq!(
-                String::from_utf8(encoder.take()).unwrap(),
-                *expected,
-                "{value:e}"
-            );
+            assert_eq!(written(Field::Float32(*value)), *expected, "{value:e}");
         }
     }
 

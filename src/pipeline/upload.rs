@@ -83,6 +83,26 @@ async fn hand_on(
     }
 }
 
+/// Hand an uploaded chunk to the copier, if the mode copies.
+async fn pass_chunk(
+    out: Option<&BoundedSender<ToCopy>>,
+    cancel: &CancelSwitch,
+    chunk: crate::model::ChunkRecord,
+    key: String,
+    bytes: u64,
+) -> Result<Uploaded, S3Error> {
+    let rows = chunk.rows;
+    if let Some(out) = out {
+        let file = UploadedFile::Chunk { chunk, key };
+        hand_on(out, cancel, ToCopy::with(file)).await?;
+    }
+    Ok(Uploaded {
+        rows,
+        bytes,
+        last: false,
+    })
+}
+
 /// What uploading one file did.
 struct Uploaded {
     rows: u64,
@@ -115,29 +135,13 @@ impl Handler<ToUpload> for Uploader {
                     if !keep_local && let Err(e) = tokio::fs::remove_file(&path).await {
                         tracing::warn!("cannot delete the uploaded chunk {}: {e}", path.display());
                     }
-                    let rows = chunk.rows;
-                    if let Some(out) = &out {
-                        let file = UploadedFile::Chunk { chunk, key };
-                        hand_on(out, &cancel, ToCopy::with(file)).await?;
-                    }
-                    Uploaded {
-                        rows,
-                        bytes,
-                        last: false,
-                    }
+                    pass_chunk(out.as_ref(), &cancel, chunk, key, bytes).await?
                 }
+                // Uploaded by an earlier attempt of this run: passed on as it is.
                 SealedFile::Uploaded { chunk } => {
                     let key = target.key(&task, &id, &chunk.name);
-                    let (rows, bytes) = (chunk.rows, chunk.bytes_compressed);
-                    if let Some(out) = &out {
-                        let file = UploadedFile::Chunk { chunk, key };
-                        hand_on(out, &cancel, ToCopy::with(file)).await?;
-                    }
-                    Uploaded {
-                        rows,
-                        bytes,
-                        last: false,
-                    }
+                    let bytes = chunk.bytes_compressed;
+                    pass_chunk(out.as_ref(), &cancel, chunk, key, bytes).await?
                 }
                 SealedFile::Manifest {
                     path,

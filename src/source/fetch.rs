@@ -18,6 +18,7 @@ use odbc_api::{Connection, Cursor, CursorRow, IntoParameter, Nullable};
 
 use super::connection::Source;
 use super::{SourceError, error::describe};
+use crate::model::subtask::sql;
 use crate::model::{FetchKind, SubtaskSpec, ValueFamily};
 
 /// Bytes of fetch buffer per block: rows per block = budget / bytes per row.
@@ -300,7 +301,7 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
         let numeric = matches!(column.family(), ValueFamily::Integer | ValueFamily::Decimal);
         if numeric && is_plain_number(value) {
             value.clone()
-        } else if is_character(column.sql_type) || value.contains('\\') {
+        } else if sql::is_character(column.sql_type) || value.contains('\\') {
             params.push(value.clone());
             "?".to_string()
         } else {
@@ -319,19 +320,6 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     (alternatives.join(" OR "), params)
-}
-
-fn is_character(sql_type: i16) -> bool {
-    use crate::model::subtask::sql;
-    matches!(
-        sql_type,
-        sql::CHAR
-            | sql::VARCHAR
-            | sql::WCHAR
-            | sql::WVARCHAR
-            | sql::LONGVARCHAR
-            | sql::WLONGVARCHAR
-    )
 }
 
 fn is_plain_number(value: &str) -> bool {
