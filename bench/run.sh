@@ -43,12 +43,12 @@ fi
 # --- runs -------------------------------------------------------------------------------
 results="$OUT/results.tsv"
 : > "$results"
-measure() { # name rows command...   -> appends name, seconds, peak KiB, compressed bytes
+measure() { # name rows command...   -> appends name, seconds, peak KiB, CPU s, compressed bytes
   local name=$1 rows=$2 out=$OUT/run.out; shift 2
   sync
-  /usr/bin/time -f '%e %M' -o "$OUT/time" bash -c "$*" > "$out"
-  read -r secs kib < "$OUT/time"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rows" "$secs" "$kib" "$(stat -c %s "$OUT/last.gz" 2>/dev/null || echo 0)" >> "$results"
+  /usr/bin/time -f '%e %M %U %S' -o "$OUT/time" bash -c "$*" > "$out"
+  read -r secs kib user sys < "$OUT/time"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rows" "$secs" "$kib" "$(awk "BEGIN { print $user + $sys }")" "$(stat -c %s "$OUT/last.gz" 2>/dev/null || echo 0)" >> "$results"
 }
 job() { # task connection table gzip_level [source settings] [table settings]
   cat > "$OUT/$1.toml" <<TOML
@@ -109,6 +109,12 @@ measure "dbhaul run, MariaDB lineitem x2 (key ranges)" "$((expected * 2))" "$BIN
 sed -i "\$s/\t0\$/\t$(dbhaul_size mariax2)/" "$results"
 rm -f "$OUT/last.gz"
 measure "mariadb --quick -B | pigz -p 2 -1, lineitem x2 (MariaDB's native pipeline)" "$((expected * 2))" "mariadb --quick -B -N -h 127.0.0.1 -u root $DB -e 'SELECT * FROM lineitem_x2' | pigz -p 2 -1 > $OUT/last.gz"
+echo "running: memory, 10 rows with a 50 MB text value each (LOBs, streamed)"
+"${PSQL[@]}" -c "DROP TABLE IF EXISTS lobs50; CREATE TABLE lobs50 (id int PRIMARY KEY, body text);
+  INSERT INTO lobs50 SELECT i, repeat(md5(i::text), 50 * 1024 * 1024 / 32) FROM generate_series(1, 10) i"
+rm -rf "$OUT/work"
+measure "dbhaul run, PostgreSQL, 10 rows of a 50 MB text each" 10 "$BIN run $(job lobs "$pg_conn" public.lobs50 1) --work-dir $OUT/work --json > $OUT/lobs.json"
+sed -i "\$s/\t0\$/\t$(dbhaul_size lobs)/" "$results"
 csv_bytes=$(python3 -c "import json; print(json.load(open('$OUT/pgx2.json'))['bytes_uncompressed'])")
 
 # --- table ------------------------------------------------------------------------------
@@ -118,14 +124,16 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 csv_mb_x2 = int(sys.argv[2]) / 1e6
 native = next(float(r[2]) for r in rows if "pigz" in r[0])
 print(f"\nTPC-H lineitem SF{sys.argv[3]}: CSV {csv_mb_x2 / 2:.0f} MB per copy; machine: {open('/proc/cpuinfo').read().count('processor')} cores")
-print(f"| pipeline | rows | wall s | rows/s | MB/s CSV | speed vs pigz | peak MiB | compressed MB |")
-print(f"|---|---|---|---|---|---|---|---|")
+print(f"| pipeline | rows | wall s | rows/s | MB/s CSV | speed vs pigz | peak MiB | client CPU s per GB of CSV | compressed MB |")
+print(f"|---|---|---|---|---|---|---|---|---|")
 out = []
-for name, n, secs, kib, size in rows:
-    n, secs, kib, size = int(n), float(secs), int(kib), int(size)
-    mb = csv_mb_x2 / 2 * (n / (int(rows[0][1])))
+for name, n, secs, kib, cpu, size in rows:
+    n, secs, kib, cpu, size = int(n), float(secs), int(kib), float(cpu), int(size)
+    lineitem = "lineitem" in name or n % int(rows[0][1]) == 0
+    mb = csv_mb_x2 / 2 * (n / (int(rows[0][1]))) if lineitem else 524.3
     ratio = f"{native / secs:.2f}x" if n == int(rows[0][1]) else ""
-    print(f"| {name} | {n} | {secs:.1f} | {n / secs:,.0f} | {mb / secs:.0f} | {ratio} | {kib / 1024:.0f} | {size / 1e6:.0f} |")
-    out.append(dict(pipeline=name, rows=n, seconds=secs, rows_per_s=n / secs, peak_mib=kib / 1024, compressed_bytes=size))
+    print(f"| {name} | {n} | {secs:.1f} | {n / secs:,.0f} | {mb / secs:.0f} | {ratio} | {kib / 1024:.0f} | {cpu / (mb / 1000):.1f} | {size / 1e6:.0f} |")
+    out.append(dict(pipeline=name, rows=n, seconds=secs, rows_per_s=n / secs, peak_mib=kib / 1024,
+                    cpu_s_per_gb=cpu / (mb / 1000), compressed_bytes=size))
 json.dump(out, open(sys.argv[1].replace(".tsv", ".json"), "w"), indent=2)
 PY
