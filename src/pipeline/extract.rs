@@ -105,9 +105,7 @@ impl Extractor {
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(self.resumed_rows + summary.rows)
     }
-}
 
-impl Extractor {
     /// Read through PostgreSQL's own COPY when it writes what the ODBC path would; `None`
     /// when the ODBC path is to read (not PostgreSQL, a type only ODBC writes alike, a
     /// resumable read, `source.native_copy = false`, or the native login failing).
