@@ -112,7 +112,7 @@ measure "mariadb --quick -B | pigz -p 2 -1, lineitem x2 (MariaDB's native pipeli
 echo "running: memory, 10 rows with a 50 MB text value each (LOBs, streamed)"
 "${PSQL[@]}" -c "DROP TABLE IF EXISTS lobs50; CREATE TABLE lobs50 (id int PRIMARY KEY, body text);
   INSERT INTO lobs50 SELECT i, repeat(md5(i::text), 50 * 1024 * 1024 / 32) FROM generate_series(1, 10) i"
-rm -rf "$OUT/work"
+rm -rf "$OUT/work"; rm -f "$OUT/last.gz"
 measure "dbhaul run, PostgreSQL, 10 rows of a 50 MB text each" 10 "$BIN run $(job lobs "$pg_conn" public.lobs50 1) --work-dir $OUT/work --json > $OUT/lobs.json"
 sed -i "\$s/\t0\$/\t$(dbhaul_size lobs)/" "$results"
 csv_bytes=$(python3 -c "import json; print(json.load(open('$OUT/pgx2.json'))['bytes_uncompressed'])")

@@ -147,6 +147,13 @@ pub struct Subtask {
         skip_serializing_if = "Option::is_none"
     )]
     pub estimated_rows: Option<u64>,
+    /// The most bytes of LOB values in a sampled row (sets the driver's LOB fetch size).
+    #[serde(
+        rename = "@largest-lob-row",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub largest_lob_row: Option<u64>,
     #[serde(
         rename = "@started-at",
         default,
@@ -348,6 +355,7 @@ impl Subtask {
             attempts: status.attempts,
             chunks: status.chunks,
             estimated_rows: status.estimated_rows,
+            largest_lob_row: spec.largest_lob_row,
             started_at: status.started_at.clone(),
             finished_at: status.finished_at.clone(),
             table: Table {
@@ -662,6 +670,7 @@ impl Subtask {
             partition,
             key,
             estimated_rows: self.estimated_rows,
+            largest_lob_row: self.largest_lob_row,
         };
         if spec.id() != self.id {
             return Err(ImportError(format!(

@@ -299,6 +299,10 @@ pub struct SubtaskSpec {
     /// for progress and ETA only, never for correctness.
     #[serde(default)]
     pub estimated_rows: Option<u64>,
+    /// The most bytes of LOB values in one row, in a sample of the table's first rows
+    /// (PostgreSQL): how many LOB rows the driver may fetch at once.
+    #[serde(default)]
+    pub largest_lob_row: Option<u64>,
 }
 
 impl SubtaskSpec {

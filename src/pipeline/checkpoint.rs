@@ -140,6 +140,7 @@ impl Checkpoint {
 pub fn fingerprint(instance: &str, spec: &SubtaskSpec, files: &FileSettings) -> String {
     let spec = SubtaskSpec {
         estimated_rows: None,
+        largest_lob_row: None,
         ..spec.clone()
     };
     let encoded = serde_json::to_vec(&(
@@ -173,6 +174,7 @@ mod tests {
             partition: None,
             key: Some(KeyKind { columns: vec![0] }),
             estimated_rows: Some(10),
+            largest_lob_row: None,
         }
     }
 

@@ -14,7 +14,7 @@ use super::csv::CsvEncoder;
 use super::messages::{CsvBatch, Stage, StageReport};
 use crate::model::SubtaskSpec;
 use crate::source::SourceError;
-use crate::source::connection::Purpose;
+use crate::source::connection::{Purpose, lob_fetch_rows};
 use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
 use crate::source::pg_copy;
 
@@ -79,7 +79,9 @@ impl Extractor {
             return Ok(rows);
         }
         let purpose = if self.spec.has_lobs() {
-            Purpose::Lobs
+            Purpose::Lobs {
+                rows: lob_fetch_rows(self.spec.largest_lob_row),
+            }
         } else {
             Purpose::Bulk
         };

@@ -92,7 +92,7 @@ fn plan_table(
         check_filter(source, conn, &table, filter)?;
     }
 
-    let base = SubtaskSpec {
+    let mut base = SubtaskSpec {
         table: table.clone(),
         columns,
         left_out,
@@ -104,7 +104,10 @@ fn plan_table(
             .ok()
             .flatten()
             .and_then(|n| u64::try_from(n).ok()),
+        largest_lob_row: None,
     };
+    // Without a sample the driver fetches the most LOB rows at once, as before.
+    base.largest_lob_row = catalog::largest_lob_row(conn, source, &base).ok().flatten();
     let Some(partition) = &request.partition else {
         return Ok(vec![base]);
     };

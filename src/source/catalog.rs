@@ -7,7 +7,7 @@ use odbc_api::{Connection, Cursor, IntoParameter};
 
 use super::connection::{Dialect, Source};
 use super::{SourceError, error::describe};
-use crate::model::{ColumnSpec, TableRef};
+use crate::model::{ColumnSpec, SubtaskSpec, TableRef};
 
 /// A table or view the catalog lists.
 #[derive(Debug, Clone)]
@@ -243,6 +243,40 @@ pub fn primary_key(
     }
     key.sort();
     Ok(key.into_iter().map(|(_, c)| c).collect())
+}
+
+/// PostgreSQL: the most bytes of LOB values in one row among the subtask's first 1,000
+/// rows. `octet_length` reads a TOASTed value's size from its pointer, without fetching or
+/// decompressing it, so the sample is cheap however large the values.
+pub fn largest_lob_row(
+    conn: &Connection<'_>,
+    source: &Source,
+    spec: &SubtaskSpec,
+) -> Result<Option<u64>, SourceError> {
+    let lobs: Vec<String> = spec
+        .columns
+        .iter()
+        .filter(|c| c.fetch.is_lob())
+        .map(|c| format!("coalesce(octet_length({}), 0)", source.quote_ident(&c.name)))
+        .collect();
+    if source.dialect != Dialect::Postgres || lobs.is_empty() {
+        return Ok(None);
+    }
+    let mut sample = format!(
+        "SELECT {} AS b FROM {}",
+        lobs.join(" + "),
+        source.qualified(&spec.table)
+    );
+    if let Some(predicate) = super::fetch::row_predicate(spec) {
+        sample.push_str(" WHERE ");
+        sample.push_str(&predicate);
+    }
+    let sql = format!("SELECT CAST(max(b) AS BIGINT) FROM ({sample} LIMIT 1000) AS s");
+    let rows = query_text(conn, &sql, &[])?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse::<u64>().ok()))
 }
 
 /// The catalog's row estimate (PostgreSQL `reltuples`, MariaDB `TABLE_ROWS`), or an exact

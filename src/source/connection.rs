@@ -56,7 +56,7 @@ impl Dialect {
                 // Rows per round trip. LOB rows are large; keep the driver's cache small.
                 let fetch = match purpose {
                     Purpose::Bulk => 10_000,
-                    Purpose::Lobs => 64,
+                    Purpose::Lobs { rows } => rows.clamp(1, MAX_LOB_FETCH_ROWS),
                 };
                 vec![
                     ("UseDeclareFetch", "1".into()),
@@ -89,7 +89,28 @@ impl Dialect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Bulk,
-    Lobs,
+    /// Rows with LOBs, `rows` per round trip: psqlODBC holds a round trip's rows whole,
+    /// whatever we stream out of them (see [`lob_fetch_rows`]).
+    Lobs {
+        rows: usize,
+    },
+}
+
+/// Most LOB rows per round trip.
+pub const MAX_LOB_FETCH_ROWS: usize = 64;
+
+/// Bytes of LOB values psqlODBC may hold in one round trip.
+const LOB_FETCH_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// LOB rows per round trip for a subtask whose largest sampled row holds `largest` bytes
+/// of LOB values (unknown: the most): one row at a time once rows reach 16 MB.
+pub fn lob_fetch_rows(largest: Option<u64>) -> usize {
+    match largest {
+        Some(bytes) => {
+            (LOB_FETCH_BUDGET / bytes.max(1)).clamp(1, MAX_LOB_FETCH_ROWS as u64) as usize
+        }
+        None => MAX_LOB_FETCH_ROWS,
+    }
 }
 
 /// A source database: the completed connection string, what kind of database it is, and
@@ -499,10 +520,25 @@ mod tests {
                 "psqlODBC needs {key}={value}"
             );
         }
-        let lobs = Dialect::Postgres.driver_options(Purpose::Lobs);
-        assert!(
-            lobs.iter().any(|(k, v)| *k == "Fetch" && v == "64"),
+        let fetch = |rows| {
+            Dialect::Postgres
+                .driver_options(Purpose::Lobs { rows })
+                .into_iter()
+                .find(|(k, _)| *k == "Fetch")
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        assert_eq!(
+            fetch(lob_fetch_rows(None)),
+            "64",
             "small fetches for LOB rows"
+        );
+        assert_eq!(fetch(lob_fetch_rows(Some(100_000))), "64");
+        assert_eq!(fetch(lob_fetch_rows(Some(1 << 20))), "16");
+        assert_eq!(
+            fetch(lob_fetch_rows(Some(50 << 20))),
+            "1",
+            "one 50 MB row at a time"
         );
         assert!(
             !Dialect::MariaDb.streams_results(),

@@ -645,6 +645,7 @@ mod tests {
     fn spec(columns: &[(&str, i16)], key: &[usize]) -> SubtaskSpec {
         SubtaskSpec {
             estimated_rows: None,
+            largest_lob_row: None,
             table: TableRef {
                 catalog: Some("shop".into()),
                 schema: None,

@@ -283,6 +283,7 @@ mod tests {
             partition: None,
             key: None,
             estimated_rows: None,
+            largest_lob_row: None,
         };
         let files = FileSettings {
             delimiter: b'|',
