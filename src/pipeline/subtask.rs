@@ -132,7 +132,6 @@ impl SubtaskActor {
                     resumed.chunks,
                     resumed.rows
                 );
-                tracing::debug!(task = %context.task, subtask = %spec.id(), "resumes after key ({})", checkpoint.last_key.join(", "));
                 checkpoint.run.as_str().into()
             }
             None => new_run_id().into(),

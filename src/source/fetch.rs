@@ -453,7 +453,8 @@ fn read_blocks(
                 .columns
                 .iter()
                 .map(|i| match views[*i].get(last) {
-                    Field::Text(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                    // A key that is not UTF-8 could not be compared again: none.
+                    Field::Text(v) => std::str::from_utf8(v).ok().map(str::to_owned),
                     _ => None,
                 })
                 .collect();
@@ -523,17 +524,17 @@ fn read_row_wise(
                         Field::Null
                     });
                     if let Some(k) = key_columns.iter().position(|c| *c == i) {
-                        // Reuse the key's buffer: no allocation per row.
+                        // Reuse the key's buffer: no allocation per row. A key that is not
+                        // UTF-8 could not be compared again: none.
                         let slot = &mut key_values[k];
-                        match (present, slot.as_mut()) {
-                            (true, Some(kept)) => {
+                        let text = std::str::from_utf8(&value).ok().filter(|_| present);
+                        match (text, slot.as_mut()) {
+                            (Some(text), Some(kept)) => {
                                 kept.clear();
-                                kept.push_str(&String::from_utf8_lossy(&value));
+                                kept.push_str(text);
                             }
-                            (true, None) => {
-                                *slot = Some(String::from_utf8_lossy(&value).into_owned())
-                            }
-                            (false, _) => *slot = None,
+                            (Some(text), None) => *slot = Some(text.to_owned()),
+                            (None, _) => *slot = None,
                         }
                     }
                 }
