@@ -262,15 +262,8 @@ pub fn largest_lob_row(
     if source.dialect != Dialect::Postgres || lobs.is_empty() {
         return Ok(None);
     }
-    let mut sample = format!(
-        "SELECT {} AS b FROM {}",
-        lobs.join(" + "),
-        source.qualified(&spec.table)
-    );
-    if let Some(predicate) = super::fetch::row_predicate(spec) {
-        sample.push_str(" WHERE ");
-        sample.push_str(&predicate);
-    }
+    let sum = [format!("{} AS b", lobs.join(" + "))];
+    let sample = super::fetch::select_from(source, spec, &sum);
     let sql = format!("SELECT CAST(max(b) AS BIGINT) FROM ({sample} LIMIT 1000) AS s");
     let rows = query_text(conn, &sql, &[])?;
     Ok(rows

@@ -120,15 +120,19 @@ pub fn select_sql(source: &Source, spec: &SubtaskSpec) -> String {
         .iter()
         .map(|c| select_item(source, c))
         .collect();
+    select_from(source, spec, &columns)
+}
+
+/// `SELECT items FROM table WHERE filter AND partition`: the subtask's rows, as `items`.
+pub fn select_from(source: &Source, spec: &SubtaskSpec, items: &[String]) -> String {
     let mut sql = format!(
         "SELECT {} FROM {}",
-        columns.join(", "),
+        items.join(", "),
         source.qualified(&spec.table)
     );
-    let predicates = predicates(spec);
-    if !predicates.is_empty() {
+    if let Some(predicate) = row_predicate(spec) {
         sql.push_str(" WHERE ");
-        sql.push_str(&predicates.join(" AND "));
+        sql.push_str(&predicate);
     }
     sql
 }

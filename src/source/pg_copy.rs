@@ -55,15 +55,7 @@ pub fn copy_sql(
     for column in &spec.columns {
         items.push(select_item(source, column, files)?);
     }
-    let mut select = format!(
-        "SELECT {} FROM {}",
-        items.join(", "),
-        source.qualified(&spec.table)
-    );
-    if let Some(predicate) = super::fetch::row_predicate(spec) {
-        select.push_str(" WHERE ");
-        select.push_str(&predicate);
-    }
+    let select = super::fetch::select_from(source, spec, &items);
     Ok(format!(
         "COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {}, NULL {}, QUOTE '\"')",
         literal(&(files.delimiter as char).to_string()),
