@@ -48,6 +48,21 @@ pub struct Resumed {
 }
 
 impl Checkpoint {
+    pub fn new(
+        fingerprint: String,
+        run: String,
+        last_key: Vec<String>,
+        chunks: Vec<ChunkRecord>,
+    ) -> Checkpoint {
+        Checkpoint {
+            version: VERSION,
+            fingerprint,
+            run,
+            last_key,
+            chunks,
+        }
+    }
+
     pub fn resumed(&self) -> Resumed {
         Resumed {
             rows: self.chunks.iter().map(|c| c.rows).sum(),

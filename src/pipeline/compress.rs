@@ -195,13 +195,12 @@ impl Compressor {
         let Some(last_key) = self.last_key.clone() else {
             return Ok(());
         };
-        let checkpoint = Checkpoint {
-            version: 1,
-            fingerprint: resumable.fingerprint.clone(),
-            run: self.run.to_string(),
+        let checkpoint = Checkpoint::new(
+            resumable.fingerprint.clone(),
+            self.run.to_string(),
             last_key,
-            chunks: roller.chunks.clone(),
-        };
+            roller.chunks.clone(),
+        );
         checkpoint
             .save(roller.dir())
             .map_err(|e| ("writing checkpoint.json".to_string(), e))
