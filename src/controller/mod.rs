@@ -56,6 +56,10 @@ struct ControllerState {
     health: HashMap<String, Checked>,
     /// Agents whose health is being asked again in the background.
     refreshing: std::collections::HashSet<String>,
+    /// Per task, bumped before and after each control call to its agents (stop, resume):
+    /// a poll answer asked for under another count may predate the call, and is dropped
+    /// rather than let it undo what the call did.
+    controls: HashMap<String, u64>,
 }
 
 impl Controller {
@@ -77,6 +81,7 @@ impl Controller {
                 tasks: tasks.into_iter().collect(),
                 health: HashMap::new(),
                 refreshing: Default::default(),
+                controls: HashMap::new(),
             }),
             tokens: TokenCache::default(),
             logs: dir.join("logs"),
@@ -109,6 +114,16 @@ impl Controller {
         }
     }
 
+    /// How many control calls went to the agents of `task` (see `ControllerState::controls`).
+    fn controls(&self, task: &str) -> u64 {
+        self.lock().controls.get(task).copied().unwrap_or(0)
+    }
+
+    /// Count a control call to the agents of `task`, before it goes and once it is merged.
+    fn count_control(&self, task: &str) {
+        *self.lock().controls.entry(task.to_string()).or_default() += 1;
+    }
+
     /// Record the task named `name` as it stands now.
     fn save_task_named(&self, name: &str) {
         let record = self.lock().tasks.get(name).cloned();
@@ -128,11 +143,12 @@ impl Controller {
     }
 
     async fn poll(&self) {
-        // (task, agent) pairs with unfinished dispatched subtasks.
-        let pairs: Vec<(String, AgentRecord)> = {
+        // (task, agent, control count) for unfinished dispatched subtasks.
+        let pairs: Vec<(String, AgentRecord, u64)> = {
             let state = self.lock();
             let mut pairs = Vec::new();
             for (name, task) in &state.tasks {
+                let controls = state.controls.get(name).copied().unwrap_or(0);
                 let mut agents: Vec<&str> = task
                     .subtasks
                     .iter()
@@ -143,7 +159,7 @@ impl Controller {
                 agents.dedup();
                 for agent in agents {
                     if let Some(record) = state.agents.get(agent) {
-                        pairs.push((name.clone(), record.clone()));
+                        pairs.push((name.clone(), record.clone(), controls));
                     }
                 }
             }
@@ -154,16 +170,19 @@ impl Controller {
         // reported on it (a task of 10,000 subtasks is one record).
         use futures::StreamExt;
         let answers: Vec<_> = futures::stream::iter(pairs)
-            .map(|(task, agent)| async move {
+            .map(|(task, agent, controls)| async move {
                 let answer = self.client(&agent).subtasks(&task).await;
-                (task, agent, answer)
+                (task, agent, controls, answer)
             })
             .buffer_unordered(POLL_CONCURRENCY)
             .collect()
             .await;
         let mut changed = std::collections::BTreeSet::new();
-        for (task, agent, answer) in answers {
+        for (task, agent, controls, answer) in answers {
             match answer {
+                Ok(_) if self.controls(&task) != controls => {
+                    // A stop or resume went to the agents meanwhile: asked again next round.
+                }
                 Ok(statuses) => {
                     if self.merge(&task, &agent.name, statuses) {
                         changed.insert(task);

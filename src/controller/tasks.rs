@@ -207,6 +207,9 @@ impl Controller {
     }
 
     pub async fn stop(&self, name: &str) -> Result<TaskView, ApiError> {
+        // Not while subtasks are being sent: a subtask sent meanwhile would be marked
+        // dispatched after this marked it stopped, and never be told to stop.
+        let _no_dispatch = self.dispatching.lock().await;
         let task = self.update(name, |t| {
             t.started = false;
             for s in t
@@ -291,11 +294,14 @@ impl Controller {
             let selection = SubtaskSelection {
                 subtasks: Some(ids),
             };
-            match self.client(&agent).control(name, action, &selection).await {
+            self.count_control(name);
+            let answer = self.client(&agent).control(name, action, &selection).await;
+            match answer {
                 Ok(statuses) => {
                     if self.merge(name, &agent_name, statuses) {
                         self.save_task_named(name);
                     }
+                    self.count_control(name);
                 }
                 Err(e) => {
                     let line = format!("cannot {action} subtasks on agent {agent_name}: {e}");
