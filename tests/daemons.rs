@@ -758,16 +758,7 @@ fn wrong_passwords_fingerprints_plain_http_malformed_json_and_unknown_names_are_
         "{}",
         stderr(&out)
     );
-    let (_, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!("{{\"password\":\"{AGENT_PASSWORD}\"}}"),
-        &format!("https://127.0.0.1:{port}/v1/login"),
-    ]);
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+    let token = agent_login(port.parse().unwrap())["token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -202,6 +202,21 @@ impl Fault {
         create_task(&self.controller, &self.sandbox, "fault", &text, &[]);
     }
 
+    /// A started task of `parts` subtasks whose S3 goes away (a proxy stopped) once the
+    /// agent has checked the bucket: the extract waits on a lock until then.
+    fn with_s3_gone(name: &str, parts: u32) -> (Fault, s3::Proxy) {
+        let proxy = s3::Proxy::start(s3::moto().port);
+        let f = Fault::new(name, 1, 20_000);
+        let endpoint = proxy.endpoint();
+        f.create(parts, |j| j.replace(&s3::moto().endpoint(), &endpoint));
+        let release = f.lock_source();
+        f.start();
+        f.wait_until("S3 stopped", |s| running(s) == 1);
+        proxy.stop();
+        release.send(()).unwrap();
+        (f, proxy)
+    }
+
     /// Hold the source table locked (its extract waits) until the sender is used.
     fn lock_source(&self) -> std::sync::mpsc::Sender<()> {
         let (locked, release) =
@@ -304,17 +319,8 @@ fn an_agent_killed_during_extract_runs_its_subtask_again_and_each_row_lands_once
 
 #[test]
 fn an_agent_killed_during_upload_runs_its_subtask_again_and_each_row_lands_once() {
-    let proxy = s3::Proxy::start(s3::moto().port);
-    let mut f = Fault::new("kill_upload", 1, 20_000);
-    let endpoint = proxy.endpoint();
-    f.create(2, |j| j.replace(&s3::moto().endpoint(), &endpoint));
-    // The extract waits on a lock until S3 is gone (after the agent checked the bucket);
-    // then uploads are tried again and again, and the agent dies meanwhile.
-    let release = f.lock_source();
-    f.start();
-    f.wait_until("S3 stopped", |s| running(s) == 1);
-    proxy.stop();
-    release.send(()).unwrap();
+    // Uploads are tried again and again, and the agent dies meanwhile.
+    let (mut f, proxy) = Fault::with_s3_gone("kill_upload", 2);
     f.wait_until("agent killed while uploading", |s| {
         s.iter()
             .any(|s| s["extract"]["state"] == "Completed" && s["state"] == "Running")
@@ -462,15 +468,7 @@ fn a_warehouse_cut_off_mid_copy_is_run_again_by_itself_and_lands_each_row_once()
 
 #[test]
 fn an_s3_outage_of_thirty_seconds_mid_upload_is_ridden_out_with_each_row_once() {
-    let proxy = s3::Proxy::start(s3::moto().port);
-    let f = Fault::new("s3_outage", 1, 20_000);
-    let endpoint = proxy.endpoint();
-    f.create(1, |j| j.replace(&s3::moto().endpoint(), &endpoint));
-    let release = f.lock_source();
-    f.start();
-    f.wait_until("S3 stopped", |s| running(s) == 1);
-    proxy.stop();
-    release.send(()).unwrap();
+    let (f, proxy) = Fault::with_s3_gone("s3_outage", 1);
     f.wait_until("S3 gone for 30 s mid-upload", |s| {
         s.iter().any(|s| s["extract"]["state"] == "Completed")
     });
