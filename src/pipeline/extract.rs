@@ -13,10 +13,10 @@ use super::credit::{BoundedSender, CancelSwitch};
 use super::csv::CsvEncoder;
 use super::messages::{CsvBatch, Stage, StageReport};
 use crate::model::SubtaskSpec;
-use crate::source::SourceError;
 use crate::source::connection::{Purpose, lob_fetch_rows};
 use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
 use crate::source::pg_copy;
+use crate::source::{Dialect, SourceError, fetch};
 
 /// Pass encoded rows on once this many bytes have piled up, even inside a LOB value.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024;
@@ -78,14 +78,7 @@ impl Extractor {
         if let Some(rows) = self.extract_native()? {
             return Ok(rows);
         }
-        let purpose = if self.spec.has_lobs() {
-            Purpose::Lobs {
-                rows: lob_fetch_rows(self.spec.largest_lob_row),
-            }
-        } else {
-            Purpose::Bulk
-        };
-        let conn = self.context.source.connect(purpose)?;
+        let conn = self.connect()?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), "extract started");
         let mut sink = BatchSink {
             encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4)
@@ -106,6 +99,31 @@ impl Extractor {
             .map_err(|Stop| SourceError::Cancelled)?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(self.resumed_rows + summary.rows)
+    }
+
+    /// The subtask's ODBC connection. With LOBs, the driver's rows per round trip follow
+    /// the most LOB bytes a row can bring: a slice per LOB where they are read in slices
+    /// (a PostgreSQL table), else the largest row of the planner's sample.
+    fn connect(&self) -> Result<odbc_api::Connection<'static>, SourceError> {
+        let source = &self.context.source;
+        if !self.spec.has_lobs() {
+            return source.connect(Purpose::Bulk);
+        }
+        let largest = self.spec.largest_lob_row;
+        let sliced = fetch::sliced_row_bytes(&self.spec);
+        if source.dialect == Dialect::Postgres {
+            let rows = lob_fetch_rows(Some(largest.unwrap_or(sliced).min(sliced)));
+            let conn = source.connect(Purpose::Lobs { rows })?;
+            let (task, subtask) = (&self.context.task, self.spec.id());
+            if fetch::sliceable(&conn, source, &self.spec)? {
+                tracing::debug!(%task, %subtask, "LOB values read in slices of {} characters, by row address", fetch::LOB_SLICE);
+                return Ok(conn);
+            }
+            tracing::debug!(%task, %subtask, "LOB values read whole: not a table (a view has no row address)");
+        }
+        source.connect(Purpose::Lobs {
+            rows: lob_fetch_rows(largest),
+        })
     }
 
     /// Read through PostgreSQL's own COPY when it writes what the ODBC path would; `None`

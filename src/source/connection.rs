@@ -100,10 +100,10 @@ pub enum Purpose {
 pub const MAX_LOB_FETCH_ROWS: usize = 64;
 
 /// Bytes of LOB values psqlODBC may hold in one round trip.
-const LOB_FETCH_BUDGET: u64 = 16 * 1024 * 1024;
+const LOB_FETCH_BUDGET: u64 = 4 * 1024 * 1024;
 
 /// LOB rows per round trip for a subtask whose largest sampled row holds `largest` bytes
-/// of LOB values (unknown: the most): one row at a time once rows reach 16 MB.
+/// of LOB values (unknown: the most): one row at a time once rows reach 4 MB.
 pub fn lob_fetch_rows(largest: Option<u64>) -> usize {
     match largest {
         Some(bytes) => {
@@ -533,8 +533,8 @@ mod tests {
             "64",
             "small fetches for LOB rows"
         );
-        assert_eq!(fetch(lob_fetch_rows(Some(100_000))), "64");
-        assert_eq!(fetch(lob_fetch_rows(Some(1 << 20))), "16");
+        assert_eq!(fetch(lob_fetch_rows(Some(100_000))), "41");
+        assert_eq!(fetch(lob_fetch_rows(Some(1 << 20))), "4");
         assert_eq!(
             fetch(lob_fetch_rows(Some(50 << 20))),
             "1",
