@@ -8,8 +8,11 @@
 #   (c) aws s3 cp s3://bench/native/lineitem.csv.gz - | gunzip | psql \copy wh.lineitem_native FROM STDIN csv
 # dbhaul runs the same table twice, partitioned in 2 key ranges with --parallel 2, gzip -1:
 # once in mode "extract" (its extract-only figure) and once in mode "extract-upload-copy"
-# (all stages at once, into wh.lineitem). Afterwards the script checks that both warehouse
-# tables hold the source's row count and that wh.lineitem equals public.lineitem as a
+# (all stages at once, into wh.lineitem). For the copy stage alone, a third run in mode
+# "extract-upload" leaves its chunks in S3 and examples/copy_stage.rs loads them into
+# wh.lineitem_copy through the copier's own code (read back, SHA-256 check, gunzip, COPY,
+# bookkeeping; the 2 subtasks at once), against (c). Afterwards the script checks that the
+# warehouse tables hold the source's row count and that wh.lineitem equals public.lineitem as a
 # multiset (EXCEPT ALL both ways; slow at SF1, about a minute or two), and fails loudly
 # otherwise. It prints one table (seconds, rows/s, MB/s of CSV, dbhaul's peak RSS, ratio =
 # native total seconds / dbhaul seconds, >1 means dbhaul is faster) and writes the same
@@ -67,10 +70,10 @@ stage() { # name command: wall seconds of one native stage
   t1=$(now)
   printf '%s\t%s\t\n' "$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" >> "$results"
 }
-job() { # file mode
+job() { # file mode [task name]
   cat > "$1" <<TOML
 [task]
-name = "bench-pipeline"
+name = "${3:-bench-pipeline}"
 mode = "$2"
 [source]
 connection = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;"
@@ -134,6 +137,17 @@ echo "running: dbhaul extract-upload-copy"
 job "$OUT/pipeline-job.toml" extract-upload-copy
 dbhaul "dbhaul extract-upload-copy" "$OUT/pipeline-job.toml" "$OUT/pipeline-full.json"
 
+echo "running: the copy stage alone (chunks uploaded by an extract-upload run, loaded by the copier's code)"
+job "$OUT/pipeline-upload-job.toml" extract-upload bench-copy
+dbhaul "dbhaul extract-upload (for the copy stage)" "$OUT/pipeline-upload-job.toml" "$OUT/pipeline-upload.json"
+"${PSQL[@]}" -c "CREATE TABLE wh.lineitem_copy ($cols)"
+cargo build --release --locked -q --example copy_stage
+sync
+target/release/examples/copy_stage "$OUT/pipeline-upload-job.toml" "$OUT/work" wh.lineitem_copy > "$OUT/copy-stage.json"
+printf '%s\t%s\t\n' "dbhaul copy stage alone (2 subtasks at once)" \
+  "$(python3 -c "import json; print(json.load(open('$OUT/copy-stage.json'))['seconds'])")" >> "$results"
+copy_rows=$("${PSQL[@]}" -c "SELECT count(*) FROM wh.lineitem_copy")
+
 # --- checks ----------------------------------------------------------------------------------
 fail() { echo "CHECK FAILED: $*" >&2; exit 1; }
 echo "checking: row counts and wh.lineitem = public.lineitem (EXCEPT ALL both ways)"
@@ -152,6 +166,7 @@ dbhaul_rows=$("${PSQL[@]}" -c "SELECT count(*) FROM wh.lineitem")
 native_rows=$("${PSQL[@]}" -c "SELECT count(*) FROM wh.lineitem_native")
 [ "$dbhaul_rows" = "$source_rows" ] || fail "wh.lineitem has $dbhaul_rows rows, source $source_rows"
 [ "$native_rows" = "$source_rows" ] || fail "wh.lineitem_native has $native_rows rows, source $source_rows"
+[ "$copy_rows" = "$source_rows" ] || fail "wh.lineitem_copy has $copy_rows rows, source $source_rows"
 extra=$("${PSQL[@]}" -c "SET work_mem = '256MB'" \
   -c "SELECT count(*) FROM (SELECT * FROM wh.lineitem EXCEPT ALL SELECT * FROM public.lineitem) x")
 missing=$("${PSQL[@]}" -c "SET work_mem = '256MB'" \
@@ -179,12 +194,19 @@ for name, s, kib in rows:
     s = float(s)
     rss = int(kib) / 1024 if kib else None
     ratio = total / s if name.startswith("dbhaul") else None
+    if name.startswith("dbhaul copy stage"):
+        ratio = secs["native download+gunzip+copy"] / s  # against the native copy stage alone
+    if name.startswith("dbhaul extract-upload ("):
+        ratio = None
     print(f"| {name} | {s:.1f} | {n / s:,.0f} | {csv_bytes / 1e6 / s:.1f} | "
           f"{'' if rss is None else f'{rss:.0f}'} | {'' if ratio is None else f'{ratio:.2f}'} |")
     out.append(dict(pipeline=name, seconds=s, rows_per_s=n / s, csv_mb_per_s=csv_bytes / 1e6 / s,
                     peak_rss_mb=rss, ratio=ratio))
 full = next(r for r in out if r["pipeline"] == "dbhaul extract-upload-copy")
 print(f"end-to-end: dbhaul {full['seconds']:.1f} s vs native {total:.1f} s (ratio {full['ratio']:.2f})")
+copy = next(r for r in out if r["pipeline"].startswith("dbhaul copy stage"))
+print(f"copy stage: dbhaul {copy['seconds']:.1f} s vs native download+gunzip+copy "
+      f"{secs['native download+gunzip+copy']:.1f} s (ratio {copy['ratio']:.2f})")
 json.dump(dict(sf=sf, rows=n, csv_bytes=csv_bytes, gzip_bytes=gz_bytes, cores=cores, results=out),
           open(sys.argv[6], "w"), indent=2)
 PY
