@@ -13,7 +13,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 command -v cargo >/dev/null || { log "cargo is missing: install Rust 1.95 (rustup) first"; exit 2; }
 
 # --- Debian packages ------------------------------------------------------------------
-packages=(unixodbc unixodbc-dev odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 pigz time
+packages=(unixodbc unixodbc-dev odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 pigz zstd bzip2 time
           postgresql-client mariadb-client python3-pip curl openssl
           chromium chromium-driver rpm)
 port_open 5432 || packages+=(postgresql)

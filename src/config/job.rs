@@ -9,7 +9,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Secret;
-use super::stages::{TargetSection, TargetSettings, WarehouseSection, WarehouseSettings};
+use super::stages::{
+    DEVICE_MAX_CHUNK_MB, TargetDevice, TargetSection, TargetSettings, WarehouseSection,
+    WarehouseSettings,
+};
 use crate::model::chunk::BinaryFormat;
 use crate::model::{Compression, LogLevel, MigrationMode, Sorting, TaskName};
 
@@ -438,12 +441,21 @@ impl Job {
 
         let mode = raw.task.mode;
         let target = match raw.target {
-            Some(section) if mode.uploads() => Some(
-                section
-                    .into_inner()
-                    .validate()
-                    .map_err(|(s, m)| err(s, m))?,
-            ),
+            Some(section) if mode.uploads() => {
+                let section = section.into_inner();
+                if section.device() == TargetDevice::SnowballEdge && chunk_mb > DEVICE_MAX_CHUNK_MB
+                {
+                    return Err(err(
+                        Some(files.chunk_mb.span()),
+                        format!(
+                            "files.chunk_mb = {chunk_mb}: a Snowball Edge target \
+                             (target.device = \"snowball-edge\") takes chunks of 1 to \
+                             {DEVICE_MAX_CHUNK_MB} MB"
+                        ),
+                    ));
+                }
+                Some(section.validate().map_err(|(s, m)| err(s, m))?)
+            }
             None if mode.uploads() => {
                 return Err(err(
                     None,
@@ -625,6 +637,18 @@ name = "orders"
                 "job.toml:3:8: unknown variant `teleport`, expected one of `extract`, `extract-upload`, `extract-upload-copy`",
             ),
             (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nchunk_mb = 2048\n[target]\nurl = \"s3://bkt/p\"\ndevice = \"snowball-edge\"\n",
+                "job.toml:9:12: files.chunk_mb = 2048: a Snowball Edge target (target.device = \"snowball-edge\") takes chunks of 1 to 1000 MB",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\ndevice = \"tape\"\n",
+                "job.toml:10:10: unknown variant `tape`, expected `s3` or `snowball-edge`",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\ncompression = \"lz4\"\n",
+                "job.toml:8:15: unknown variant `lz4`, expected one of `gzip`, `zstd`, `bzip2`, `none`",
+            ),
+            (
                 "[task]\nname = \"a\"\nsorting = \"sometimes\"\n[source]\nconnection = \"x\"\n",
                 "job.toml:3:11: unknown variant `sometimes`, expected one of `never`, `if_possible`, `after_first_failure`",
             ),
@@ -644,6 +668,77 @@ name = "orders"
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(expected),
+                "\n got: {message}\nwant: {expected}"
+            );
+        }
+    }
+
+    /// `[warehouse.copy]`: Redshift takes every option by its name; PostgreSQL takes
+    /// `emptyasnull` and refuses the rest, naming why; bad values are refused.
+    #[test]
+    fn copy_options_pass_to_redshift_and_postgres_refuses_what_it_has_not() {
+        let job = |kind: &str, copy: &str| {
+            format!(
+                "[task]\nname = \"a\"\nmode = \"extract-upload-copy\"\n[source]\n\
+                 connection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\n\
+                 [warehouse]\nkind = \"{kind}\"\nurl = \"postgresql://u@h/db\"\n\
+                 iam_role = \"arn:aws:iam::1:role/r\"\n[warehouse.copy]\n{copy}"
+            )
+        };
+        let all = "maxerror = 10\nacceptinvchars = \"?\"\nblanksasnull = true\n\
+                   emptyasnull = true\ntruncatecolumns = true\ncompupdate = true\n\
+                   statupdate = true\n";
+        let redshift = parse(&job("redshift", all)).unwrap();
+        assert_eq!(
+            redshift.warehouse.unwrap().copy,
+            crate::config::CopyOptions {
+                maxerror: 10,
+                acceptinvchars: Some('?'),
+                blanksasnull: true,
+                emptyasnull: true,
+                truncatecolumns: true,
+                compupdate: true,
+                statupdate: true,
+            }
+        );
+        let pg = parse(&job("postgres", "emptyasnull = true\nmaxerror = 0\n")).unwrap();
+        assert!(pg.warehouse.unwrap().copy.emptyasnull);
+        let refused = [
+            (
+                "postgres",
+                "maxerror = 5\n",
+                "job.toml:15:12: warehouse.copy.maxerror is a Redshift COPY option that PostgreSQL's COPY has no equivalent for: it stops at the first row",
+            ),
+            (
+                "postgres",
+                "truncatecolumns = true\n",
+                "job.toml:15:19: warehouse.copy.truncatecolumns is a Redshift COPY option",
+            ),
+            (
+                "postgres",
+                "statupdate = true\n",
+                "job.toml:15:14: warehouse.copy.statupdate is a Redshift COPY option that PostgreSQL's COPY has no equivalent for: autovacuum",
+            ),
+            (
+                "redshift",
+                "maxerror = 100001\n",
+                "job.toml:15:12: warehouse.copy.maxerror = 100001: Redshift takes 0 to 100000",
+            ),
+            (
+                "redshift",
+                "acceptinvchars = \"??\"\n",
+                "job.toml:15:18: warehouse.copy.acceptinvchars = \"??\": give the one printable ASCII character",
+            ),
+            (
+                "redshift",
+                "max_errors = 1\n",
+                "job.toml:15:1: unknown field `max_errors`, expected one of `maxerror`",
+            ),
+        ];
+        for (kind, copy, expected) in refused {
+            let message = parse(&job(kind, copy)).unwrap_err().to_string();
             assert!(
                 message.starts_with(expected),
                 "\n got: {message}\nwant: {expected}"
@@ -709,7 +804,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 21, "every default setting is shown once");
+        assert_eq!(shown, 28, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
@@ -725,6 +820,8 @@ null_string = "\\N"
             (&b.schema, b.create_tables, b.count_source)
         );
         assert_eq!(b.schema, "public");
+        assert_eq!(a.copy, b.copy);
+        assert_eq!(b.copy, crate::config::CopyOptions::default());
         assert_eq!(
             (explicit.extract_lobs, explicit.log_level),
             (as_is.extract_lobs, as_is.log_level)

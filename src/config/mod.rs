@@ -9,4 +9,4 @@ pub mod stages;
 
 pub use job::{FileSettings, Job, JobError, PartitionRequest, SqlLiteral, TableRequest};
 pub use secret::Secret;
-pub use stages::{ChecksumMode, TargetSettings, WarehouseSettings};
+pub use stages::{ChecksumMode, CopyOptions, TargetSettings, WarehouseSettings};

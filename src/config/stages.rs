@@ -38,6 +38,27 @@ pub(super) struct TargetSection {
     concurrency: Spanned<u32>,
     #[serde(default = "default_attempts")]
     attempts: Spanned<u32>,
+    #[serde(default)]
+    device: TargetDevice,
+}
+
+/// What the target is: AWS S3 or an S3-compatible server (`s3`, the default), or a
+/// Snowball Edge-style device, which takes chunks of at most [`DEVICE_MAX_CHUNK_MB`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetDevice {
+    #[default]
+    S3,
+    SnowballEdge,
+}
+
+/// The largest chunk a Snowball Edge-style device takes, in MB.
+pub const DEVICE_MAX_CHUNK_MB: u64 = 1000;
+
+impl TargetSection {
+    pub(super) fn device(&self) -> TargetDevice {
+        self.device
+    }
 }
 
 fn default_part_size_mb() -> Spanned<u64> {
@@ -224,6 +245,144 @@ pub(super) struct WarehouseSection {
     create_tables: bool,
     #[serde(default)]
     count_source: bool,
+    copy: Option<CopySection>,
+}
+
+/// `[warehouse.copy]` as written: Redshift's COPY options by their names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopySection {
+    maxerror: Option<Spanned<u32>>,
+    acceptinvchars: Option<Spanned<String>>,
+    blanksasnull: Option<Spanned<bool>>,
+    emptyasnull: Option<Spanned<bool>>,
+    truncatecolumns: Option<Spanned<bool>>,
+    compupdate: Option<Spanned<bool>>,
+    statupdate: Option<Spanned<bool>>,
+}
+
+/// Redshift's most rejected rows for one COPY.
+pub const MAX_MAXERROR: u32 = 100_000;
+
+/// `[warehouse.copy]`, validated: options of the warehouse's COPY. Redshift takes each as
+/// its COPY option of the same name; PostgreSQL takes `emptyasnull` (as `FORCE_NULL` on
+/// every column) and refuses the others, which its COPY has no equivalent for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `MAXERROR`: rows Redshift may reject per subtask; the subtask then completes with
+    /// fewer rows in the warehouse, and says how many were rejected (`stl_load_errors`).
+    pub maxerror: u32,
+    /// `ACCEPTINVCHARS AS 'c'`: invalid UTF-8 replaced by this character.
+    pub acceptinvchars: Option<char>,
+    /// `BLANKSASNULL`: whitespace-only text loads as NULL.
+    pub blanksasnull: bool,
+    /// `EMPTYASNULL`: empty text loads as NULL.
+    pub emptyasnull: bool,
+    /// `TRUNCATECOLUMNS`: text longer than its column is cut to fit.
+    pub truncatecolumns: bool,
+    /// `COMPUPDATE ON`: Redshift chooses column encodings on an empty table (default off).
+    pub compupdate: bool,
+    /// `STATUPDATE ON`: Redshift updates statistics after the load (default off).
+    pub statupdate: bool,
+}
+
+impl CopySection {
+    fn validate(self, kind: WarehouseKind) -> Result<CopyOptions, SpanError> {
+        let flag = |v: &Option<Spanned<bool>>| v.as_ref().is_some_and(|v| *v.get_ref());
+        if kind == WarehouseKind::Postgres {
+            let refused = [
+                (
+                    "maxerror",
+                    self.maxerror
+                        .as_ref()
+                        .filter(|v| *v.get_ref() > 0)
+                        .map(|v| v.span()),
+                    "it stops at the first row it cannot load; fix the row, or leave it out with a filter",
+                ),
+                (
+                    "acceptinvchars",
+                    self.acceptinvchars.as_ref().map(|v| v.span()),
+                    "it refuses text that is not valid in the database's encoding",
+                ),
+                (
+                    "blanksasnull",
+                    self.blanksasnull
+                        .as_ref()
+                        .filter(|v| *v.get_ref())
+                        .map(|v| v.span()),
+                    "it loads whitespace as written; a filter or a view on the source can turn it into NULL",
+                ),
+                (
+                    "truncatecolumns",
+                    self.truncatecolumns
+                        .as_ref()
+                        .filter(|v| *v.get_ref())
+                        .map(|v| v.span()),
+                    "it refuses a value longer than its column; widen the column",
+                ),
+                (
+                    "compupdate",
+                    self.compupdate
+                        .as_ref()
+                        .filter(|v| *v.get_ref())
+                        .map(|v| v.span()),
+                    "it has no column compression encodings to choose",
+                ),
+                (
+                    "statupdate",
+                    self.statupdate
+                        .as_ref()
+                        .filter(|v| *v.get_ref())
+                        .map(|v| v.span()),
+                    "autovacuum analyzes a table after large loads; run ANALYZE for statistics at once",
+                ),
+            ];
+            if let Some((name, span, why)) = refused.into_iter().find(|(_, s, _)| s.is_some()) {
+                return Err((
+                    span,
+                    format!(
+                        "warehouse.copy.{name} is a Redshift COPY option that PostgreSQL's COPY \
+                         has no equivalent for: {why}; remove it (warehouse.kind = \"postgres\")"
+                    ),
+                ));
+            }
+        }
+        let maxerror = self.maxerror.as_ref().map_or(0, |v| *v.get_ref());
+        if maxerror > MAX_MAXERROR {
+            return Err((
+                self.maxerror.as_ref().map(|v| v.span()),
+                format!("warehouse.copy.maxerror = {maxerror}: Redshift takes 0 to {MAX_MAXERROR}"),
+            ));
+        }
+        let acceptinvchars = match &self.acceptinvchars {
+            None => None,
+            Some(v) => {
+                let mut chars = v.get_ref().chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if c.is_ascii_graphic() || c == ' ' => Some(c),
+                    _ => {
+                        return Err((
+                            Some(v.span()),
+                            format!(
+                                "warehouse.copy.acceptinvchars = \"{}\": give the one printable \
+                                 ASCII character that replaces invalid UTF-8, such as \"?\"",
+                                v.get_ref().escape_default()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(CopyOptions {
+            maxerror,
+            acceptinvchars,
+            blanksasnull: flag(&self.blanksasnull),
+            emptyasnull: flag(&self.emptyasnull),
+            truncatecolumns: flag(&self.truncatecolumns),
+            compupdate: flag(&self.compupdate),
+            statupdate: flag(&self.statupdate),
+        })
+    }
 }
 
 fn default_schema() -> String {
@@ -246,6 +405,8 @@ pub struct WarehouseSettings {
     pub create_tables: bool,
     /// Also compare each subtask's rows with a `COUNT(*)` on the source.
     pub count_source: bool,
+    /// `[warehouse.copy]`: options of the warehouse's COPY.
+    pub copy: CopyOptions,
 }
 
 impl WarehouseSettings {
@@ -321,7 +482,9 @@ impl WarehouseSection {
                     .into(),
             ));
         }
+        let copy = self.copy.unwrap_or_default().validate(self.kind)?;
         Ok(WarehouseSettings {
+            copy,
             kind: self.kind,
             url,
             password,

@@ -12,20 +12,31 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     Gzip,
+    Zstd,
+    Bzip2,
     None,
 }
 
 impl Compression {
+    pub const ALL: [Compression; 4] = [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Bzip2,
+        Compression::None,
+    ];
+
     pub fn extension(self) -> &'static str {
         match self {
             Compression::Gzip => "csv.gz",
+            Compression::Zstd => "csv.zst",
+            Compression::Bzip2 => "csv.bz2",
             Compression::None => "csv",
         }
     }
 
     /// The compression of a chunk file, from its name.
     pub fn from_file_name(name: &str) -> Option<Compression> {
-        [Compression::Gzip, Compression::None]
+        Compression::ALL
             .into_iter()
             .find(|c| name.ends_with(&format!(".{}", c.extension())))
     }
@@ -160,6 +171,8 @@ mod tests {
         let cases = [
             (1, Compression::Gzip, "00000001.csv.gz"),
             (12, Compression::Gzip, "00000012.csv.gz"),
+            (3, Compression::Zstd, "00000003.csv.zst"),
+            (4, Compression::Bzip2, "00000004.csv.bz2"),
             (99_999_999, Compression::None, "99999999.csv"),
         ];
         for (number, compression, name) in cases {
@@ -171,6 +184,7 @@ mod tests {
                 .to_string(),
                 name
             );
+            assert_eq!(Compression::from_file_name(name), Some(compression));
         }
     }
 }

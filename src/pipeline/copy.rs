@@ -326,12 +326,24 @@ impl CopyJob {
         )
         .await
         .map_err(|e| e.to_string())? as u64;
-        if loaded != manifest.rows {
+        // Redshift may reject up to `warehouse.copy.maxerror` rows, when asked to.
+        let rejected = manifest.rows.saturating_sub(loaded);
+        if loaded > manifest.rows || rejected > u64::from(self.settings.copy.maxerror) {
             return Err(format!(
                 "the warehouse holds {loaded} rows of {id} from this run, but {} were \
                  extracted",
                 manifest.rows
             ));
+        }
+        if rejected > 0 {
+            tracing::warn!(
+                task = %self.context.task,
+                subtask = %id,
+                "Redshift rejected {rejected} of {} rows (warehouse.copy.maxerror = {}); \
+                 stl_load_errors names them",
+                manifest.rows,
+                self.settings.copy.maxerror
+            );
         }
         if self.settings.count_source {
             let source = self.context.source.clone();

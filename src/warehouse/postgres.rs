@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::{TargetTable, WarehouseError, literal, loads_table, now_literal};
-use crate::config::{FileSettings, WarehouseSettings};
+use crate::config::{CopyOptions, FileSettings, WarehouseSettings};
 use crate::model::{ChunkRecord, Compression};
 use crate::pipeline::credit::CancelSwitch;
 use crate::target::{S3Error, S3Target};
@@ -47,10 +47,17 @@ pub enum LoadError {
     Warehouse(WarehouseError),
 }
 
-/// `COPY t (cols) FROM STDIN (FORMAT csv, ...)` for the task's file settings.
-pub fn copy_sql(table: &TargetTable, files: &FileSettings) -> String {
+/// `COPY t (cols) FROM STDIN (FORMAT csv, ...)` for the task's file settings; with
+/// `warehouse.copy.emptyasnull`, `FORCE_NULL` on every column turns an empty value (written
+/// `""`) into NULL, as Redshift's EMPTYASNULL does.
+pub fn copy_sql(table: &TargetTable, files: &FileSettings, copy: &CopyOptions) -> String {
+    let force_null = if copy.emptyasnull {
+        format!(", FORCE_NULL ({})", table.columns.join(", "))
+    } else {
+        String::new()
+    };
     format!(
-        "COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER {}, NULL {}, QUOTE '\"', ENCODING 'UTF8')",
+        "COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER {}, NULL {}, QUOTE '\"', ENCODING 'UTF8'{force_null})",
         table.qualified,
         table.columns.join(", "),
         literal(&(files.delimiter as char).to_string()),
@@ -101,19 +108,13 @@ pub async fn load_chunk(
     }
 
     let sink = tx
-        .copy_in::<_, Bytes>(&copy_sql(table, files))
+        .copy_in::<_, Bytes>(&copy_sql(table, files, &settings.copy))
         .await
         .map_err(|e| pg(&format!("starting COPY into {}", table.qualified), e))?;
     futures::pin_mut!(sink);
     let mut body = s3.get(load.key, cancel).await.map_err(LoadError::S3)?;
     let mut digest = Sha256::new();
-    let mut decoder = match files.compression {
-        Compression::Gzip => Some(flate2::write::MultiGzDecoder::new(Vec::with_capacity(
-            COPY_PIECE * 2,
-        ))),
-        Compression::None => None,
-    };
-    let mut plain = Vec::with_capacity(COPY_PIECE * 2);
+    let mut decoder = Decompress::new(files.compression).map_err(|e| corrupt(load, e))?;
     loop {
         let piece = tokio::select! {
             piece = body.try_next() => piece,
@@ -123,27 +124,14 @@ pub async fn load_chunk(
             break;
         };
         digest.update(&piece);
-        let out = match &mut decoder {
-            Some(decoder) => {
-                decoder.write_all(&piece).map_err(|e| corrupt(load, e))?;
-                decoder.get_mut()
-            }
-            None => {
-                plain.extend_from_slice(&piece);
-                &mut plain
-            }
-        };
-        if out.len() >= COPY_PIECE {
-            let bytes = Bytes::from(std::mem::replace(out, Vec::with_capacity(COPY_PIECE * 2)));
+        decoder.write_all(&piece).map_err(|e| corrupt(load, e))?;
+        if let Some(bytes) = decoder.take(COPY_PIECE) {
             sink.send(bytes)
                 .await
                 .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
         }
     }
-    let rest = match decoder {
-        Some(decoder) => decoder.finish().map_err(|e| corrupt(load, e))?,
-        None => plain,
-    };
+    let rest = decoder.finish().map_err(|e| corrupt(load, e))?;
     let sha256 = hex::encode(digest.finalize());
     if sha256 != load.chunk.sha256 {
         return Err(LoadError::Warehouse(WarehouseError(format!(
@@ -188,6 +176,65 @@ pub async fn load_chunk(
         .await
         .map_err(|e| pg(&format!("committing {}", load.key), e))?;
     Ok(Loaded::Copied(copied))
+}
+
+/// A chunk's bytes as they arrive, decompressed into a buffer that COPY takes from.
+enum Decompress {
+    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
+    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+    Bzip2(bzip2::write::BzDecoder<Vec<u8>>),
+    Plain(Vec<u8>),
+}
+
+impl Decompress {
+    fn new(compression: Compression) -> std::io::Result<Decompress> {
+        let out = Vec::with_capacity(COPY_PIECE * 2);
+        Ok(match compression {
+            Compression::Gzip => {
+                Decompress::Gzip(Box::new(flate2::write::MultiGzDecoder::new(out)))
+            }
+            Compression::Zstd => Decompress::Zstd(zstd::stream::write::Decoder::new(out)?),
+            Compression::Bzip2 => Decompress::Bzip2(bzip2::write::BzDecoder::new(out)),
+            Compression::None => Decompress::Plain(out),
+        })
+    }
+
+    fn write_all(&mut self, piece: &[u8]) -> std::io::Result<()> {
+        match self {
+            Decompress::Gzip(d) => d.write_all(piece),
+            Decompress::Zstd(d) => d.write_all(piece),
+            Decompress::Bzip2(d) => d.write_all(piece),
+            Decompress::Plain(out) => {
+                out.extend_from_slice(piece);
+                Ok(())
+            }
+        }
+    }
+
+    /// The decompressed bytes so far, once there are at least `at_least` of them.
+    fn take(&mut self, at_least: usize) -> Option<Bytes> {
+        let out = match self {
+            Decompress::Gzip(d) => d.get_mut(),
+            Decompress::Zstd(d) => d.get_mut(),
+            Decompress::Bzip2(d) => d.get_mut(),
+            Decompress::Plain(out) => out,
+        };
+        (out.len() >= at_least)
+            .then(|| Bytes::from(std::mem::replace(out, Vec::with_capacity(at_least * 2))))
+    }
+
+    /// The rest, once the stream is complete; an error if it is cut short.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Decompress::Gzip(d) => (*d).finish(),
+            Decompress::Zstd(mut d) => {
+                d.flush()?;
+                Ok(d.into_inner())
+            }
+            Decompress::Bzip2(mut d) => d.finish(),
+            Decompress::Plain(out) => Ok(out),
+        }
+    }
 }
 
 /// Delete, inside `tx`, what earlier runs of a subtask loaded (rows and bookkeeping).
@@ -277,7 +324,7 @@ pub fn replace_earlier_sql(table: &TargetTable, schema: &str) -> String {
 
 fn corrupt(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
     LoadError::Warehouse(WarehouseError(format!(
-        "{} is not valid gzip ({error}): the object was changed or damaged after upload",
+        "{} does not decompress ({error}): the object was changed or damaged after upload",
         load.key
     )))
 }
@@ -302,9 +349,19 @@ mod tests {
             ..FileSettings::default()
         };
         assert_eq!(
-            copy_sql(&table(None), &files),
+            copy_sql(&table(None), &files, &CopyOptions::default()),
             "COPY \"public\".\"orders\" (\"id\", \"note\") FROM STDIN (FORMAT csv, \
              DELIMITER '|', NULL '\\N', QUOTE '\"', ENCODING 'UTF8')"
+        );
+        // EMPTYASNULL's equivalent: an empty value, written "", loads as NULL.
+        let empty_as_null = CopyOptions {
+            emptyasnull: true,
+            ..CopyOptions::default()
+        };
+        assert_eq!(
+            copy_sql(&table(None), &FileSettings::default(), &empty_as_null),
+            "COPY \"public\".\"orders\" (\"id\", \"note\") FROM STDIN (FORMAT csv, \
+             DELIMITER ',', NULL '', QUOTE '\"', ENCODING 'UTF8', FORCE_NULL (\"id\", \"note\"))"
         );
     }
 

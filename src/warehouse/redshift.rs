@@ -9,7 +9,7 @@
 //! - `MANIFEST`: load exactly the chunks the manifest lists (its `entries`), no prefix match.
 //! - `FORMAT AS CSV QUOTE AS '"' DELIMITER ','`: RFC 4180 as written by dbhaul.
 //! - `NULL AS '<files.null_string>'`: NULL is written as that (unquoted) field.
-//! - `GZIP` when `files.compression = "gzip"`.
+//! - `GZIP`, `ZSTD` or `BZIP2` after `files.compression`.
 //! - `ENCODING UTF8`, `TIMEFORMAT 'YYYY-MM-DD HH:MI:SS'` (fractional seconds are accepted),
 //!   `DATEFORMAT 'YYYY-MM-DD'`: how dbhaul writes them (timestamps in UTC).
 //! - `IAM_ROLE`: `warehouse.iam_role`; `REGION` when `target.region` is set (a bucket in
@@ -80,14 +80,38 @@ pub fn subtask_sql(
         literal(&(files.delimiter as char).to_string()),
         literal(&files.null_string),
     );
-    if files.compression == Compression::Gzip {
-        copy.push_str(" GZIP");
-    }
+    copy.push_str(match files.compression {
+        Compression::Gzip => " GZIP",
+        Compression::Zstd => " ZSTD",
+        Compression::Bzip2 => " BZIP2",
+        Compression::None => "",
+    });
     copy.push_str(" ENCODING UTF8 TIMEFORMAT 'YYYY-MM-DD HH:MI:SS' DATEFORMAT 'YYYY-MM-DD'");
     if let Some(region) = &target.region {
         copy.push_str(&format!(" REGION {}", literal(region)));
     }
-    copy.push_str(" COMPUPDATE OFF STATUPDATE OFF");
+    let options = &warehouse.copy;
+    if options.maxerror > 0 {
+        copy.push_str(&format!(" MAXERROR {}", options.maxerror));
+    }
+    if let Some(c) = options.acceptinvchars {
+        copy.push_str(&format!(" ACCEPTINVCHARS AS {}", literal(&c.to_string())));
+    }
+    for (on, keyword) in [
+        (options.blanksasnull, " BLANKSASNULL"),
+        (options.emptyasnull, " EMPTYASNULL"),
+        (options.truncatecolumns, " TRUNCATECOLUMNS"),
+    ] {
+        if on {
+            copy.push_str(keyword);
+        }
+    }
+    let on_off = |on: bool| if on { "ON" } else { "OFF" };
+    copy.push_str(&format!(
+        " COMPUPDATE {} STATUPDATE {}",
+        on_off(options.compupdate),
+        on_off(options.statupdate)
+    ));
     SubtaskLoad {
         already: format!(
             "SELECT COALESCE(SUM(row_count), 0) FROM {loads} WHERE {this} AND run = {}",
@@ -141,7 +165,9 @@ pub async fn load_subtask(
             run(load.copy.clone()).await?;
             first_number(&run(load.count.clone()).await?)
         };
-        if copied != expected_rows {
+        // Fewer rows only as many as MAXERROR lets Redshift reject.
+        let rejected = expected_rows.saturating_sub(copied);
+        if copied > expected_rows || rejected > u64::from(warehouse.copy.maxerror) {
             return Err(WarehouseError(format!(
                 "Redshift COPY loaded {copied} rows, the manifest says {expected_rows}; rolled back"
             )));
@@ -188,6 +214,7 @@ mod tests {
             iam_role: Some("arn:aws:iam::123456789012:role/RedshiftCopy".into()),
             create_tables: false,
             count_source: false,
+            copy: Default::default(),
         };
         let target = TargetSettings {
             bucket: "b".into(),
@@ -239,6 +266,65 @@ mod tests {
              DELIMITER ',' NULL AS '' GZIP ENCODING UTF8 TIMEFORMAT 'YYYY-MM-DD HH:MI:SS' \
              DATEFORMAT 'YYYY-MM-DD' REGION 'eu-west-1' COMPUPDATE OFF STATUPDATE OFF"
         );
+        // Every COPY option, passed through by its name.
+        let options = WarehouseSettings {
+            copy: crate::config::CopyOptions {
+                maxerror: 10,
+                acceptinvchars: Some('?'),
+                blanksasnull: true,
+                emptyasnull: true,
+                truncatecolumns: true,
+                compupdate: true,
+                statupdate: true,
+            },
+            ..warehouse.clone()
+        };
+        let sql = subtask_sql(
+            &table,
+            &options,
+            &target,
+            &files,
+            &SubtaskRef {
+                task: "erp",
+                subtask: "public.orders/part-002",
+                run: "r1",
+                manifest_url: "s3://b/m.json",
+                sha256: "ab",
+            },
+        );
+        assert!(
+            sql.copy.ends_with(
+                "REGION 'eu-west-1' MAXERROR 10 ACCEPTINVCHARS AS '?' BLANKSASNULL EMPTYASNULL \
+                 TRUNCATECOLUMNS COMPUPDATE ON STATUPDATE ON"
+            ),
+            "{}",
+            sql.copy
+        );
+        // The other compressions, by their COPY keywords.
+        for (compression, keyword) in [
+            (Compression::Zstd, "' ZSTD ENCODING"),
+            (Compression::Bzip2, "' BZIP2 ENCODING"),
+            (Compression::None, "NULL AS '' ENCODING"),
+        ] {
+            let files = FileSettings {
+                compression,
+                ..files.clone()
+            };
+            let sql = subtask_sql(
+                &table,
+                &warehouse,
+                &target,
+                &files,
+                &SubtaskRef {
+                    task: "erp",
+                    subtask: "public.orders/part-002",
+                    run: "r1",
+                    manifest_url: "s3://b/m.json",
+                    sha256: "ab",
+                },
+            );
+            assert!(sql.copy.contains(keyword), "{compression:?}: {}", sql.copy);
+        }
         assert_eq!(
             load.already,
             format!(
