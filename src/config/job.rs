@@ -693,15 +693,7 @@ name = "orders"
         let redshift = parse(&job("redshift", all)).unwrap();
         assert_eq!(
             redshift.warehouse.unwrap().copy,
-            crate::config::CopyOptions {
-                maxerror: 10,
-                acceptinvchars: Some('?'),
-                blanksasnull: true,
-                emptyasnull: true,
-                truncatecolumns: true,
-                compupdate: true,
-                statupdate: true,
-            }
+            super::super::stages::every_copy_option()
         );
         let pg = parse(&job("postgres", "emptyasnull = true\nmaxerror = 0\n")).unwrap();
         assert!(pg.warehouse.unwrap().copy.emptyasnull);

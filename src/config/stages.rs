@@ -286,9 +286,25 @@ pub struct CopyOptions {
     pub statupdate: bool,
 }
 
+/// Every COPY option set (`maxerror = 10`, `acceptinvchars = "?"`), for tests.
+#[cfg(test)]
+pub fn every_copy_option() -> CopyOptions {
+    CopyOptions {
+        maxerror: 10,
+        acceptinvchars: Some('?'),
+        blanksasnull: true,
+        emptyasnull: true,
+        truncatecolumns: true,
+        compupdate: true,
+        statupdate: true,
+    }
+}
+
 impl CopySection {
     fn validate(self, kind: WarehouseKind) -> Result<CopyOptions, SpanError> {
         let flag = |v: &Option<Spanned<bool>>| v.as_ref().is_some_and(|v| *v.get_ref());
+        // Where a switch is set to true, for the refusal's line and column.
+        let on = |v: &Option<Spanned<bool>>| v.as_ref().filter(|v| *v.get_ref()).map(|v| v.span());
         if kind == WarehouseKind::Postgres {
             let refused = [
                 (
@@ -306,34 +322,22 @@ impl CopySection {
                 ),
                 (
                     "blanksasnull",
-                    self.blanksasnull
-                        .as_ref()
-                        .filter(|v| *v.get_ref())
-                        .map(|v| v.span()),
+                    on(&self.blanksasnull),
                     "it loads whitespace as written; a filter or a view on the source can turn it into NULL",
                 ),
                 (
                     "truncatecolumns",
-                    self.truncatecolumns
-                        .as_ref()
-                        .filter(|v| *v.get_ref())
-                        .map(|v| v.span()),
+                    on(&self.truncatecolumns),
                     "it refuses a value longer than its column; widen the column",
                 ),
                 (
                     "compupdate",
-                    self.compupdate
-                        .as_ref()
-                        .filter(|v| *v.get_ref())
-                        .map(|v| v.span()),
+                    on(&self.compupdate),
                     "it has no column compression encodings to choose",
                 ),
                 (
                     "statupdate",
-                    self.statupdate
-                        .as_ref()
-                        .filter(|v| *v.get_ref())
-                        .map(|v| v.span()),
+                    on(&self.statupdate),
                     "autovacuum analyzes a table after large loads; run ANALYZE for statistics at once",
                 ),
             ];

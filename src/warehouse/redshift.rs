@@ -233,19 +233,14 @@ mod tests {
             binary_format: crate::model::chunk::BinaryFormat::Hex,
             ..FileSettings::default()
         };
-        let load = subtask_sql(
-            &table,
-            &warehouse,
-            &target,
-            &files,
-            &SubtaskRef {
-                task: "erp",
-                subtask: "public.orders/part-002",
-                run: "r1",
-                manifest_url: "s3://b/p/erp/public.orders/part-002/manifest.json",
-                sha256: "ab",
-            },
-        );
+        let subtask = SubtaskRef {
+            task: "erp",
+            subtask: "public.orders/part-002",
+            run: "r1",
+            manifest_url: "s3://b/p/erp/public.orders/part-002/manifest.json",
+            sha256: "ab",
+        };
+        let load = subtask_sql(&table, &warehouse, &target, &files, &subtask);
         let this = "task = 'erp' AND subtask = 'public.orders/part-002'";
         assert_eq!(
             load.delete_earlier_rows,
@@ -268,30 +263,10 @@ mod tests {
         );
         // Every COPY option, passed through by its name.
         let options = WarehouseSettings {
-            copy: crate::config::CopyOptions {
-                maxerror: 10,
-                acceptinvchars: Some('?'),
-                blanksasnull: true,
-                emptyasnull: true,
-                truncatecolumns: true,
-                compupdate: true,
-                statupdate: true,
-            },
+            copy: crate::config::stages::every_copy_option(),
             ..warehouse.clone()
         };
-        let sql = subtask_sql(
-            &table,
-            &options,
-            &target,
-            &files,
-            &SubtaskRef {
-                task: "erp",
-                subtask: "public.orders/part-002",
-                run: "r1",
-                manifest_url: "s3://b/m.json",
-                sha256: "ab",
-            },
-        );
+        let sql = subtask_sql(&table, &options, &target, &files, &subtask);
         assert!(
             sql.copy.ends_with(
                 "REGION 'eu-west-1' MAXERROR 10 ACCEPTINVCHARS AS '?' BLANKSASNULL EMPTYASNULL \
@@ -310,19 +285,7 @@ mod tests {
                 compression,
                 ..files.clone()
             };
-            let sql = subtask_sql(
-                &table,
-                &warehouse,
-                &target,
-                &files,
-                &SubtaskRef {
-                    task: "erp",
-                    subtask: "public.orders/part-002",
-                    run: "r1",
-                    manifest_url: "s3://b/m.json",
-                    sha256: "ab",
-                },
-            );
+            let sql = subtask_sql(&table, &warehouse, &target, &files, &subtask);
             assert!(sql.copy.contains(keyword), "{compression:?}: {}", sql.copy);
         }
         assert_eq!(
