@@ -78,7 +78,7 @@ impl Extractor {
         if let Some(rows) = self.extract_native()? {
             return Ok(rows);
         }
-        let conn = self.connect()?;
+        let (conn, sliced) = self.connect()?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), "extract started");
         let mut sink = BatchSink {
             encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4)
@@ -93,6 +93,7 @@ impl Extractor {
             &self.context.source,
             &self.spec,
             &self.order,
+            sliced,
             &mut sink,
         )?;
         sink.send(true, true, None)
@@ -101,13 +102,14 @@ impl Extractor {
         Ok(self.resumed_rows + summary.rows)
     }
 
-    /// The subtask's ODBC connection. With LOBs, the driver's rows per round trip follow
-    /// the most LOB bytes a row can bring: a slice per LOB where they are read in slices
-    /// (a PostgreSQL table), else the largest row of the planner's sample.
-    fn connect(&self) -> Result<odbc_api::Connection<'static>, SourceError> {
+    /// The subtask's ODBC connection, and whether its LOBs are read in slices. With LOBs,
+    /// the driver's rows per round trip follow the most LOB bytes a row can bring: a slice
+    /// per LOB where they are read in slices (a PostgreSQL table), else the largest row of
+    /// the planner's sample.
+    fn connect(&self) -> Result<(odbc_api::Connection<'static>, bool), SourceError> {
         let source = &self.context.source;
         if !self.spec.has_lobs() {
-            return source.connect(Purpose::Bulk);
+            return Ok((source.connect(Purpose::Bulk)?, false));
         }
         let largest = self.spec.largest_lob_row;
         let sliced = fetch::sliced_row_bytes(&self.spec);
@@ -117,13 +119,14 @@ impl Extractor {
             let (task, subtask) = (&self.context.task, self.spec.id());
             if fetch::sliceable(&conn, source, &self.spec)? {
                 tracing::debug!(%task, %subtask, "LOB values read in slices of {} characters, by row address", fetch::LOB_SLICE);
-                return Ok(conn);
+                return Ok((conn, true));
             }
             tracing::debug!(%task, %subtask, "LOB values read whole: not a table (a view has no row address)");
         }
-        source.connect(Purpose::Lobs {
+        let conn = source.connect(Purpose::Lobs {
             rows: lob_fetch_rows(largest),
-        })
+        })?;
+        Ok((conn, false))
     }
 
     /// Read through PostgreSQL's own COPY when it writes what the ODBC path would; `None`

@@ -194,16 +194,13 @@ pub struct LobSlices<'c> {
 }
 
 impl<'c> LobSlices<'c> {
-    /// Slices for a PostgreSQL table (not a view: it has no `ctid`) with LOB columns.
-    /// Sets the session to `REPEATABLE READ` so a row's slices come from one snapshot.
-    pub fn prepare(
+    /// Slices for a subtask that is [`sliceable`]. Sets the session to `REPEATABLE READ`
+    /// so a row's slices come from one snapshot.
+    fn prepare(
         conn: &'c Connection<'c>,
         source: &Source,
         spec: &SubtaskSpec,
-    ) -> Result<Option<LobSlices<'c>>, SourceError> {
-        if !sliceable(conn, source, spec)? {
-            return Ok(None);
-        }
+    ) -> Result<LobSlices<'c>, SourceError> {
         conn.execute(
             "SET default_transaction_isolation = 'repeatable read'",
             (),
@@ -226,13 +223,13 @@ impl<'c> LobSlices<'c> {
                 })
             })
             .collect();
-        Ok(Some(LobSlices {
+        Ok(LobSlices {
             conn,
             table: source.qualified(&spec.table),
             values,
             tableoid: Vec::new(),
             ctid: Vec::new(),
-        }))
+        })
     }
 
     /// The query for the slices of `column`'s value in the current row from byte `start`
@@ -362,12 +359,14 @@ fn ordered_sql(
     (sql, params)
 }
 
-/// Read every row of a subtask into `sink`, in the order asked.
+/// Read every row of a subtask into `sink`, in the order asked; with `sliced` (the
+/// subtask is [`sliceable`]), its LOBs are selected in slices.
 pub fn read_subtask(
     conn: &Connection<'_>,
     source: &Source,
     spec: &SubtaskSpec,
     order: &KeyOrder,
+    sliced: bool,
     sink: &mut impl RowSink,
 ) -> Result<ReadSummary, SourceError> {
     let table = spec.table.to_string();
@@ -383,8 +382,11 @@ pub fn read_subtask(
             sink,
         ),
         ReadMethod::Blocks | ReadMethod::RowWise => {
-            let mut slices = LobSlices::prepare(conn, source, spec)?;
-            let sliced = slices.is_some();
+            let mut slices = if sliced {
+                Some(LobSlices::prepare(conn, source, spec)?)
+            } else {
+                None
+            };
             let (sql, params) = if keyed {
                 ordered_sql(source, spec, order.after.as_deref(), sliced)
             } else {
@@ -793,7 +795,7 @@ fn read_lob(
             .execute(&sql, (), None)
             .map_err(|e| SourceError::odbc(what(), e))?
             .ok_or_else(changed)?;
-        let mut slices = 0usize;
+        let mut received = 0usize;
         let mut position = Vec::new();
         while let Some(mut row) = cursor
             .next_row()
@@ -816,9 +818,9 @@ fn read_lob(
             let slice =
                 stream_value(&mut row, 2, piece, sink, true, false, table)?.ok_or_else(changed)?;
             total.bytes += slice.bytes;
-            slices += 1;
+            received += 1;
         }
-        if slices == 0 {
+        if received == 0 {
             return Err(changed());
         }
     }
