@@ -695,6 +695,11 @@ name = "orders"
             redshift.warehouse.unwrap().copy,
             super::super::stages::every_copy_option()
         );
+        // A load short by at most maxerror rows is whole; more, or more rows, is not.
+        let options = super::super::stages::every_copy_option();
+        assert!(options.accepts(90, 100) && options.accepts(100, 100));
+        assert!(!options.accepts(89, 100) && !options.accepts(101, 100));
+        assert!(!crate::config::CopyOptions::default().accepts(99, 100));
         let pg = parse(&job("postgres", "emptyasnull = true\nmaxerror = 0\n")).unwrap();
         assert!(pg.warehouse.unwrap().copy.emptyasnull);
         let refused = [

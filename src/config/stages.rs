@@ -286,6 +286,14 @@ pub struct CopyOptions {
     pub statupdate: bool,
 }
 
+impl CopyOptions {
+    /// Whether a load of `loaded` rows of `expected` is whole: all of them, or fewer by at
+    /// most the `maxerror` rows Redshift was allowed to reject.
+    pub fn accepts(&self, loaded: u64, expected: u64) -> bool {
+        loaded <= expected && expected - loaded <= u64::from(self.maxerror)
+    }
+}
+
 /// Every COPY option set (`maxerror = 10`, `acceptinvchars = "?"`), for tests.
 #[cfg(test)]
 pub fn every_copy_option() -> CopyOptions {

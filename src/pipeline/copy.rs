@@ -328,7 +328,7 @@ impl CopyJob {
         .map_err(|e| e.to_string())? as u64;
         // Redshift may reject up to `warehouse.copy.maxerror` rows, when asked to.
         let rejected = manifest.rows.saturating_sub(loaded);
-        if loaded > manifest.rows || rejected > u64::from(self.settings.copy.maxerror) {
+        if !self.settings.copy.accepts(loaded, manifest.rows) {
             return Err(format!(
                 "the warehouse holds {loaded} rows of {id} from this run, but {} were \
                  extracted",

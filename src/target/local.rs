@@ -157,7 +157,7 @@ enum Encoder {
     Plain(HashingFile),
 }
 
-/// zstd's own default level: about gzip -1's speed at a better ratio than gzip -6.
+/// zstd's own default level.
 pub const ZSTD_LEVEL: i32 = 3;
 /// bzip2's block size, in 100 kB (1 to 9; 9 is the `bzip2` tool's default).
 pub const BZIP2_LEVEL: u32 = 9;

@@ -166,8 +166,7 @@ pub async fn load_subtask(
             first_number(&run(load.count.clone()).await?)
         };
         // Fewer rows only as many as MAXERROR lets Redshift reject.
-        let rejected = expected_rows.saturating_sub(copied);
-        if copied > expected_rows || rejected > u64::from(warehouse.copy.maxerror) {
+        if !warehouse.copy.accepts(copied, expected_rows) {
             return Err(WarehouseError(format!(
                 "Redshift COPY loaded {copied} rows, the manifest says {expected_rows}; rolled back"
             )));
