@@ -144,6 +144,53 @@ fn a_missing_partition_column_lists_the_columns_that_exist() {
         .assert_stderr("ranges need a numeric, date or timestamp column");
 }
 
+/// Partition values that do not fit the column, a pattern that matches nothing and a rule
+/// that does not work on a table it matches: each refused before any data moves, naming
+/// the table, the value or the rule.
+#[test]
+fn bad_partitions_patterns_and_rules_are_refused_before_any_data_moves() {
+    let sandbox = Sandbox::new();
+    let connection = sqlite_source(&sandbox);
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[tables]]\nname = \"t\"\npartition = { column = \"id\", boundaries = [5, \"x\"] }\n",
+            "cannot partition main.t by `id` (INTEGER): boundary x is not an integer",
+        ),
+        (
+            "[[tables]]\nname = \"t\"\npartition = { column = \"id\", boundaries = [5, 2] }\n",
+            "boundary 2 is not above 5: give boundaries in ascending order, each once",
+        ),
+        (
+            "[[tables]]\nname = \"t\"\npartition = { column = \"v\", date_auto_split = { interval = \"day\" } }\n",
+            "cannot partition main.t by `v` (TEXT): date_auto_split needs a date or timestamp column",
+        ),
+        (
+            "[[tables]]\nname = \"t\"\npartition = { column = \"id\", values = [\"one\"], include_other_values = false }\n",
+            "value 'one' does not fit the column's type",
+        ),
+        (
+            "[[tables]]\nname = \"nope_%\"\n",
+            "tables `nope_%` matches no table or view of the source",
+        ),
+        (
+            "[[tables]]\nname = \"t\"\n[[rules]]\nname = \"recent\"\nwhere = \"created > 0\"\n",
+            "rule `recent` does not work on main.t",
+        ),
+        (
+            "[[tables]]\nname = \"t\"\n[[tables]]\nname = \"main.t\"\n",
+            "tables `t` and `main.t` are the same table, main.t: list it once",
+        ),
+    ];
+    for (i, (tables, expected)) in cases.iter().enumerate() {
+        let job = sandbox.job(&format!("j{i}"), &job_text("bad", &connection, tables, ""));
+        sandbox.run_job(&job).assert_code(2).assert_stderr(expected);
+        assert!(
+            !sandbox.work_dir().join("bad").join("main.t").exists(),
+            "nothing was extracted for {tables}"
+        );
+    }
+}
+
 #[test]
 fn a_broken_filter_fails_before_any_data_moves() {
     let sandbox = Sandbox::new();

@@ -383,7 +383,25 @@ fn partitions_cover_every_row_once(
     filter: Option<&str>,
     expected_parts: usize,
 ) {
+    partitions_hold(label, db, partition, filter, None, &[], expected_parts);
+}
+
+/// Partition the fidelity table, load every partition's chunks into PostgreSQL and compare
+/// with the rows that `filter` and `keeps` (PostgreSQL SQL, for partitions that leave rows
+/// out on purpose) keep: each row once, none lost. `files` are written beside the job.
+fn partitions_hold(
+    label: &str,
+    db: Db,
+    partition: &str,
+    filter: Option<&str>,
+    keeps: Option<&str>,
+    files: &[(&str, &str)],
+    expected_parts: usize,
+) {
     let sandbox = Sandbox::new();
+    for (name, text) in files {
+        std::fs::write(sandbox.path(name), text).unwrap();
+    }
     let rows = fixtures::fidelity_rows(2000);
     let (connection, namespace) = source_of(db, &sandbox);
     create_in_source(
@@ -416,7 +434,7 @@ fn partitions_cover_every_row_once(
             &rows,
         ))
         .unwrap();
-    if let Some(filter) = filter {
+    for filter in filter.iter().chain(keeps.iter()) {
         client
             .batch_execute(&format!(
                 "DELETE FROM {schema}.expected WHERE ({filter}) IS NOT TRUE"
@@ -494,6 +512,159 @@ fn date_range_partitions_cover_every_row_once_from_sqlite() {
         None,
         4,
     );
+}
+
+#[test]
+fn given_boundaries_make_catch_all_ranges_below_between_and_above_from_postgres() {
+    // Below 50, 50..1000, 1000..1500, from 1500: ids run 1..1999, and none is NULL.
+    partitions_cover_every_row_once(
+        "pg_bounds",
+        Db::Pg,
+        "{ column = \"id\", boundaries = [50, 1000, 1500] }",
+        None,
+        4,
+    );
+}
+
+#[test]
+fn boundaries_from_a_csv_file_and_the_null_partition_cover_every_row_from_mariadb() {
+    // The timestamps run from 1970 to 9999: below, between, above, and NULL.
+    partitions_hold(
+        "maria_csv",
+        Db::Maria,
+        "{ column = \"ts\", boundaries_file = \"bounds.csv\" }",
+        None,
+        None,
+        &[(
+            "bounds.csv",
+            "# ts boundaries\n1970-01-01 00:00:00.5\n\"2024-01-01 12:34:56.123456\"\n",
+        )],
+        4,
+    );
+}
+
+#[test]
+fn a_list_without_other_values_extracts_only_the_listed_values_from_mariadb() {
+    partitions_hold(
+        "maria_list",
+        Db::Maria,
+        "{ column = \"bo\", values = [1], include_other_values = false }",
+        None,
+        Some("bo"),
+        &[],
+        1,
+    );
+}
+
+#[test]
+fn dates_split_by_week_from_a_start_cover_every_row_once_from_sqlite() {
+    // Weeks from 2024-01-01 to the last date (2024-02-29): 9 boundaries, the range below
+    // the start (1000-01-01, 1999-12-31), and NULL.
+    partitions_cover_every_row_once(
+        "sqlite_weeks",
+        Db::Sqlite,
+        "{ column = \"d\", date_auto_split = { start = 2024-01-01, interval = \"week\" } }",
+        None,
+        11,
+    );
+}
+
+#[test]
+fn dates_split_by_month_between_start_and_end_cover_every_row_once_from_postgres() {
+    // Below January, January, February, March, from April, NULL; a filter narrows the rows.
+    partitions_cover_every_row_once(
+        "pg_months",
+        Db::Pg,
+        "{ column = \"d\", date_auto_split = { start = \"2024-01-01\", end = \"2024-04-01\", interval = \"month\" } }",
+        Some("id > 10"),
+        6,
+    );
+}
+
+/// Tables chosen by a pattern, an exact entry that takes its own settings over the
+/// pattern's, migration rules that filter the tables they match (one disabled), each
+/// table's chunks loaded back equal to what the filters keep.
+#[test]
+fn tables_by_pattern_and_migration_rules_extract_what_the_filters_keep_from_postgres() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS src_pg;
+             DROP TABLE IF EXISTS src_pg.rules_orders, src_pg.rules_order_lines,
+                                  src_pg.rules_items, src_pg.other_rules;
+             CREATE TABLE src_pg.rules_orders (id int PRIMARY KEY, k int);
+             CREATE TABLE src_pg.rules_order_lines (id int PRIMARY KEY, k int);
+             CREATE TABLE src_pg.rules_items (id int PRIMARY KEY, k int);
+             CREATE TABLE src_pg.other_rules (id int PRIMARY KEY, k int);
+             INSERT INTO src_pg.rules_orders SELECT g, g % 7 FROM generate_series(1, 1000) g;
+             INSERT INTO src_pg.rules_order_lines SELECT * FROM src_pg.rules_orders;
+             INSERT INTO src_pg.rules_items SELECT * FROM src_pg.rules_orders;
+             INSERT INTO src_pg.other_rules SELECT * FROM src_pg.rules_orders;",
+        )
+        .unwrap();
+    let tables = "[[tables]]\nname = \"src_pg.rules_%\"\n\
+                  [[tables]]\nname = \"src_pg.rules_order_lines\"\nwhere = \"id <= 900\"\n\
+                  partition = { column = \"id\", ranges = 2 }\n\
+                  [[rules]]\nname = \"recent orders\"\nschema = \"src_%\"\ntable = \"rules_order%\"\n\
+                  where = \"id > 600\"\n\
+                  [[rules]]\nname = \"nothing\"\nwhere = \"k < 0\"\nenabled = false\n\
+                  [[rules]]\nname = \"items of kind 3\"\ntable = \"RULES_ITEMS\"\nwhere = \"k = 3\"\n";
+    let summary = extract(&sandbox, "rules", &pg_odbc(), tables, "");
+    let ids: Vec<&str> = summary["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "src_pg.rules_items",
+            "src_pg.rules_order_lines/part-001",
+            "src_pg.rules_order_lines/part-002",
+            "src_pg.rules_orders",
+        ],
+        "{summary}"
+    );
+    let expected = [
+        ("rules_items", "k = 3", 143),
+        ("rules_order_lines", "id <= 900 AND id > 600", 300),
+        ("rules_orders", "id > 600", 400),
+    ];
+    let mut client = fresh_schema("chk_rules");
+    for (table, keeps, rows) in expected {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE chk_rules.{table} (id int, k int);
+                 CREATE TABLE chk_rules.{table}_expected AS
+                   SELECT id, k FROM src_pg.{table} WHERE {keeps};"
+            ))
+            .unwrap();
+        let dir = sandbox
+            .work_dir()
+            .join("rules")
+            .join(format!("src_pg.{table}"));
+        if dir.join("manifest.json").exists() {
+            copy_into_pg(&mut client, &format!("chk_rules.{table}"), "id, k", &dir);
+        } else {
+            load_partitions(&mut client, &format!("chk_rules.{table}"), "id, k", &dir);
+        }
+        let loaded: i64 = client
+            .query_one(&format!("SELECT count(*) FROM chk_rules.{table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(loaded, rows, "{table}");
+        assert_eq!(
+            pg_difference(
+                &mut client,
+                &format!("chk_rules.{table}"),
+                &format!("chk_rules.{table}_expected")
+            ),
+            0,
+            "{table}"
+        );
+    }
 }
 
 #[test]

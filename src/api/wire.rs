@@ -148,6 +148,10 @@ pub struct TaskDefinition {
     /// Environment variable name → value, for the job's `password_env` settings.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Files the job names (`boundaries_file`) → their text, as read where the task was
+    /// created: agents read them from here, not from their own disks.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for TaskDefinition {
@@ -155,6 +159,7 @@ impl fmt::Debug for TaskDefinition {
         f.debug_struct("TaskDefinition")
             .field("name", &self.name)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("files", &self.files.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -162,9 +167,16 @@ impl fmt::Debug for TaskDefinition {
 impl TaskDefinition {
     /// Parse and validate the job with the definition's secrets as its environment.
     pub fn job(&self) -> Result<crate::config::Job, crate::config::JobError> {
-        crate::config::Job::parse(&format!("task {}", self.name), &self.job, |var| {
-            self.secrets.get(var).cloned()
-        })
+        crate::config::Job::parse_with(
+            &format!("task {}", self.name),
+            &self.job,
+            |var| self.secrets.get(var).cloned(),
+            |file| {
+                self.files.get(file).cloned().ok_or_else(|| {
+                    format!("{file} was not sent with the task; create it again with `dbhaul tasks create`")
+                })
+            },
+        )
     }
 }
 

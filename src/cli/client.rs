@@ -339,6 +339,20 @@ fn secret_names(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The files a job file's tables name (`partition.boundaries_file`).
+fn attached_names(text: &str) -> Vec<String> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let tables = value.get("tables").and_then(|t| t.as_array());
+    tables
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("partition")?.get("boundaries_file")?.as_str())
+        .map(String::from)
+        .collect()
+}
+
 fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
     let client = connect(&args)?;
     let runtime = client_runtime();
@@ -357,12 +371,27 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
                 .into_iter()
                 .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
                 .collect();
+            // Read as Job::load read them, next to the job file; the agents get the text.
+            let folder = job.parent().unwrap_or(std::path::Path::new(""));
+            let files = attached_names(&text)
+                .into_iter()
+                .map(|name| {
+                    let path = folder.join(&name);
+                    std::fs::read_to_string(&path)
+                        .map(|t| (name, t))
+                        .map_err(|e| {
+                            report_error(format!("cannot read {}: {e}", path.display()));
+                            Exit::Usage
+                        })
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()?;
             let request = CreateTask {
                 task: TaskDefinition {
                     name: parsed.name.to_string(),
                     id: String::new(),
                     job: text,
                     secrets,
+                    files,
                 },
                 agents,
             };

@@ -31,6 +31,8 @@ struct JobFile {
     #[serde(default)]
     tables: Vec<TableSection>,
     #[serde(default)]
+    rules: Vec<RuleSection>,
+    #[serde(default)]
     files: FilesSection,
     target: Option<Spanned<TargetSection>>,
     warehouse: Option<Spanned<WarehouseSection>>,
@@ -79,7 +81,38 @@ struct TableSection {
 struct PartitionSection {
     column: String,
     ranges: Option<u32>,
+    boundaries: Option<Vec<toml::Value>>,
+    boundaries_file: Option<String>,
     values: Option<Vec<toml::Value>>,
+    include_other_values: Option<bool>,
+    date_auto_split: Option<DateSplitSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DateSplitSection {
+    start: Option<toml::Value>,
+    end: Option<toml::Value>,
+    interval: DateInterval,
+}
+
+/// A migration rule: a row filter for every table whose schema and name match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSection {
+    name: Spanned<String>,
+    #[serde(default = "default_any")]
+    schema: String,
+    #[serde(default = "default_any")]
+    table: String,
+    #[serde(rename = "where")]
+    filter: Spanned<String>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+fn default_any() -> String {
+    "%".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +220,8 @@ pub struct Job {
     /// as the ODBC path (see `source::pg_copy`).
     pub native_copy: bool,
     pub tables: Vec<TableRequest>,
+    /// `[[rules]]`, in file order, disabled ones included.
+    pub rules: Vec<Rule>,
     pub files: FileSettings,
     /// Where chunks are uploaded: set when the mode uploads.
     pub target: Option<TargetSettings>,
@@ -197,31 +232,116 @@ pub struct Job {
 /// One `[[tables]]` entry.
 #[derive(Debug, Clone)]
 pub struct TableRequest {
-    /// `schema.table`, or `table`.
+    /// `schema.table`, or `table`; or a pattern (see [`TableRequest::is_pattern`]).
     pub name: String,
     pub filter: Option<String>,
     pub partition: Option<PartitionRequest>,
 }
 
-/// Virtual partitioning of one table.
+impl TableRequest {
+    /// A name with `%` or `*` chooses every table it matches, as SQL LIKE does (`*` is
+    /// `%`, `_` is any one character, `\` escapes): `sales.*`, `sales.order%`.
+    pub fn is_pattern(&self) -> bool {
+        self.name.contains(['%', '*'])
+    }
+}
+
+/// A named row filter for every table whose schema and name match its LIKE patterns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub schema: String,
+    pub table: String,
+    pub filter: String,
+    /// A disabled rule stays in the file and applies to nothing.
+    pub enabled: bool,
+}
+
+impl Rule {
+    /// Whether the rule applies to a table of this schema (empty for sources without one)
+    /// and name.
+    pub fn applies_to(&self, schema: &str, table: &str) -> bool {
+        self.enabled && like(&self.schema, schema) && like(&self.table, table)
+    }
+}
+
+/// SQL LIKE, case-insensitive as identifiers are to most users: `%` (or `*`) any run of
+/// characters, `_` any one, `\` takes the next character as itself.
+pub fn like(pattern: &str, text: &str) -> bool {
+    fn matches(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('%' | '*', rest)) => (0..=t.len()).any(|i| matches(rest, &t[i..])),
+            Some(('_', rest)) => !t.is_empty() && matches(rest, &t[1..]),
+            Some(('\\', rest)) if !rest.is_empty() => {
+                t.first() == Some(&rest[0]) && matches(&rest[1..], &t[1..])
+            }
+            Some((c, rest)) => t.first() == Some(c) && matches(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    matches(&p, &t)
+}
+
+/// The step of `date_auto_split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DateInterval {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl DateInterval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DateInterval::Day => "day",
+            DateInterval::Week => "week",
+            DateInterval::Month => "month",
+            DateInterval::Year => "year",
+        }
+    }
+}
+
+/// Virtual partitioning of one table. Every kind but `Values` without other values
+/// covers every row exactly once: below the first boundary, above the last and NULL each
+/// have a partition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PartitionRequest {
     /// `count` ranges of equal width over min..max of a numeric, date or timestamp column,
     /// plus one partition for NULLs.
     Ranges { column: String, count: u32 },
-    /// One partition per value, plus one for every other value and NULL.
+    /// Ranges between the given boundaries (ascending), from the job file or a CSV file.
+    Boundaries {
+        column: String,
+        values: Vec<SqlLiteral>,
+    },
+    /// One partition per value; with `include_other`, one more for every other value and
+    /// NULL; without, those rows are not extracted.
     Values {
         column: String,
         values: Vec<SqlLiteral>,
+        include_other: bool,
+    },
+    /// `>= a AND < b` ranges one interval wide from `start` (the column's min when not
+    /// given) to `end` (its max).
+    DateSplit {
+        column: String,
+        start: Option<chrono::NaiveDate>,
+        end: Option<chrono::NaiveDate>,
+        interval: DateInterval,
     },
 }
 
 impl PartitionRequest {
     pub fn column(&self) -> &str {
         match self {
-            PartitionRequest::Ranges { column, .. } | PartitionRequest::Values { column, .. } => {
-                column
-            }
+            PartitionRequest::Ranges { column, .. }
+            | PartitionRequest::Boundaries { column, .. }
+            | PartitionRequest::Values { column, .. }
+            | PartitionRequest::DateSplit { column, .. } => column,
         }
     }
 }
@@ -310,11 +430,28 @@ impl Job {
     }
 
     /// Validate job file text. `env` looks up environment variables (a parameter, so tests
-    /// need not touch the process environment).
+    /// need not touch the process environment); files the job names (`boundaries_file`)
+    /// are read relative to the job file's folder.
     pub fn parse(
         file: &str,
         text: &str,
         env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Job, JobError> {
+        let folder = Path::new(file).parent().map(Path::to_path_buf);
+        Job::parse_with(file, text, env, |name| {
+            let path = folder.as_deref().unwrap_or(Path::new("")).join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        })
+    }
+
+    /// [`Job::parse`] with the files it names read by `read` (a task on the controller
+    /// carries them: see `api::wire::TaskDefinition`).
+    pub fn parse_with(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        read: impl Fn(&str) -> Result<String, String>,
     ) -> Result<Job, JobError> {
         let err = |span: Option<Range<usize>>, message: String| {
             let (line, column) = match span {
@@ -388,7 +525,7 @@ impl Job {
                 None => None,
                 Some(p) => {
                     let span = p.span();
-                    Some(partition_request(p.into_inner()).map_err(|m| {
+                    Some(partition_request(p.into_inner(), &read).map_err(|m| {
                         err(
                             Some(span),
                             format!("tables.partition of `{table_name}`: {m}"),
@@ -404,6 +541,35 @@ impl Job {
                 name: table_name,
                 filter,
                 partition,
+            });
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
+        for rule in raw.rules {
+            let name = rule.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(err(Some(rule.name.span()), "rules.name is empty".into()));
+            }
+            if rules.iter().any(|r| r.name == name) {
+                return Err(err(
+                    Some(rule.name.span()),
+                    format!("rule `{name}` is defined twice"),
+                ));
+            }
+            let filter = rule.filter.get_ref().trim().to_string();
+            if filter.is_empty() {
+                return Err(err(
+                    Some(rule.filter.span()),
+                    format!(
+                        "rule `{name}`: where is empty; give a predicate such as \"created >= '2020-01-01'\""
+                    ),
+                ));
+            }
+            rules.push(Rule {
+                name,
+                schema: rule.schema.trim().to_string(),
+                table: rule.table.trim().to_string(),
+                filter,
+                enabled: rule.enabled,
             });
         }
 
@@ -500,6 +666,7 @@ impl Job {
             password,
             native_copy: raw.source.native_copy,
             tables,
+            rules,
             files: FileSettings {
                 chunk_bytes: chunk_mb * 1024 * 1024,
                 compression: files.compression,
@@ -517,41 +684,150 @@ impl Job {
     }
 }
 
-fn partition_request(p: PartitionSection) -> Result<PartitionRequest, String> {
+fn partition_request(
+    p: PartitionSection,
+    read: &impl Fn(&str) -> Result<String, String>,
+) -> Result<PartitionRequest, String> {
     let column = p.column.trim().to_string();
     if column.is_empty() {
         return Err("column is empty".into());
     }
-    match (p.ranges, p.values) {
-        (Some(count), None) => {
-            if !(1..=MAX_RANGES).contains(&count) {
-                return Err(format!("ranges = {count}: must be 1 to {MAX_RANGES}"));
-            }
-            Ok(PartitionRequest::Ranges { column, count })
-        }
-        (None, Some(values)) => {
-            if values.is_empty() {
-                return Err("values is empty; list at least one value".into());
-            }
-            let values = values
-                .into_iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(SqlLiteral::Text(s)),
-                    toml::Value::Integer(i) => Ok(SqlLiteral::Integer(i)),
-                    toml::Value::Float(f) if f.is_finite() => Ok(SqlLiteral::Float(f)),
-                    other => Err(format!(
-                        "value {other} is not a string or a number"
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(PartitionRequest::Values { column, values })
-        }
-        (Some(_), Some(_)) => Err("give either ranges or values, not both".into()),
-        (None, None) => Err(
-            "give ranges = N (equal ranges over min..max) or values = [...] (one partition per value)"
-                .into(),
-        ),
+    if p.include_other_values.is_some() && p.values.is_none() {
+        return Err("include_other_values goes with values = [...]".into());
     }
+    let kinds = [
+        p.ranges.is_some(),
+        p.boundaries.is_some(),
+        p.boundaries_file.is_some(),
+        p.values.is_some(),
+        p.date_auto_split.is_some(),
+    ];
+    match kinds.iter().filter(|k| **k).count() {
+        1 => {}
+        0 => {
+            return Err(
+                "give ranges = N (equal ranges over min..max), boundaries = [...] or \
+                 boundaries_file = \"x.csv\" (ranges between given values), values = [...] \
+                 (one partition per value) or date_auto_split = { interval = \"month\" }"
+                    .into(),
+            );
+        }
+        _ => {
+            return Err(
+                "give one of ranges, boundaries, boundaries_file, values and \
+                        date_auto_split"
+                    .into(),
+            );
+        }
+    }
+    if let Some(count) = p.ranges {
+        if !(1..=MAX_RANGES).contains(&count) {
+            return Err(format!("ranges = {count}: must be 1 to {MAX_RANGES}"));
+        }
+        return Ok(PartitionRequest::Ranges { column, count });
+    }
+    if let Some(values) = p.boundaries {
+        let values = literals(values)?;
+        if values.is_empty() {
+            return Err("boundaries is empty; list at least one value".into());
+        }
+        check_count(values.len(), "boundaries")?;
+        return Ok(PartitionRequest::Boundaries { column, values });
+    }
+    if let Some(file) = p.boundaries_file {
+        let values = boundaries_csv(&read(&file)?).map_err(|m| format!("{file}: {m}"))?;
+        if values.is_empty() {
+            return Err(format!("{file} holds no boundary value"));
+        }
+        check_count(values.len(), &file)?;
+        return Ok(PartitionRequest::Boundaries { column, values });
+    }
+    if let Some(values) = p.values {
+        let values = literals(values)?;
+        if values.is_empty() {
+            return Err("values is empty; list at least one value".into());
+        }
+        check_count(values.len(), "values")?;
+        return Ok(PartitionRequest::Values {
+            column,
+            values,
+            include_other: p.include_other_values.unwrap_or(true),
+        });
+    }
+    let split = p.date_auto_split.expect("one kind is given");
+    let date = |v: Option<toml::Value>, which: &str| -> Result<Option<chrono::NaiveDate>, String> {
+        let Some(v) = v else { return Ok(None) };
+        let text = match &v {
+            toml::Value::String(s) => s.trim().to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            other => other.to_string(),
+        };
+        chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| format!("date_auto_split.{which} = {v}: give a date, YYYY-MM-DD"))
+    };
+    let (start, end) = (date(split.start, "start")?, date(split.end, "end")?);
+    if let (Some(s), Some(e)) = (start, end)
+        && s >= e
+    {
+        return Err(format!("date_auto_split: start {s} is not before end {e}"));
+    }
+    Ok(PartitionRequest::DateSplit {
+        column,
+        start,
+        end,
+        interval: split.interval,
+    })
+}
+
+fn check_count(n: usize, what: &str) -> Result<(), String> {
+    if n > MAX_RANGES as usize {
+        return Err(format!(
+            "{what}: {n} values make more than {MAX_RANGES} partitions; use fewer"
+        ));
+    }
+    Ok(())
+}
+
+/// Values from the job file as SQL literals: strings, numbers and TOML dates.
+fn literals(values: Vec<toml::Value>) -> Result<Vec<SqlLiteral>, String> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            toml::Value::String(s) => Ok(SqlLiteral::Text(s)),
+            toml::Value::Integer(i) => Ok(SqlLiteral::Integer(i)),
+            toml::Value::Float(f) if f.is_finite() => Ok(SqlLiteral::Float(f)),
+            toml::Value::Datetime(d) => Ok(SqlLiteral::Text(d.to_string())),
+            other => Err(format!("value {other} is not a string, a number or a date")),
+        })
+        .collect()
+}
+
+/// Boundary values from CSV text: every field of every record, in order (one value per
+/// line is the usual file; quotes as in RFC 4180). Empty fields are refused: a boundary
+/// cannot be NULL, NULL has its own partition.
+fn boundaries_csv(text: &str) -> Result<Vec<SqlLiteral>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    let mut values = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("record {}: {e}", i + 1))?;
+        for field in record.iter() {
+            let field = field.trim();
+            if field.is_empty() {
+                return Err(format!(
+                    "line {}: an empty value; a boundary cannot be NULL (NULLs have their own \
+                     partition)",
+                    record.position().map_or(i as u64 + 1, |p| p.line())
+                ));
+            }
+            values.push(SqlLiteral::Text(field.to_string()));
+        }
+    }
+    Ok(values)
 }
 
 fn parse_delimiter(raw: &str) -> Result<u8, String> {
@@ -663,6 +939,50 @@ name = "orders"
             (
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[tables]]\nname = \"t\"\n",
                 "job.toml:8:8: table `t` is listed twice",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", ranges = 2, values = [1] }\n",
+                "job.toml:7:13: tables.partition of `t`: give one of ranges, boundaries, boundaries_file, values and date_auto_split",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", ranges = 2, include_other_values = false }\n",
+                "job.toml:7:13: tables.partition of `t`: include_other_values goes with values = [...]",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", boundaries = [] }\n",
+                "job.toml:7:13: tables.partition of `t`: boundaries is empty",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", boundaries = [true] }\n",
+                "job.toml:7:13: tables.partition of `t`: value true is not a string, a number or a date",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"id\", boundaries_file = \"nope.csv\" }\n",
+                "job.toml:7:13: tables.partition of `t`: cannot read nope.csv",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"d\", date_auto_split = { start = 2024-02-01, end = \"2024-01-01\", interval = \"month\" } }\n",
+                "job.toml:7:13: tables.partition of `t`: date_auto_split: start 2024-02-01 is not before end 2024-01-01",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"d\", date_auto_split = { start = \"Jan 1\", interval = \"month\" } }\n",
+                "job.toml:7:13: tables.partition of `t`: date_auto_split.start = \"Jan 1\": give a date, YYYY-MM-DD",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\npartition = { column = \"d\", date_auto_split = { interval = \"fortnight\" } }\n",
+                "job.toml:7:",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\nwhere = \" \"\n",
+                "job.toml:9:9: rule `r`: where is empty",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\nwhere = \"a = 1\"\n[[rules]]\nname = \"r\"\nwhere = \"b = 1\"\n",
+                "job.toml:11:8: rule `r` is defined twice",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\n",
+                "job.toml:7:1: missing field `where`",
             ),
             ("[task\nname = \"a\"\n", "job.toml:1:6: unclosed table"),
         ];
@@ -784,6 +1104,89 @@ null_string = "\\N"
         assert_eq!(job.files.null_string, "\\N");
     }
 
+    /// Boundaries from a CSV file (read beside the job file, or from what a task carries),
+    /// list partitions without the other values, dates split by month, and rules.
+    #[test]
+    fn partitions_and_rules_parse_into_their_requests() {
+        let text = "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n\
+                    [[tables]]\nname = \"t\"\npartition = { column = \"ts\", boundaries_file = \"b.csv\" }\n\
+                    [[tables]]\nname = \"u\"\npartition = { column = \"r\", values = [\"eu\"], include_other_values = false }\n\
+                    [[tables]]\nname = \"sales.*\"\npartition = { column = \"d\", date_auto_split = { start = 2024-01-01, interval = \"month\" } }\n\
+                    [[rules]]\nname = \"recent\"\nschema = \"sales\"\ntable = \"order%\"\nwhere = \"d >= '2020-01-01'\"\n\
+                    [[rules]]\nname = \"off\"\nwhere = \"1 = 0\"\nenabled = false\n";
+        let csv = "# boundaries\n2024-01-01 00:00:00\n\"2024-06-01 12:00:00\"\n\n2025-01-01\n";
+        let job = Job::parse_with(
+            "job.toml",
+            text,
+            |_| None,
+            |name| {
+                (name == "b.csv")
+                    .then(|| csv.to_string())
+                    .ok_or_else(|| format!("no {name}"))
+            },
+        )
+        .unwrap();
+        let text_of = |v: &[&str]| {
+            v.iter()
+                .map(|s| SqlLiteral::Text(s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            job.tables[0].partition,
+            Some(PartitionRequest::Boundaries {
+                column: "ts".into(),
+                values: text_of(&["2024-01-01 00:00:00", "2024-06-01 12:00:00", "2025-01-01"]),
+            })
+        );
+        assert_eq!(
+            job.tables[1].partition,
+            Some(PartitionRequest::Values {
+                column: "r".into(),
+                values: text_of(&["eu"]),
+                include_other: false,
+            })
+        );
+        assert_eq!(
+            job.tables[2].partition,
+            Some(PartitionRequest::DateSplit {
+                column: "d".into(),
+                start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1),
+                end: None,
+                interval: DateInterval::Month,
+            })
+        );
+        assert!(!job.tables[1].is_pattern() && job.tables[2].is_pattern());
+        let recent = &job.rules[0];
+        assert!(recent.applies_to("sales", "orders") && recent.applies_to("Sales", "ORDER_lines"));
+        assert!(!recent.applies_to("sales", "items") && !recent.applies_to("hr", "orders"));
+        assert!(!job.rules[1].applies_to("any", "table"), "disabled");
+        // A value missing from the CSV file is refused with its line.
+        let bad = Job::parse_with("job.toml", text, |_| None, |_| Ok("1\n,2\n".into()));
+        assert!(
+            bad.unwrap_err()
+                .message
+                .contains("b.csv: line 2: an empty value"),
+        );
+    }
+
+    #[test]
+    fn like_matches_as_sql_does_without_case() {
+        for (pattern, text, expected) in [
+            ("%", "", true),
+            ("order%", "orders", true),
+            ("order%", "Order_Lines", true),
+            ("*", "anything", true),
+            ("o_der", "order", true),
+            ("o_der", "oder", false),
+            ("ord\\_%", "ord_x", true),
+            ("ord\\_%", "ordx", false),
+            ("%s", "items", true),
+            ("%s", "item", false),
+        ] {
+            assert_eq!(like(pattern, text), expected, "{pattern} ~ {text}");
+        }
+    }
+
     #[test]
     fn the_example_job_shows_the_true_defaults() {
         let text = include_str!("../../appliance/examples/job.toml");
@@ -801,7 +1204,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 28, "every default setting is shown once");
+        assert_eq!(shown, 30, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);
@@ -836,7 +1239,12 @@ null_string = "\\N"
             (Sorting::AfterFirstFailure, Sorting::AfterFirstFailure)
         );
         assert!(as_is.native_copy && explicit.native_copy);
-        assert_eq!(as_is.tables.len(), 2);
+        assert_eq!(as_is.tables.len(), 3);
+        assert_eq!(as_is.rules, explicit.rules);
+        assert_eq!(
+            (as_is.rules[0].schema.as_str(), as_is.rules[0].enabled),
+            ("%", true)
+        );
         parse(include_str!("../../appliance/examples/quickstart.toml"))
             .expect("the quick start job parses");
     }

@@ -7,6 +7,9 @@ pub mod job;
 mod secret;
 pub mod stages;
 
-pub use job::{FileSettings, Job, JobError, PartitionRequest, SqlLiteral, TableRequest};
+pub use job::{
+    DateInterval, FileSettings, Job, JobError, MAX_RANGES, PartitionRequest, Rule, SqlLiteral,
+    TableRequest, like,
+};
 pub use secret::Secret;
 pub use stages::{ChecksumMode, CopyOptions, TargetSettings, WarehouseSettings};

@@ -230,6 +230,7 @@ mod tests {
                       [[tables]]\nname = \"a\"\n"
                     .into(),
                 secrets: Default::default(),
+                files: Default::default(),
             },
             description: description.into(),
             mode: "extract".into(),

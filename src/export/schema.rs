@@ -32,6 +32,9 @@ pub struct ExportedTask {
     pub settings: Settings,
     /// The job file as written: `password_env` names, never their values.
     pub job: String,
+    /// The files the job names (`boundaries_file`), as they were when the task was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Files>,
     /// Only these agents run the task (`tasks create --agents`); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<Names>,
@@ -89,6 +92,20 @@ pub struct Warehouse {
     pub url: String,
     #[serde(rename = "@schema")]
     pub schema: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    #[serde(default)]
+    pub file: Vec<NamedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedFile {
+    #[serde(rename = "@name")]
+    pub name: String,
+    #[serde(rename = "$text", default)]
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +343,17 @@ impl ExportedTask {
                 secrets: (!secrets.is_empty()).then_some(Secrets { secret: secrets }),
             },
             job: task.definition.job.clone(),
+            files: (!task.definition.files.is_empty()).then(|| Files {
+                file: task
+                    .definition
+                    .files
+                    .iter()
+                    .map(|(name, text)| NamedFile {
+                        name: name.clone(),
+                        text: text.clone(),
+                    })
+                    .collect(),
+            }),
             agents: task.agents.as_ref().map(|a| Names { agent: a.clone() }),
             progress: Progress {
                 state: view.state.as_str().to_string(),
@@ -557,6 +585,12 @@ impl ExportedTask {
                 id: self.id.clone(),
                 job: self.job.clone(),
                 secrets,
+                files: self
+                    .files
+                    .iter()
+                    .flat_map(|f| &f.file)
+                    .map(|f| (f.name.clone(), f.text.clone()))
+                    .collect(),
             },
             description: self.description.clone(),
             mode: self.settings.mode.clone(),

@@ -87,7 +87,11 @@ pub fn source_and_tables(job: &Job) -> (Vec<Check>, Option<(Source, Vec<SubtaskS
                 "tables",
                 Ok(format!(
                     "{} tables readable, {} subtasks",
-                    job.tables.len(),
+                    subtasks
+                        .iter()
+                        .map(|s| s.table.to_string())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
                     subtasks.len()
                 )),
             );

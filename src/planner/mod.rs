@@ -7,7 +7,7 @@ pub mod partition;
 
 use odbc_api::Connection;
 
-use crate::config::{Job, PartitionRequest, TableRequest};
+use crate::config::{Job, PartitionRequest, Rule, TableRequest, like};
 use crate::model::{ColumnSpec, FetchKind, KeyKind, SubtaskSpec, TableRef, ValueFamily};
 use crate::source::{Dialect, Source, SourceError, catalog};
 
@@ -35,19 +35,130 @@ pub fn plan(
     conn: &Connection<'_>,
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
     let mut subtasks = Vec::new();
-    for request in &job.tables {
-        subtasks.extend(plan_table(job, source, conn, request)?);
+    for (table, request) in chosen_tables(job, source, conn)? {
+        subtasks.extend(plan_table(job, source, conn, table, request)?);
     }
     Ok(subtasks)
+}
+
+/// Each table the job chooses, with the `[[tables]]` entry that chose it, in file order. A
+/// table named exactly takes its own entry's settings over any pattern's; a table two
+/// patterns match takes the first's. A pattern that matches nothing is an error, as a
+/// missing table is.
+pub fn chosen_tables<'j>(
+    job: &'j Job,
+    source: &Source,
+    conn: &Connection<'_>,
+) -> Result<Vec<(TableRef, &'j TableRequest)>, PlanError> {
+    let mut named = Vec::new();
+    for request in job.tables.iter().filter(|r| !r.is_pattern()) {
+        let table = catalog::find_table(conn, source, &request.name)?;
+        if let Some((_, first)) = named
+            .iter()
+            .find(|(t, _): &&(TableRef, &TableRequest)| *t == table)
+        {
+            return Err(PlanError::Invalid(format!(
+                "tables `{}` and `{}` are the same table, {table}: list it once",
+                first.name, request.name
+            )));
+        }
+        named.push((table, request));
+    }
+    let listed = if job.tables.iter().any(TableRequest::is_pattern) {
+        catalog::list_tables(conn, source, None)?
+    } else {
+        Vec::new()
+    };
+    let mut chosen: Vec<(TableRef, &TableRequest)> = Vec::new();
+    for request in &job.tables {
+        if !request.is_pattern() {
+            let table = named
+                .iter()
+                .find(|(_, r)| std::ptr::eq(*r, request))
+                .map(|(t, _)| t.clone());
+            chosen.extend(table.map(|t| (t, request)));
+            continue;
+        }
+        let (namespace, name) = match request.name.rsplit_once('.') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, request.name.as_str()),
+        };
+        let matches: Vec<&TableRef> = listed
+            .iter()
+            .map(|e| &e.table)
+            .filter(|t| namespace.is_none_or(|ns| like(ns, t.namespace())) && like(name, &t.name))
+            .collect();
+        if matches.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "tables `{}` matches no table or view of the source (patterns are SQL LIKE: % \
+                 or * any characters, _ any one); `dbhaul tables --source ...` lists them",
+                request.name
+            )));
+        }
+        for table in matches {
+            let taken = named.iter().chain(chosen.iter()).any(|(t, _)| t == table);
+            if !taken {
+                chosen.push((table.clone(), request));
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// The table's own `where` and every enabled rule that applies to it, each checked on the
+/// source (with its rule's name in the error), joined with AND.
+fn table_filter(
+    job: &Job,
+    source: &Source,
+    conn: &Connection<'_>,
+    table: &TableRef,
+    request: &TableRequest,
+) -> Result<Option<String>, PlanError> {
+    let mut filters = Vec::new();
+    if let Some(filter) = &request.filter {
+        check_filter(source, conn, table, filter).map_err(|e| {
+            PlanError::Invalid(format!(
+                "the where filter of {table} does not work on the source: {e}"
+            ))
+        })?;
+        filters.push(filter.clone());
+    }
+    let rules: Vec<&Rule> = job
+        .rules
+        .iter()
+        .filter(|r| r.applies_to(table.namespace(), &table.name))
+        .collect();
+    for rule in rules {
+        check_filter(source, conn, table, &rule.filter).map_err(|e| {
+            PlanError::Invalid(format!(
+                "rule `{}` does not work on {table}: {e}; fix its where, narrow its schema or \
+                 table pattern, or set enabled = false",
+                rule.name
+            ))
+        })?;
+        tracing::info!(table = %table, rule = %rule.name, "rule filters the table: {}", rule.filter);
+        filters.push(rule.filter.clone());
+    }
+    Ok(match filters.len() {
+        0 => None,
+        1 => filters.pop(),
+        _ => Some(
+            filters
+                .iter()
+                .map(|f| format!("({f})"))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        ),
+    })
 }
 
 fn plan_table(
     job: &Job,
     source: &Source,
     conn: &Connection<'_>,
+    table: TableRef,
     request: &TableRequest,
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
-    let table = catalog::find_table(conn, source, &request.name)?;
     let mut all_columns = catalog::columns(conn, source, &table)?;
     if source.dialect == Dialect::Sqlite {
         fit_sqlite_columns(source, conn, &table, &mut all_columns)?;
@@ -88,15 +199,13 @@ fn plan_table(
         );
     }
 
-    if let Some(filter) = &request.filter {
-        check_filter(source, conn, &table, filter)?;
-    }
+    let filter = table_filter(job, source, conn, &table, request)?;
 
     let mut base = SubtaskSpec {
         table: table.clone(),
         columns,
         left_out,
-        filter: request.filter.clone(),
+        filter: filter.clone(),
         partition: None,
         key,
         // An estimate that cannot be had costs the progress bar its scale, nothing more.
@@ -126,32 +235,79 @@ fn plan_table(
         .into());
     };
     let quoted = source.quote_ident(column_name);
+    let invalid = |m: String| {
+        PlanError::Invalid(format!(
+            "cannot partition {table} by `{column_name}` ({}): {m}",
+            column.source_type
+        ))
+    };
+    let min_max = || catalog::min_max(conn, source, &table, column_name, filter.as_deref());
     let partitions = match partition {
         PartitionRequest::Ranges { count, .. } => {
-            let min_max =
-                catalog::min_max(conn, source, &table, column_name, request.filter.as_deref())?;
-            let boundaries = match min_max {
+            let boundaries = match min_max()? {
                 Some((min, max)) => {
                     partition::range_boundaries(column.family(), &min, &max, *count)
                 }
                 None => Ok(Vec::new()),
             }
-            .map_err(|m| {
-                PlanError::Invalid(format!(
-                    "cannot split {table} by `{column_name}` ({}): {m}",
-                    column.source_type
-                ))
-            })?;
+            .map_err(invalid)?;
             partition::range_partitions(column_name, &quoted, &boundaries, column.nullable)
         }
-        PartitionRequest::Values { values, .. } => {
-            partition::check_values(column.family(), values).map_err(|m| {
-                PlanError::Invalid(format!(
-                    "partition values for {table}.`{column_name}` ({}): {m}",
-                    column.source_type
-                ))
-            })?;
-            partition::value_partitions(column_name, &quoted, values)
+        PartitionRequest::Boundaries { values, .. } => {
+            let boundaries =
+                partition::typed_boundaries(column.family(), values).map_err(invalid)?;
+            partition::range_partitions(column_name, &quoted, &boundaries, column.nullable)
+        }
+        PartitionRequest::Values {
+            values,
+            include_other,
+            ..
+        } => {
+            partition::check_values(column.family(), values).map_err(invalid)?;
+            if !include_other {
+                tracing::warn!(
+                    table = %table,
+                    "include_other_values = false: rows whose `{column_name}` is none of the \
+                     {} listed values, or NULL, are not extracted",
+                    values.len()
+                );
+            }
+            partition::value_partitions(column_name, &quoted, values, *include_other)
+        }
+        PartitionRequest::DateSplit {
+            start,
+            end,
+            interval,
+            ..
+        } => {
+            if !matches!(column.family(), ValueFamily::Date | ValueFamily::Timestamp) {
+                return Err(invalid(
+                    "date_auto_split needs a date or timestamp column".into(),
+                ));
+            }
+            let day = |v: &str| {
+                chrono::NaiveDate::parse_from_str(v.get(..10).unwrap_or(v), "%Y-%m-%d")
+                    .map_err(|_| invalid(format!("the source gave `{v}`, not a date")))
+            };
+            let ends = match (start, end) {
+                (Some(s), Some(e)) => Some((*s, Some(*e), *e)),
+                _ => match min_max()? {
+                    Some((min, max)) => {
+                        let (min, max) = (day(&min)?, day(&max)?);
+                        Some((start.unwrap_or(min), *end, max))
+                    }
+                    // No row to place: the one open partition and NULL.
+                    None => None,
+                },
+            };
+            let boundaries = match ends {
+                Some((start, end, max)) => {
+                    partition::date_boundaries(column.family(), start, end, max, *interval)
+                        .map_err(invalid)?
+                }
+                None => Vec::new(),
+            };
+            partition::range_partitions(column_name, &quoted, &boundaries, column.nullable)
         }
     };
     let share = base
@@ -219,23 +375,17 @@ fn fit_sqlite_columns(
     Ok(())
 }
 
-/// Run the filter against the table with no rows selected, so a typo fails now, with the
+/// Run a filter against the table with no rows selected, so a typo fails now, with the
 /// database's own message, rather than half-way through a run.
 fn check_filter(
     source: &Source,
     conn: &Connection<'_>,
     table: &TableRef,
     filter: &str,
-) -> Result<(), PlanError> {
+) -> Result<(), SourceError> {
     let sql = format!(
         "SELECT 1 FROM {} WHERE ({filter}) AND 1 = 0",
         source.qualified(table)
     );
-    catalog::query_text(conn, &sql, &[])
-        .map(|_| ())
-        .map_err(|e| {
-            PlanError::Invalid(format!(
-                "the where filter of {table} does not work on the source: {e}"
-            ))
-        })
+    catalog::query_text(conn, &sql, &[]).map(|_| ())
 }

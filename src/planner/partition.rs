@@ -3,9 +3,9 @@
 //! lands in exactly one partition whatever the boundaries are — rounding in a boundary can
 //! make partitions uneven but can never lose or double a row.
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Months, NaiveDate, NaiveDateTime};
 
-use crate::config::SqlLiteral;
+use crate::config::{DateInterval, MAX_RANGES, SqlLiteral};
 use crate::model::{PartitionBound, PartitionSpec, ValueFamily};
 
 /// Interior boundaries splitting `min..=max` into `count` ranges of equal width, as SQL
@@ -120,8 +120,14 @@ pub fn range_partitions(
     partitions
 }
 
-/// One partition per listed value, and `part-other` for every other value and NULL.
-pub fn value_partitions(column: &str, quoted: &str, values: &[SqlLiteral]) -> Vec<PartitionSpec> {
+/// One partition per listed value and, with `include_other`, `part-other` for every other
+/// value and NULL.
+pub fn value_partitions(
+    column: &str,
+    quoted: &str,
+    values: &[SqlLiteral],
+    include_other: bool,
+) -> Vec<PartitionSpec> {
     let mut partitions: Vec<PartitionSpec> = values
         .iter()
         .enumerate()
@@ -134,14 +140,162 @@ pub fn value_partitions(column: &str, quoted: &str, values: &[SqlLiteral]) -> Ve
             )
         })
         .collect();
-    let listed: Vec<String> = values.iter().map(SqlLiteral::to_sql).collect();
-    partitions.push(PartitionSpec::new(
-        "part-other".into(),
-        column,
-        quoted,
-        PartitionBound::Other(listed),
-    ));
+    if include_other {
+        let listed: Vec<String> = values.iter().map(SqlLiteral::to_sql).collect();
+        partitions.push(PartitionSpec::new(
+            "part-other".into(),
+            column,
+            quoted,
+            PartitionBound::Other(listed),
+        ));
+    }
     partitions
+}
+
+/// A boundary as a point on the column's line, to check the order.
+#[derive(PartialEq, PartialOrd)]
+enum Point {
+    Integer(i128),
+    Number(f64),
+    Time(NaiveDateTime),
+}
+
+/// Given boundaries checked against the column's type and order, as SQL literals: numbers
+/// bare, dates and timestamps quoted and written the one way every database reads.
+pub fn typed_boundaries(family: ValueFamily, values: &[SqlLiteral]) -> Result<Vec<String>, String> {
+    let mut rendered = Vec::with_capacity(values.len());
+    let mut last: Option<(Point, String)> = None;
+    for value in values {
+        let shown = match value {
+            SqlLiteral::Text(t) => t.trim().to_string(),
+            other => other.to_sql(),
+        };
+        let wrong = |what: &str| format!("boundary {shown} is not {what}");
+        let (point, sql) = match (family, value) {
+            (ValueFamily::Integer, SqlLiteral::Integer(i)) => {
+                (Point::Integer(*i as i128), i.to_string())
+            }
+            (ValueFamily::Integer, SqlLiteral::Text(t)) => {
+                let i = t.trim().parse::<i128>().map_err(|_| wrong("an integer"))?;
+                (Point::Integer(i), i.to_string())
+            }
+            (ValueFamily::Decimal | ValueFamily::Float, SqlLiteral::Integer(i)) => {
+                (Point::Number(*i as f64), i.to_string())
+            }
+            (ValueFamily::Decimal | ValueFamily::Float, SqlLiteral::Float(f)) => {
+                (Point::Number(*f), format!("{f:?}"))
+            }
+            (ValueFamily::Decimal | ValueFamily::Float, SqlLiteral::Text(t)) => {
+                let t = t.trim();
+                let plain = t
+                    .trim_start_matches(['-', '+'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'));
+                match t.parse::<f64>() {
+                    Ok(f) if plain && f.is_finite() => (Point::Number(f), t.to_string()),
+                    _ => return Err(wrong("a number")),
+                }
+            }
+            (ValueFamily::Date, SqlLiteral::Text(t)) => {
+                let d = NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d")
+                    .map_err(|_| wrong("a date (YYYY-MM-DD)"))?;
+                (
+                    Point::Time(d.and_time(Default::default())),
+                    format!("'{}'", d.format("%Y-%m-%d")),
+                )
+            }
+            (ValueFamily::Timestamp, SqlLiteral::Text(t)) => {
+                let t = t.trim();
+                let at = [
+                    "%Y-%m-%d %H:%M:%S%.f",
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                    "%Y-%m-%d %H:%M",
+                ]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                .or_else(|| {
+                    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                        .ok()
+                        .map(|d| d.and_time(Default::default()))
+                })
+                .ok_or_else(|| wrong("a timestamp (YYYY-MM-DD HH:MM:SS)"))?;
+                (
+                    Point::Time(at),
+                    format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.f")),
+                )
+            }
+            (ValueFamily::Other, _) => {
+                return Err(
+                    "boundaries need a numeric, date or timestamp column (the order \
+                            of text depends on the database's collation); use values = [...] \
+                            for other types"
+                        .into(),
+                );
+            }
+            (ValueFamily::Integer, _) => return Err(wrong("an integer")),
+            (ValueFamily::Date, _) => return Err(wrong("a date (YYYY-MM-DD)")),
+            (ValueFamily::Timestamp, _) => return Err(wrong("a timestamp (YYYY-MM-DD HH:MM:SS)")),
+        };
+        if let Some((before, before_shown)) = &last
+            && point <= *before
+        {
+            return Err(format!(
+                "boundary {shown} is not above {before_shown}: give boundaries in ascending \
+                 order, each once"
+            ));
+        }
+        rendered.push(sql);
+        last = Some((point, shown));
+    }
+    Ok(rendered)
+}
+
+/// `date_auto_split` boundaries: `start`, then one `interval` after another (counted from
+/// `start`, so month ends do not drift) while before `end`, then `end`. Without an end the
+/// last range is open and holds everything up to `max`. Dates for a date column, midnights
+/// for a timestamp column.
+pub fn date_boundaries(
+    family: ValueFamily,
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+    max: NaiveDate,
+    interval: DateInterval,
+) -> Result<Vec<String>, String> {
+    let render = |d: NaiveDate| match family {
+        ValueFamily::Date => Ok(format!("'{}'", d.format("%Y-%m-%d"))),
+        ValueFamily::Timestamp => Ok(format!("'{} 00:00:00'", d.format("%Y-%m-%d"))),
+        _ => Err("date_auto_split needs a date or timestamp column".to_string()),
+    };
+    let step = |k: u32| match interval {
+        DateInterval::Day => start.checked_add_days(chrono::Days::new(u64::from(k))),
+        DateInterval::Week => start.checked_add_days(chrono::Days::new(7 * u64::from(k))),
+        DateInterval::Month => start.checked_add_months(Months::new(k)),
+        DateInterval::Year => start.checked_add_months(Months::new(12 * k)),
+    };
+    let mut bounds = vec![render(start)?];
+    for k in 1.. {
+        let Some(next) = step(k) else { break };
+        let done = match end {
+            Some(end) => next >= end,
+            None => next > max,
+        };
+        if done {
+            break;
+        }
+        if bounds.len() >= MAX_RANGES as usize {
+            return Err(format!(
+                "{start} to {} makes more than {MAX_RANGES} partitions of one {}; use a \
+                 longer interval or a later start",
+                end.unwrap_or(max),
+                interval.as_str()
+            ));
+        }
+        bounds.push(render(next)?);
+    }
+    if let Some(end) = end {
+        bounds.push(render(end)?);
+    }
+    Ok(bounds)
 }
 
 /// Refuse listed values that cannot be values of the column's type.
@@ -242,6 +396,7 @@ mod tests {
             "r",
             "r",
             &[SqlLiteral::Text("eu".into()), SqlLiteral::Integer(7)],
+            true,
         );
         let predicates: Vec<_> = parts.iter().map(|p| p.predicate.as_str()).collect();
         assert_eq!(
@@ -256,5 +411,176 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn given_boundaries_are_checked_against_the_type_and_the_order() {
+        use ValueFamily::*;
+        let text = |v: &[&str]| {
+            v.iter()
+                .map(|s| SqlLiteral::Text(s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let ok: &[(ValueFamily, Vec<SqlLiteral>, &[&str])] = &[
+            (
+                Integer,
+                vec![SqlLiteral::Integer(-5), SqlLiteral::Integer(10)],
+                &["-5", "10"],
+            ),
+            (
+                Integer,
+                text(&[" 7", "9223372036854775807"]),
+                &["7", "9223372036854775807"],
+            ),
+            (
+                Decimal,
+                text(&["0.5", "12.0000000001"]),
+                &["0.5", "12.0000000001"],
+            ),
+            (
+                Float,
+                vec![SqlLiteral::Integer(1), SqlLiteral::Float(2.5)],
+                &["1", "2.5"],
+            ),
+            (
+                Date,
+                text(&["1999-12-31", "2024-02-29"]),
+                &["'1999-12-31'", "'2024-02-29'"],
+            ),
+            (
+                Timestamp,
+                text(&["2024-01-01", "2024-01-01T00:00:00.5", "2024-01-02 03:04:05"]),
+                &[
+                    "'2024-01-01 00:00:00'",
+                    "'2024-01-01 00:00:00.500'",
+                    "'2024-01-02 03:04:05'",
+                ],
+            ),
+        ];
+        for (family, values, expected) in ok {
+            assert_eq!(
+                typed_boundaries(*family, values).unwrap(),
+                *expected,
+                "{family:?}"
+            );
+        }
+        let bad: &[(ValueFamily, Vec<SqlLiteral>, &str)] = &[
+            (Integer, text(&["ten"]), "boundary ten is not an integer"),
+            (
+                Integer,
+                vec![SqlLiteral::Float(1.5)],
+                "boundary 1.5 is not an integer",
+            ),
+            (Decimal, text(&["1; DROP TABLE t"]), "is not a number"),
+            (
+                Date,
+                text(&["2024-02-30"]),
+                "boundary 2024-02-30 is not a date",
+            ),
+            (
+                Date,
+                vec![SqlLiteral::Integer(2024)],
+                "boundary 2024 is not a date",
+            ),
+            (Timestamp, text(&["noon"]), "is not a timestamp"),
+            (
+                Other,
+                text(&["a"]),
+                "boundaries need a numeric, date or timestamp column",
+            ),
+            (
+                Integer,
+                text(&["10", "10"]),
+                "boundary 10 is not above 10: give boundaries in ascending order",
+            ),
+            (
+                Date,
+                text(&["2024-01-02", "2024-01-01"]),
+                "boundary 2024-01-01 is not above 2024-01-02",
+            ),
+        ];
+        for (family, values, expected) in bad {
+            let message = typed_boundaries(*family, values).unwrap_err();
+            assert!(message.contains(expected), "{family:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn dates_split_by_interval_from_the_start_without_drift() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // Month ends stay month ends (counted from the start, not from the last step).
+        let months = date_boundaries(
+            ValueFamily::Date,
+            day("2024-01-31"),
+            Some(day("2024-05-01")),
+            day("2024-12-31"),
+            DateInterval::Month,
+        )
+        .unwrap();
+        assert_eq!(
+            months,
+            [
+                "'2024-01-31'",
+                "'2024-02-29'",
+                "'2024-03-31'",
+                "'2024-04-30'",
+                "'2024-05-01'"
+            ]
+        );
+        // No end: open after the last step at or before the max; midnights for timestamps.
+        let weeks = date_boundaries(
+            ValueFamily::Timestamp,
+            day("2024-01-01"),
+            None,
+            day("2024-01-15"),
+            DateInterval::Week,
+        )
+        .unwrap();
+        assert_eq!(
+            weeks,
+            [
+                "'2024-01-01 00:00:00'",
+                "'2024-01-08 00:00:00'",
+                "'2024-01-15 00:00:00'"
+            ]
+        );
+        let years = date_boundaries(
+            ValueFamily::Date,
+            day("2020-06-01"),
+            None,
+            day("2022-01-01"),
+            DateInterval::Year,
+        )
+        .unwrap();
+        assert_eq!(years, ["'2020-06-01'", "'2021-06-01'"]);
+        let too_many = date_boundaries(
+            ValueFamily::Date,
+            day("1000-01-01"),
+            None,
+            day("2024-02-29"),
+            DateInterval::Year,
+        )
+        .unwrap_err();
+        assert!(
+            too_many.contains("more than 1000 partitions of one year"),
+            "{too_many}"
+        );
+        assert!(
+            date_boundaries(
+                ValueFamily::Integer,
+                day("2024-01-01"),
+                None,
+                day("2024-02-01"),
+                DateInterval::Day
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn list_partitions_without_other_values_leave_the_rest_out() {
+        let parts = value_partitions("r", "r", &[SqlLiteral::Text("eu".into())], false);
+        let predicates: Vec<_> = parts.iter().map(|p| p.predicate.as_str()).collect();
+        assert_eq!(predicates, ["r = 'eu'"]);
     }
 }

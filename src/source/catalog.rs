@@ -30,7 +30,11 @@ pub fn list_tables(
     source: &Source,
     namespace: Option<&str>,
 ) -> Result<Vec<TableEntry>, SourceError> {
-    let (catalog, schema) = namespace_args(source.dialect, namespace);
+    let (catalog, schema) = match (source.dialect, namespace) {
+        // psqlODBC reads an empty schema as the current one: "%" is every schema.
+        (Dialect::Postgres, None) => ("", "%"),
+        (dialect, namespace) => namespace_args(dialect, namespace),
+    };
     let mut entries = Vec::new();
     let rows = conn
         .tables(catalog, schema, "%", "")
