@@ -1310,3 +1310,89 @@ fn a_run_killed_mid_table_and_run_again_goes_on_after_its_last_durable_chunk() {
         "one run, resumed"
     );
 }
+
+/// `target.server_side_encryption = "aws:kms"` with a key id, through `target.proxy`: the
+/// proxy carried every request in proxy form (absolute URLs) with the encryption headers,
+/// S3 says each object is encrypted with that key, the rows reach the warehouse. With the
+/// proxy gone, the run is refused naming the proxy, and nothing is extracted.
+#[test]
+fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named() {
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/dbhaul-test-key";
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = moto_bucket("sse");
+    let schema = "wh_sse";
+    let mut client = small_warehouse(schema);
+    let moto_port: u16 = moto.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = s3::Proxy::start(moto_port);
+    let target = |attempts: u32| {
+        format!(
+            "server_side_encryption = \"aws:kms\"\nkms_key_id = \"{KEY}\"\nproxy = \"{}\"\n\
+             attempts = {attempts}",
+            proxy.endpoint()
+        )
+    };
+    let job = small_job(
+        &sandbox,
+        "sse",
+        &stages_with(&moto.endpoint(), &bucket, schema, &target(3), ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        2
+    );
+
+    let captured = proxy.captured_text();
+    let chunk_put = format!(
+        "PUT {}/{bucket}/exports/sse/main.t/00000001.csv.gz",
+        moto.endpoint()
+    );
+    assert!(
+        captured.contains(&chunk_put),
+        "no proxy-form {chunk_put}:\n{captured}"
+    );
+    let lower = captured.to_ascii_lowercase();
+    assert!(
+        lower.contains("x-amz-server-side-encryption: aws:kms"),
+        "{captured}"
+    );
+    assert!(
+        lower.contains(&format!(
+            "x-amz-server-side-encryption-aws-kms-key-id: {}",
+            KEY.to_ascii_lowercase()
+        )),
+        "{captured}"
+    );
+    let keys = s3::list_keys(&moto.endpoint(), &bucket, "exports/sse/");
+    assert!(keys.len() >= 2, "{keys:?}");
+    for key in &keys {
+        let head = s3::block_on(
+            s3::client(&moto.endpoint())
+                .head_object()
+                .bucket(&bucket)
+                .key(key)
+                .send(),
+        )
+        .unwrap();
+        assert_eq!(
+            head.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+            "{key}"
+        );
+        assert_eq!(head.ssekms_key_id(), Some(KEY), "{key}");
+    }
+
+    proxy.stop();
+    let sandbox = Sandbox::new();
+    let job = small_job(
+        &sandbox,
+        "sse-no-proxy",
+        &stages_with(&moto.endpoint(), &bucket, schema, &target(1), ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr(&format!("through the proxy {}", proxy.endpoint()))
+        .assert_stderr("check that the proxy runs");
+    assert_no_chunks(&sandbox);
+}

@@ -446,3 +446,37 @@ pub struct ImportTasks {
 pub struct ErrorBody {
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task carries the files its job names: agents plan from them, not from their disks.
+    #[test]
+    fn a_task_reads_its_boundary_file_from_what_it_carries() {
+        let mut task = TaskDefinition {
+            name: "t".into(),
+            id: String::new(),
+            job:
+                "[task]\nname = \"t\"\n[source]\nconnection = \"DSN=x\"\n[[tables]]\nname = \"a\"\n\
+                  partition = { column = \"id\", boundaries_file = \"b.csv\" }\n"
+                    .into(),
+            secrets: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        let missing = task.job().unwrap_err().to_string();
+        assert!(
+            missing.contains("b.csv was not sent with the task"),
+            "{missing}"
+        );
+        task.files.insert("b.csv".into(), "10\n20\n".into());
+        let job = task.job().unwrap();
+        assert!(matches!(
+            &job.tables[0].partition,
+            Some(crate::config::PartitionRequest::Boundaries { values, .. }) if values.len() == 2
+        ));
+        let json = serde_json::to_string(&task).unwrap();
+        let back: TaskDefinition = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.files, task.files);
+    }
+}

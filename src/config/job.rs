@@ -984,6 +984,18 @@ name = "orders"
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\n",
                 "job.toml:7:1: missing field `where`",
             ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\nkms_key_id = \"k\"\n",
+                "job.toml:10:14: target.kms_key_id goes with server_side_encryption = \"aws:kms\"",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\nserver_side_encryption = \"rot13\"\n",
+                "job.toml:10:26: unknown variant `rot13`, expected one of `none`, `aes256`, `aws:kms`",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\nproxy = \"proxy:3128\"\n",
+                "job.toml:10:9: target.proxy = \"proxy:3128\" is not an http:// or https:// URL",
+            ),
             ("[task\nname = \"a\"\n", "job.toml:1:6: unclosed table"),
         ];
         for (text, expected) in cases {
@@ -1204,7 +1216,7 @@ null_string = "\\N"
             .lines()
             .filter(|l| l.starts_with("# ") && l.contains(" = "))
             .count();
-        assert_eq!(shown, 30, "every default setting is shown once");
+        assert_eq!(shown, 31, "every default setting is shown once");
         let explicit = parse(&uncommented.join("\n")).expect("the example parses uncommented");
         assert_eq!(as_is.files, FileSettings::default());
         assert_eq!(explicit.files, as_is.files);

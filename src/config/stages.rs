@@ -40,6 +40,24 @@ pub(super) struct TargetSection {
     attempts: Spanned<u32>,
     #[serde(default)]
     device: TargetDevice,
+    #[serde(default)]
+    server_side_encryption: ServerSideEncryption,
+    kms_key_id: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+}
+
+/// How S3 encrypts the objects it stores: `none` (the bucket's default applies),
+/// `aes256` (SSE-S3) or `aws:kms` (SSE-KMS, with `kms_key_id` or the account's S3 key).
+/// Redshift's COPY reads both without being told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ServerSideEncryption {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "aes256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    Kms,
 }
 
 /// What the target is: AWS S3 or an S3-compatible server (`s3`, the default), or a
@@ -99,6 +117,11 @@ pub struct TargetSettings {
     pub part_size: u64,
     pub concurrency: usize,
     pub attempts: u32,
+    pub server_side_encryption: ServerSideEncryption,
+    /// SSE-KMS: the key's id or ARN; `None` for the account's `aws/s3` key.
+    pub kms_key_id: Option<String>,
+    /// `http://host:port` (or https://) every S3 request goes through.
+    pub proxy: Option<String>,
 }
 
 impl TargetSettings {
@@ -181,6 +204,47 @@ impl TargetSection {
                 format!("target.attempts = {attempts}: must be 1 to 100"),
             ));
         }
+        let kms_key_id = match &self.kms_key_id {
+            None => None,
+            Some(key) if self.server_side_encryption != ServerSideEncryption::Kms => {
+                return Err((
+                    Some(key.span()),
+                    "target.kms_key_id goes with server_side_encryption = \"aws:kms\"".into(),
+                ));
+            }
+            Some(key) => {
+                let key_id = key.get_ref().trim().to_string();
+                if key_id.is_empty() || key_id.contains(char::is_whitespace) {
+                    return Err((
+                        Some(key.span()),
+                        "target.kms_key_id is empty or has spaces; give a key id, alias or \
+                         ARN such as \"arn:aws:kms:us-east-1:123456789012:key/…\""
+                            .into(),
+                    ));
+                }
+                Some(key_id)
+            }
+        };
+        let proxy = match &self.proxy {
+            None => None,
+            Some(p) => {
+                let value = p.get_ref().trim().to_string();
+                let ok = url::Url::parse(&value)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .is_some();
+                if !ok {
+                    return Err((
+                        Some(p.span()),
+                        format!(
+                            "target.proxy = \"{value}\" is not an http:// or https:// URL such \
+                             as \"http://proxy.example:3128\""
+                        ),
+                    ));
+                }
+                Some(value)
+            }
+        };
         let custom = endpoint.is_some();
         Ok(TargetSettings {
             bucket,
@@ -204,6 +268,9 @@ impl TargetSection {
             concurrency: concurrency as usize,
             attempts,
             endpoint,
+            server_side_encryption: self.server_side_encryption,
+            kms_key_id,
+            proxy,
         })
     }
 }

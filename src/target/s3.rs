@@ -19,6 +19,7 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::config::stages::ServerSideEncryption;
 use crate::config::{ChecksumMode, TargetSettings};
 use crate::pipeline::credit::CancelSwitch;
 
@@ -73,8 +74,8 @@ impl S3Target {
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(ca) = &settings.ca_bundle {
-            loader = loader.http_client(http_client_trusting(ca)?);
+        if let Some(client) = http_client(settings)? {
+            loader = loader.http_client(client);
         }
         let shared = loader.load().await;
         let checksum = settings.checksum == ChecksumMode::WhenSupported;
@@ -107,6 +108,16 @@ impl S3Target {
             client: Client::from_conf(config.build()),
             settings: settings.clone(),
         })
+    }
+
+    /// The `x-amz-server-side-encryption` every object is written with.
+    fn encryption(&self) -> Option<aws_sdk_s3::types::ServerSideEncryption> {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        match self.settings.server_side_encryption {
+            ServerSideEncryption::None => None,
+            ServerSideEncryption::Aes256 => Some(Sse::Aes256),
+            ServerSideEncryption::Kms => Some(Sse::AwsKms),
+        }
     }
 
     pub fn settings(&self) -> &TargetSettings {
@@ -151,6 +162,8 @@ impl S3Target {
                     .put_object()
                     .bucket(&self.settings.bucket)
                     .key(key)
+                    .set_server_side_encryption(self.encryption())
+                    .set_ssekms_key_id(self.settings.kms_key_id.clone())
                     .content_length(size as i64)
                     .body(body)
                     .send()
@@ -189,6 +202,8 @@ impl S3Target {
                     .create_multipart_upload()
                     .bucket(&self.settings.bucket)
                     .key(key)
+                    .set_server_side_encryption(self.encryption())
+                    .set_ssekms_key_id(self.settings.kms_key_id.clone())
                     .send()
                     .await
                     .map_err(|e| self.classify(e))?;
@@ -278,6 +293,8 @@ impl S3Target {
                 .put_object()
                 .bucket(&self.settings.bucket)
                 .key(key)
+                .set_server_side_encryption(self.encryption())
+                .set_ssekms_key_id(self.settings.kms_key_id.clone())
                 .body(ByteStream::from(bytes.clone()))
                 .send()
                 .await
@@ -432,29 +449,61 @@ async fn file_body(path: &Path, offset: u64, length: u64) -> Result<ByteStream, 
         .map_err(|e| Attempt::Fatal(format!("cannot read {}: {e}", path.display())))
 }
 
-fn http_client_trusting(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, S3Error> {
+/// The HTTP client when the defaults will not do: a device's own certificate to trust
+/// (`target.ca_bundle`, besides the system's roots) or a proxy (`target.proxy`).
+fn http_client(
+    settings: &TargetSettings,
+) -> Result<Option<aws_sdk_s3::config::SharedHttpClient>, S3Error> {
+    use aws_smithy_http_client::Connector;
+    use aws_smithy_http_client::proxy::ProxyConfig;
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-    let pem = std::fs::read(ca).map_err(|e| {
-        S3Error::Fatal(format!(
-            "target.ca_bundle: cannot read {}: {e}",
-            ca.display()
-        ))
-    })?;
+    use aws_smithy_runtime_api::client::http::{SharedHttpConnector, http_client_fn};
+    if settings.ca_bundle.is_none() && settings.proxy.is_none() {
+        return Ok(None);
+    }
+    let mut trust = TrustStore::default();
+    if let Some(ca) = &settings.ca_bundle {
+        let pem = std::fs::read(ca).map_err(|e| {
+            S3Error::Fatal(format!(
+                "target.ca_bundle: cannot read {}: {e}",
+                ca.display()
+            ))
+        })?;
+        trust = trust.with_pem_certificate(pem);
+    }
     let context = TlsContext::builder()
-        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .with_trust_store(trust)
         .build()
         .map_err(|e| {
             S3Error::Fatal(format!(
                 "target.ca_bundle: {} is not a PEM certificate: {e}",
-                ca.display()
+                settings
+                    .ca_bundle
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
             ))
         })?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
+    let proxy = match &settings.proxy {
+        Some(url) => ProxyConfig::all(url.as_str())
+            .map_err(|e| S3Error::Fatal(format!("target.proxy = \"{url}\": {e}")))?,
+        None => ProxyConfig::disabled(),
+    };
+    Ok(Some(http_client_fn(
+        move |connector_settings, components| {
+            let mut builder = Connector::builder();
+            builder.set_connector_settings(Some(connector_settings.clone()));
+            builder.set_sleep_impl(components.sleep_impl());
+            let connector = builder
+                .proxy_config(proxy.clone())
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context.clone())
+                .build();
+            SharedHttpConnector::new(connector)
+        },
+    )))
 }
 
 fn classify<E>(
@@ -510,10 +559,17 @@ where
             }
         }
         SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
-            Attempt::Transient(format!(
-                "cannot reach {} ({detail}); check target.endpoint and the network",
-                settings.endpoint.as_deref().unwrap_or("S3")
-            ))
+            Attempt::Transient(match &settings.proxy {
+                Some(proxy) => format!(
+                    "cannot reach {} through the proxy {proxy} ({detail}); check that the \
+                     proxy runs and lets the endpoint through (target.proxy)",
+                    settings.endpoint.as_deref().unwrap_or("S3")
+                ),
+                None => format!(
+                    "cannot reach {} ({detail}); check target.endpoint and the network",
+                    settings.endpoint.as_deref().unwrap_or("S3")
+                ),
+            })
         }
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             Attempt::Transient(format!("{where_}: no complete answer ({detail})"))

@@ -227,6 +227,9 @@ mod tests {
             part_size: 16 << 20,
             concurrency: 4,
             attempts: 3,
+            server_side_encryption: Default::default(),
+            kms_key_id: None,
+            proxy: None,
         };
         let files = FileSettings {
             binary_format: crate::model::chunk::BinaryFormat::Hex,
