@@ -1199,6 +1199,39 @@ null_string = "\\N"
         }
     }
 
+    /// docs/settings.md is the reference: every setting the example job shows, and every
+    /// key of a partition, has its row there.
+    #[test]
+    fn the_settings_reference_has_a_row_for_every_setting() {
+        let reference = include_str!("../../docs/settings.md");
+        let example = include_str!("../../appliance/examples/job.toml");
+        let shown = example.lines().filter_map(|line| {
+            let setting = line.trim_start_matches('#').trim_start();
+            let (key, _) = setting.split_once(" = ")?;
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then_some(key)
+        });
+        let partition_keys = [
+            "column",
+            "ranges",
+            "boundaries",
+            "boundaries_file",
+            "values",
+            "include_other_values",
+            "date_auto_split",
+        ];
+        let mut checked = 0;
+        for key in shown.chain(partition_keys) {
+            assert!(
+                reference.contains(&format!("| `{key}` |")),
+                "docs/settings.md has no row for `{key}`"
+            );
+            checked += 1;
+        }
+        assert!(checked > 50, "{checked}");
+    }
+
     #[test]
     fn the_example_job_shows_the_true_defaults() {
         let text = include_str!("../../appliance/examples/job.toml");
