@@ -1,5 +1,6 @@
 //! `dbhaul tables`: what a source holds, as a user would ask before writing a job.
 
+use crate::common::daemons::{stderr, stdout};
 use crate::common::*;
 
 #[test]
@@ -96,4 +97,149 @@ fn primary_key_of(source: &str, schema: &str, table: &str) -> Vec<String> {
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
         .collect()
+}
+
+/// `tasks plan`: the tables a pattern matches, sized from PostgreSQL's catalog, grouped into
+/// tasks of at most --max-gb with range partitions on the key of the large one; the job
+/// files it writes run, and together extract every row of every table once. `run --plan`
+/// keeps the job's other settings. Bad sizes and a pattern that matches nothing are refused.
+#[test]
+fn tasks_plan_groups_tables_by_size_and_its_job_files_extract_every_row_once() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "DROP SCHEMA IF EXISTS plan_src CASCADE; CREATE SCHEMA plan_src;
+             CREATE TABLE plan_src.big (id bigint PRIMARY KEY, v text);
+             INSERT INTO plan_src.big SELECT g, repeat('x', 100) FROM generate_series(1, 40000) g;
+             CREATE TABLE plan_src.keyed_by_text (code text PRIMARY KEY, v text);
+             INSERT INTO plan_src.keyed_by_text SELECT 'c' || g, repeat('y', 100) FROM generate_series(1, 20000) g;
+             CREATE TABLE plan_src.small_a (id int PRIMARY KEY);
+             INSERT INTO plan_src.small_a SELECT generate_series(1, 500);
+             CREATE TABLE plan_src.small_b (id int PRIMARY KEY);
+             INSERT INTO plan_src.small_b SELECT generate_series(1, 300);
+             ANALYZE plan_src.big, plan_src.keyed_by_text, plan_src.small_a, plan_src.small_b;",
+        )
+        .unwrap();
+    let out = sandbox.path("plans");
+    let output = dbhaul(&[
+        "tasks",
+        "plan",
+        "--source",
+        &pg_odbc(),
+        "--tables",
+        "plan_src.*",
+        "--max-gb",
+        "0.003",
+        "--partition-gb",
+        "0.002",
+        "--name",
+        "mig",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tasks = plan["tasks"].as_array().unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for task in tasks {
+        let tables = task["tables"].as_array().unwrap();
+        let bytes = task["bytes"].as_u64().unwrap();
+        assert!(bytes <= 3_000_000 || tables.len() == 1, "{task}");
+        seen.extend(
+            tables
+                .iter()
+                .map(|t| t["table"].as_str().unwrap().to_string()),
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "plan_src.big",
+            "plan_src.keyed_by_text",
+            "plan_src.small_a",
+            "plan_src.small_b"
+        ],
+        "{plan}"
+    );
+    let find = |name: &str| {
+        tasks
+            .iter()
+            .flat_map(|t| t["tables"].as_array().unwrap())
+            .find(|t| t["table"] == name)
+            .unwrap()
+            .clone()
+    };
+    let big = find("plan_src.big");
+    assert_eq!(big["partition"]["column"], "id", "{big}");
+    assert!(big["partition"]["ranges"].as_u64().unwrap() >= 2, "{big}");
+    assert_eq!(big["rows"], 40000);
+    assert!(
+        find("plan_src.keyed_by_text")["note"]
+            .as_str()
+            .unwrap()
+            .contains("partition it by hand"),
+        "{plan}"
+    );
+
+    // Every file runs; together they extract every row once.
+    let written = plan["written"].as_array().unwrap();
+    assert_eq!(written.len(), tasks.len());
+    let mut rows = 0;
+    for file in written {
+        let run = sandbox.run_job(std::path::Path::new(file.as_str().unwrap()));
+        rows += run.assert_ok()["rows"].as_u64().unwrap();
+    }
+    assert_eq!(rows, 40000 + 20000 + 500 + 300);
+
+    // run --plan: the job's own settings and filters go into every proposed file.
+    let job = sandbox.job(
+        "mine",
+        &job_text(
+            "mine",
+            &pg_odbc(),
+            "[[tables]]\nname = \"plan_src.small%\"\nwhere = \"id > 100\"\n\
+             [[tables]]\nname = \"plan_src.big\"\n[files]\ncompression = \"zstd\"\n",
+            "",
+        ),
+    );
+    let out = sandbox.path("mine-plans");
+    let output = dbhaul(&[
+        "run",
+        job.to_str().unwrap(),
+        "--plan",
+        "--max-gb",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("task mine-01"), "{text}");
+    let file = std::fs::read_to_string(out.join("mine-01.toml")).unwrap();
+    assert!(file.contains("compression = \"zstd\""), "{file}");
+    assert!(file.contains("name = \"plan_src.small_a\""), "{file}");
+    assert_eq!(file.matches("where = \"id > 100\"").count(), 2, "{file}");
+    let run = sandbox.run_job(&out.join("mine-01.toml"));
+    assert_eq!(run.assert_ok()["rows"], 40000 + 400 + 200);
+
+    let source = pg_odbc();
+    for (args, expected) in [
+        (
+            vec!["--max-gb", "0"],
+            "--max-gb = 0: give a size in GB above 0",
+        ),
+        (
+            vec!["--tables", "plan_src.nothing%"],
+            "tables `plan_src.nothing%` matches no table",
+        ),
+    ] {
+        let mut all = vec!["tasks", "plan", "--source", source.as_str()];
+        all.extend(args);
+        let output = dbhaul(&all);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
 }

@@ -59,6 +59,20 @@ pub enum AgentsCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TasksCommand {
+    /// Propose tasks for a source's tables, grouped by size from the catalog's estimates,
+    /// with range partitions for the large ones; --out writes a job file per task. Needs
+    /// the source, not the controller.
+    #[command(
+        long_about = "Propose tasks for a source's tables: every table the --tables patterns \
+        match (SQL LIKE, * is %) is sized from the catalog's estimates (PostgreSQL \
+        pg_table_size, MariaDB DATA_LENGTH, SQLite dbstat), then grouped into tasks of at most \
+        --max-gb, largest first; a table above --partition-gb gets range partitions on its key \
+        (one per --partition-gb). Nothing but the catalog is read. --out DIR writes one job \
+        file per task, ready for `dbhaul tasks create`.\n\nExample:\n  dbhaul tasks plan \
+        --source 'Driver={PostgreSQL Unicode};Server=db;Database=erp;Uid=etl;' --tables \
+        'sales.*' --max-gb 200 --out plans/"
+    )]
+    Plan(crate::cli::TasksPlanArgs),
     /// Create a task from a job file; its subtasks are planned on an agent.
     Create {
         job: PathBuf,
@@ -316,6 +330,10 @@ fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
 }
 
 pub fn tasks(args: ClientArgs, command: TasksCommand) -> Exit {
+    // Planning asks the source, not the controller.
+    if let TasksCommand::Plan(plan) = command {
+        return super::plan::tasks_plan(plan);
+    }
     match tasks_inner(args, command) {
         Ok(exit) => exit,
         Err(exit) => exit,
@@ -357,6 +375,7 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
     let client = connect(&args)?;
     let runtime = client_runtime();
     match command {
+        TasksCommand::Plan(_) => unreachable!("answered by tasks(), without a controller"),
         TasksCommand::Create { job, agents, json } => {
             // Validate here first: errors point at the file and line, with nothing sent.
             let parsed = crate::config::Job::load(&job).map_err(|e| {

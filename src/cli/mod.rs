@@ -3,6 +3,7 @@
 
 mod client;
 mod daemons;
+mod plan;
 mod progress;
 mod run_job;
 mod tables;
@@ -170,6 +171,58 @@ pub struct RunArgs {
     /// One line per check with the cause and fix of each failure; exit 0 when all pass.
     #[arg(long)]
     pub test: bool,
+
+    /// Propose tasks instead of running: the job's tables grouped into tasks of at most
+    /// --max-gb, with range partitions for tables above --partition-gb (`tasks plan`).
+    #[arg(long, conflicts_with = "test")]
+    pub plan: bool,
+
+    #[command(flatten)]
+    pub plan_options: PlanOptions,
+}
+
+/// How `tasks plan` and `run --plan` group tables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanOptions {
+    /// Largest task, in GB of the catalog's table sizes (a larger table gets a task of its own).
+    #[arg(long, default_value_t = 100.0)]
+    pub max_gb: f64,
+
+    /// Tables above this many GB get range partitions on their key, one per this many GB.
+    #[arg(long, default_value_t = 10.0)]
+    pub partition_gb: f64,
+
+    /// Write a job file per proposed task into this folder (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TasksPlanArgs {
+    /// ODBC connection string of the source.
+    #[arg(long)]
+    pub source: String,
+
+    /// Read the source password from this environment variable (written into the job
+    /// files as password_env, never as a value).
+    #[arg(long)]
+    pub password_env: Option<String>,
+
+    /// Tables to plan: `schema.table` or a pattern (`sales.*`, `sales.order%`); repeat for
+    /// more. Default: every table and view.
+    #[arg(long = "tables", default_value = "*")]
+    pub tables: Vec<String>,
+
+    /// The proposed tasks are named NAME-01, NAME-02, ...
+    #[arg(long, default_value = "plan")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub options: PlanOptions,
+
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

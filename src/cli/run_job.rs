@@ -26,6 +26,9 @@ pub fn run(args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    if args.plan {
+        return super::plan::run_plan(&args.job, &job, &args.plan_options, args.json);
+    }
     let work = WorkDir::new(args.work_dir.join(job.name.as_str()));
     if args.test {
         return test(&job, &work, args.json);

@@ -4,6 +4,7 @@
 //! a configuration problem (exit 2), found before any data moves.
 
 pub mod partition;
+pub mod tasks;
 
 use odbc_api::Connection;
 
@@ -35,7 +36,7 @@ pub fn plan(
     conn: &Connection<'_>,
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
     let mut subtasks = Vec::new();
-    for (table, request) in chosen_tables(job, source, conn)? {
+    for (table, request) in chosen_tables(&job.tables, source, conn)? {
         subtasks.extend(plan_table(job, source, conn, table, request)?);
     }
     Ok(subtasks)
@@ -46,12 +47,12 @@ pub fn plan(
 /// patterns match takes the first's. A pattern that matches nothing is an error, as a
 /// missing table is.
 pub fn chosen_tables<'j>(
-    job: &'j Job,
+    requests: &'j [TableRequest],
     source: &Source,
     conn: &Connection<'_>,
 ) -> Result<Vec<(TableRef, &'j TableRequest)>, PlanError> {
     let mut named = Vec::new();
-    for request in job.tables.iter().filter(|r| !r.is_pattern()) {
+    for request in requests.iter().filter(|r| !r.is_pattern()) {
         let table = catalog::find_table(conn, source, &request.name)?;
         if let Some((_, first)) = named
             .iter()
@@ -64,13 +65,13 @@ pub fn chosen_tables<'j>(
         }
         named.push((table, request));
     }
-    let listed = if job.tables.iter().any(TableRequest::is_pattern) {
+    let listed = if requests.iter().any(TableRequest::is_pattern) {
         catalog::list_tables(conn, source, None)?
     } else {
         Vec::new()
     };
     let mut chosen: Vec<(TableRef, &TableRequest)> = Vec::new();
-    for request in &job.tables {
+    for request in requests {
         if !request.is_pattern() {
             let table = named
                 .iter()

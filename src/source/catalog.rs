@@ -313,6 +313,45 @@ pub fn row_estimate(
     Ok(estimate)
 }
 
+/// The catalog's estimate of a table's size in bytes: PostgreSQL `pg_table_size` (heap and
+/// TOAST, no indexes), MariaDB `DATA_LENGTH`, SQLite the pages `dbstat` counts for it.
+/// `None` when the source keeps no such number (a view, a SQLite without `dbstat`).
+pub fn size_estimate(
+    conn: &Connection<'_>,
+    source: &Source,
+    table: &TableRef,
+) -> Result<Option<u64>, SourceError> {
+    let ns = table.namespace().to_string();
+    let (sql, params): (&str, Vec<String>) = match source.dialect {
+        Dialect::Postgres => (
+            "SELECT CAST(pg_catalog.pg_table_size(c.oid) AS BIGINT) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = ? AND c.relname = ? AND c.relkind IN ('r', 'p', 'm')",
+            vec![ns, table.name.clone()],
+        ),
+        Dialect::MariaDb => (
+            "SELECT DATA_LENGTH FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            vec![ns, table.name.clone()],
+        ),
+        Dialect::Sqlite => (
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = ?",
+            vec![table.name.clone()],
+        ),
+        Dialect::Other => return Ok(None),
+    };
+    let rows = match query_text(conn, sql, &params) {
+        Ok(rows) => rows,
+        // SQLite built without the dbstat table: no estimate, not an error.
+        Err(_) if source.dialect == Dialect::Sqlite => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse::<u64>().ok()))
+}
+
 /// `MIN` and `MAX` of a column over the rows a filter selects, as text; `None` when no row
 /// has a value.
 pub fn min_max(
