@@ -1396,3 +1396,90 @@ fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named(
         .assert_stderr("check that the proxy runs");
     assert_no_chunks(&sandbox);
 }
+
+/// `files.encryption_key_env`: every chunk, kept locally and in S3, is encrypted (the same
+/// bytes in both, no gzip to be read), the copy stage decrypts it into the warehouse, and
+/// `dbhaul decrypt` gives back the gzip of the CSV; with another key it refuses and leaves
+/// no output.
+#[test]
+fn encrypted_chunks_reach_the_warehouse_and_decrypt_back_only_with_their_key() {
+    const KEY: &str = "5f3c9a0e7b21d4c68e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abc";
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = moto_bucket("enc");
+    let schema = "wh_enc";
+    let mut client = small_warehouse(schema);
+    let job = small_job(
+        &sandbox,
+        "enc",
+        &format!(
+            "[files]\nencryption_key_env = \"CHUNK_KEY\"\nkeep_local = true\n{}",
+            stages_toml(&moto.endpoint(), &bucket, schema, "")
+        ),
+    );
+    let mut env = s3::s3_env(&moto.endpoint());
+    env.push(("CHUNK_KEY".into(), KEY.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sandbox
+        .run_job_env(&job, &sandbox.work_dir(), &env)
+        .assert_ok();
+    let rows: Vec<(i64, Option<String>)> = client
+        .query(&format!("SELECT id, v FROM {schema}.t ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, Some("a".to_string())), (2, None)]);
+
+    let dir = sandbox.work_dir().join("enc").join("main.t");
+    let local = std::fs::read(dir.join("00000001.csv.gz")).unwrap();
+    assert!(
+        local.starts_with(b"DBHAULE1"),
+        "not encrypted: {:?}",
+        &local[..16]
+    );
+    let uploaded = s3::get_object(
+        &moto.endpoint(),
+        &bucket,
+        "exports/enc/main.t/00000001.csv.gz",
+    );
+    assert_eq!(uploaded, local, "the object is the encrypted file");
+    let manifest = manifest(&dir);
+    assert!(
+        manifest["format"]["encryption"]
+            .as_str()
+            .unwrap()
+            .starts_with("aes-256-gcm"),
+        "{manifest}"
+    );
+
+    let plain = sandbox.path("plain.csv.gz");
+    let decrypt = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_dbhaul"))
+            .args(["decrypt", "--key-env", "CHUNK_KEY", "-o"])
+            .arg(&plain)
+            .arg(dir.join("00000001.csv.gz"))
+            .env("CHUNK_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = decrypt(KEY);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut csv = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&plain).unwrap()),
+        &mut csv,
+    )
+    .unwrap();
+    assert_eq!(csv, "1,\"a\"\n2,\n");
+
+    let out = decrypt(&"00".repeat(32));
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("another files.encryption_key_env"), "{said}");
+    assert!(!plain.exists(), "no unchecked output is left");
+}

@@ -340,21 +340,20 @@ pub fn tasks(args: ClientArgs, command: TasksCommand) -> Exit {
     }
 }
 
-/// The environment variables a job file's `password_env` settings name.
+/// The environment variables a job file's `password_env` and `encryption_key_env`
+/// settings name: their values go to the controller with the task, as secrets.
 fn secret_names(text: &str) -> Vec<String> {
     let Ok(value) = text.parse::<toml::Table>() else {
         return Vec::new();
     };
-    ["source", "warehouse"]
-        .iter()
-        .filter_map(|section| {
-            value
-                .get(*section)?
-                .get("password_env")?
-                .as_str()
-                .map(String::from)
-        })
-        .collect()
+    [
+        ("source", "password_env"),
+        ("warehouse", "password_env"),
+        ("files", "encryption_key_env"),
+    ]
+    .iter()
+    .filter_map(|(section, key)| value.get(*section)?.get(*key)?.as_str().map(String::from))
+    .collect()
 }
 
 /// The files a job file's tables name (`partition.boundaries_file`).

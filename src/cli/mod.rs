@@ -3,6 +3,7 @@
 
 mod client;
 mod daemons;
+mod decrypt;
 mod plan;
 mod progress;
 mod run_job;
@@ -88,6 +89,16 @@ pub enum Command {
         --schema public"
     )]
     Tables(TablesArgs),
+
+    /// Decrypt a chunk written with files.encryption_key_env (to stdout, or -o FILE).
+    #[command(
+        long_about = "Decrypt a chunk file written with files.encryption_key_env, locally or \
+        downloaded from S3 or a device, into its compressed CSV. The key is read from the \
+        environment variable the job named. A changed, cut-off or foreign file is refused and \
+        nothing is left under -o.\n\nExample:\n  DBHAUL_CHUNK_KEY=... dbhaul decrypt \
+        00000001.csv.gz --key-env DBHAUL_CHUNK_KEY -o plain.csv.gz && zcat plain.csv.gz"
+    )]
+    Decrypt(DecryptArgs),
 
     /// The extraction agent: configure it, serve its API, ask whether it runs.
     #[command(subcommand)]
@@ -226,6 +237,20 @@ pub struct TasksPlanArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DecryptArgs {
+    /// The encrypted chunk file.
+    pub file: PathBuf,
+
+    /// The environment variable that holds the key (64 hex digits).
+    #[arg(long)]
+    pub key_env: String,
+
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct TablesArgs {
     /// ODBC connection string, e.g. "Driver={SQLite3};Database=/data/shop.db".
     #[arg(long)]
@@ -261,6 +286,7 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run_job::run(args),
         Command::Tables(args) => tables::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
         Command::Agent(AgentCommand::Configure(args)) => daemons::configure_agent(args),
         Command::Agent(AgentCommand::Serve(args)) => daemons::serve_agent(args),
         Command::Agent(AgentCommand::Status(args)) => daemons::agent_status(args),

@@ -136,6 +136,7 @@ struct FilesSection {
     keep_local: bool,
     #[serde(default = "default_true")]
     keep_uploaded: bool,
+    encryption_key_env: Option<Spanned<String>>,
 }
 
 impl Default for FilesSection {
@@ -150,6 +151,7 @@ impl Default for FilesSection {
             binary_format: default_binary_format(),
             keep_local: false,
             keep_uploaded: true,
+            encryption_key_env: None,
         }
     }
 }
@@ -380,6 +382,9 @@ pub struct FileSettings {
     pub keep_local: bool,
     /// Keep uploaded objects once they are copied into the warehouse.
     pub keep_uploaded: bool,
+    /// Encrypt every chunk file with this key (`files.encryption_key_env`): see
+    /// `target::encrypt`.
+    pub encryption_key: Option<crate::target::encrypt::TaskKey>,
 }
 
 impl Default for FileSettings {
@@ -394,6 +399,7 @@ impl Default for FileSettings {
             binary_format: BinaryFormat::ByteaHex,
             keep_local: false,
             keep_uploaded: true,
+            encryption_key: None,
         }
     }
 }
@@ -605,6 +611,27 @@ impl Job {
             ));
         }
 
+        let encryption_key = match &files.encryption_key_env {
+            None => None,
+            Some(var) => {
+                let value = env(var.get_ref()).ok_or_else(|| {
+                    err(
+                        Some(var.span()),
+                        format!(
+                            "files.encryption_key_env names `{}`, which is not set; export it \
+                             with the chunk key (`openssl rand -hex 32` makes one; keep it: \
+                             the chunks cannot be read without it)",
+                            var.get_ref()
+                        ),
+                    )
+                })?;
+                Some(
+                    crate::target::encrypt::TaskKey::from_secret(&Secret::new(value))
+                        .map_err(|m| err(Some(var.span()), format!("`{}` {m}", var.get_ref())))?,
+                )
+            }
+        };
+
         let mode = raw.task.mode;
         let target = match raw.target {
             Some(section) if mode.uploads() => {
@@ -652,6 +679,18 @@ impl Job {
             }
             _ => None,
         };
+        if let (Some(var), Some(w)) = (&files.encryption_key_env, &warehouse)
+            && w.kind == crate::warehouse::WarehouseKind::Redshift
+        {
+            return Err(err(
+                Some(var.span()),
+                "files.encryption_key_env: Redshift's COPY cannot read dbhaul's encrypted \
+                 chunks (its ENCRYPTED option reads only the S3 encryption client's envelope \
+                 format); for Redshift use target.server_side_encryption = \"aws:kms\", which \
+                 its COPY reads without being told"
+                    .into(),
+            ));
+        }
 
         Ok(Job {
             name,
@@ -677,6 +716,7 @@ impl Job {
                 binary_format: files.binary_format,
                 keep_local: files.keep_local,
                 keep_uploaded: files.keep_uploaded,
+                encryption_key,
             },
             target,
             warehouse,
@@ -855,8 +895,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Job, JobError> {
-        Job::parse("job.toml", text, |name| {
-            (name == "PW").then(|| "s3cret".to_string())
+        Job::parse("job.toml", text, |name| match name {
+            "PW" => Some("s3cret".to_string()),
+            "KEY" => Some("ab".repeat(32)),
+            _ => None,
         })
     }
 
@@ -995,6 +1037,18 @@ name = "orders"
             (
                 "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\nproxy = \"proxy:3128\"\n",
                 "job.toml:10:9: target.proxy = \"proxy:3128\" is not an http:// or https:// URL",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nencryption_key_env = \"NOPE\"\n",
+                "job.toml:8:22: files.encryption_key_env names `NOPE`, which is not set",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nencryption_key_env = \"PW\"\n",
+                "job.toml:8:22: `PW` is not a key: give 64 hex digits (32 random bytes), such as `openssl rand -hex 32` prints (it has 6 characters)",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload-copy\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nencryption_key_env = \"KEY\"\n[target]\nurl = \"s3://bkt/p\"\n[warehouse]\nkind = \"redshift\"\nurl = \"postgresql://u@h/db\"\niam_role = \"arn:aws:iam::1:role/r\"\n",
+                "job.toml:9:22: files.encryption_key_env: Redshift's COPY cannot read dbhaul's encrypted chunks",
             ),
             ("[task\nname = \"a\"\n", "job.toml:1:6: unclosed table"),
         ];

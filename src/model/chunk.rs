@@ -125,6 +125,9 @@ pub struct FileFormat {
     pub binary: &'static str,
     /// The session time zone timestamps were read in.
     pub time_zone: &'static str,
+    /// How each chunk file is encrypted (`dbhaul decrypt` reads it back), when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<&'static str>,
 }
 
 /// One chunk as a Redshift COPY manifest lists it.

@@ -75,6 +75,7 @@ impl ChunkRoller {
                         &self.dir,
                         name,
                         self.settings.gzip_level,
+                        self.settings.encryption_key.as_ref(),
                     )?)
                 }
             };
@@ -490,6 +491,10 @@ fn build_manifest(
             encoding: "UTF-8",
             binary: files.binary_format.describe(),
             time_zone: "UTC",
+            encryption: files
+                .encryption_key
+                .is_some()
+                .then_some(crate::target::encrypt::FORMAT_NAME),
         },
         rows,
         chunks,

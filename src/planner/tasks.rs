@@ -278,7 +278,10 @@ mod tests {
                 ("erp-03", vec!["s.a", "s.c"]),
             ]
         );
-        assert_eq!(tasks[1].bytes, 100_000_000, "a task may fill up to the limit");
+        assert_eq!(
+            tasks[1].bytes, 100_000_000,
+            "a task may fill up to the limit"
+        );
     }
 
     #[test]

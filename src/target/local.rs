@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+use super::encrypt::{Encrypt, TaskKey};
 use crate::model::{ChunkName, ChunkRecord, Compression};
 
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -150,11 +151,49 @@ impl Write for HashingFile {
     }
 }
 
+/// What the encoder writes into: the file, or an encryption in front of it.
+enum Stored {
+    File(HashingFile),
+    Encrypted(Box<Encrypt<HashingFile>>),
+}
+
+impl Stored {
+    fn file(&self) -> &HashingFile {
+        match self {
+            Stored::File(file) => file,
+            Stored::Encrypted(encrypt) => encrypt.get_ref(),
+        }
+    }
+
+    fn finish(self) -> io::Result<HashingFile> {
+        match self {
+            Stored::File(file) => Ok(file),
+            Stored::Encrypted(encrypt) => encrypt.finish(),
+        }
+    }
+}
+
+impl Write for Stored {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stored::File(file) => file.write(buf),
+            Stored::Encrypted(encrypt) => encrypt.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stored::File(file) => file.flush(),
+            Stored::Encrypted(encrypt) => encrypt.flush(),
+        }
+    }
+}
+
 enum Encoder {
-    Gzip(Box<GzEncoder<HashingFile>>),
-    Zstd(Box<zstd::stream::write::Encoder<'static, HashingFile>>),
-    Bzip2(Box<bzip2::write::BzEncoder<HashingFile>>),
-    Plain(HashingFile),
+    Gzip(Box<GzEncoder<Stored>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, Stored>>),
+    Bzip2(Box<bzip2::write::BzEncoder<Stored>>),
+    Plain(Stored),
 }
 
 /// zstd's own default level.
@@ -176,13 +215,23 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub fn create(dir: &Path, name: ChunkName, gzip_level: u32) -> io::Result<ChunkWriter> {
+    /// A chunk file being written; encrypted with `key` when there is one.
+    pub fn create(
+        dir: &Path,
+        name: ChunkName,
+        gzip_level: u32,
+        key: Option<&TaskKey>,
+    ) -> io::Result<ChunkWriter> {
         let final_path = dir.join(name.to_string());
         let partial = partial_path(&final_path);
-        let file = HashingFile {
+        let hashing = HashingFile {
             file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&partial)?),
             sha256: Sha256::new(),
             written: 0,
+        };
+        let file = match key {
+            Some(key) => Stored::Encrypted(Box::new(Encrypt::new(hashing, key)?)),
+            None => Stored::File(hashing),
         };
         let encoder = match name.compression {
             Compression::Gzip => Encoder::Gzip(Box::new(GzEncoder::new(
@@ -230,10 +279,10 @@ impl ChunkWriter {
     /// more that is not flushed yet).
     pub fn compressed_bytes(&self) -> u64 {
         match &self.encoder {
-            Some(Encoder::Gzip(gz)) => gz.get_ref().written,
-            Some(Encoder::Zstd(zstd)) => zstd.get_ref().written,
-            Some(Encoder::Bzip2(bz)) => bz.get_ref().written,
-            Some(Encoder::Plain(file)) => file.written,
+            Some(Encoder::Gzip(gz)) => gz.get_ref().file().written,
+            Some(Encoder::Zstd(zstd)) => zstd.get_ref().file().written,
+            Some(Encoder::Bzip2(bz)) => bz.get_ref().file().written,
+            Some(Encoder::Plain(file)) => file.file().written,
             None => 0,
         }
     }
@@ -245,12 +294,13 @@ impl ChunkWriter {
     /// Finish the stream, fsync, rename into place and fsync the folder.
     pub fn seal(mut self) -> io::Result<(ChunkRecord, PathBuf)> {
         let encoder = self.encoder.take().expect("sealed twice");
-        let mut file = match encoder {
+        let stored = match encoder {
             Encoder::Gzip(gz) => (*gz).finish()?,
             Encoder::Zstd(zstd) => (*zstd).finish()?,
             Encoder::Bzip2(bz) => (*bz).finish()?,
             Encoder::Plain(file) => file,
         };
+        let mut file = stored.finish()?;
         file.flush()?;
         let HashingFile {
             file: buffered,
@@ -320,7 +370,7 @@ mod tests {
             number: 1,
             compression: Compression::Gzip,
         };
-        let mut writer = ChunkWriter::create(dir.path(), name, 3).unwrap();
+        let mut writer = ChunkWriter::create(dir.path(), name, 3, None).unwrap();
         writer.write(b"1,a\n2,b\n", 2).unwrap();
         assert!(dir.path().join("00000001.csv.gz.partial").exists());
         let (record, path) = writer.seal().unwrap();
@@ -340,7 +390,7 @@ mod tests {
             number: 2,
             compression: Compression::Gzip,
         };
-        let mut writer = ChunkWriter::create(dir.path(), name, 3).unwrap();
+        let mut writer = ChunkWriter::create(dir.path(), name, 3, None).unwrap();
         writer.write(b"3,c\n", 1).unwrap();
         drop(writer);
         assert!(!dir.path().join("00000002.csv.gz.partial").exists());

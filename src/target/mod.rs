@@ -2,6 +2,7 @@
 //! The rule every target keeps: a file appears under its final name only when it is
 //! complete and durable.
 
+pub mod encrypt;
 pub mod local;
 pub mod s3;
 

@@ -115,6 +115,10 @@ pub async fn load_chunk(
     let mut body = s3.get(load.key, cancel).await.map_err(LoadError::S3)?;
     let mut digest = Sha256::new();
     let mut decoder = Decompress::new(files.compression).map_err(|e| corrupt(load, e))?;
+    let mut decrypt = files
+        .encryption_key
+        .as_ref()
+        .map(crate::target::encrypt::Decrypt::new);
     loop {
         let piece = tokio::select! {
             piece = body.try_next() => piece,
@@ -124,12 +128,23 @@ pub async fn load_chunk(
             break;
         };
         digest.update(&piece);
-        decoder.write_all(&piece).map_err(|e| corrupt(load, e))?;
+        match &mut decrypt {
+            Some(decrypt) => {
+                let plain = decrypt.push(&piece).map_err(|e| undecryptable(load, e))?;
+                decoder.write_all(&plain)
+            }
+            None => decoder.write_all(&piece),
+        }
+        .map_err(|e| corrupt(load, e))?;
         if let Some(bytes) = decoder.take(COPY_PIECE) {
             sink.send(bytes)
                 .await
                 .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
         }
+    }
+    if let Some(decrypt) = decrypt {
+        let plain = decrypt.finish().map_err(|e| undecryptable(load, e))?;
+        decoder.write_all(&plain).map_err(|e| corrupt(load, e))?;
     }
     let rest = decoder.finish().map_err(|e| corrupt(load, e))?;
     let sha256 = hex::encode(digest.finalize());
@@ -320,6 +335,13 @@ pub fn replace_earlier_sql(table: &TargetTable, schema: &str) -> String {
         ),
         None => format!("DELETE FROM {} WHERE {earlier}", table.qualified),
     }
+}
+
+fn undecryptable(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
+    LoadError::Warehouse(WarehouseError(format!(
+        "{} does not decrypt: {error}; nothing of it was loaded",
+        load.key
+    )))
 }
 
 fn corrupt(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
