@@ -296,6 +296,20 @@ pub fn run(cli: Cli) -> Exit {
     }
 }
 
+/// The password `--password-env VAR` names, or the usage error when VAR is not set.
+fn password_from_env(var: Option<&String>) -> Result<Option<crate::config::Secret>, Exit> {
+    match var {
+        None => Ok(None),
+        Some(var) => match std::env::var(var) {
+            Ok(value) => Ok(Some(crate::config::Secret::new(value))),
+            Err(_) => {
+                report_error(format!("--password-env names `{var}`, which is not set"));
+                Err(Exit::Usage)
+            }
+        },
+    }
+}
+
 /// Print an error the way every command does.
 fn report_error(message: impl std::fmt::Display) {
     eprintln!("dbhaul: error: {message}");

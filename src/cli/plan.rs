@@ -14,15 +14,9 @@ pub fn tasks_plan(args: TasksPlanArgs) -> Exit {
         report_error(format!("--name: {m}"));
         return Exit::Usage;
     }
-    let password = match &args.password_env {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(value) => Some(Secret::new(value)),
-            Err(_) => {
-                report_error(format!("--password-env names `{var}`, which is not set"));
-                return Exit::Usage;
-            }
-        },
+    let password = match super::password_from_env(args.password_env.as_ref()) {
+        Ok(password) => password,
+        Err(exit) => return exit,
     };
     let mut base = toml::Table::new();
     let mut source = toml::Table::new();

@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use super::{Exit, TablesArgs, report_error};
-use crate::config::Secret;
 use crate::source::{Source, catalog};
 
 #[derive(Serialize)]
@@ -26,15 +25,9 @@ struct ColumnListing {
 }
 
 pub fn run(args: TablesArgs) -> Exit {
-    let password = match &args.password_env {
-        None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(value) => Some(Secret::new(value)),
-            Err(_) => {
-                report_error(format!("--password-env names `{var}`, which is not set"));
-                return Exit::Usage;
-            }
-        },
+    let password = match super::password_from_env(args.password_env.as_ref()) {
+        Ok(password) => password,
+        Err(exit) => return exit,
     };
     let (source, conn) = match Source::open(&args.source, password.as_ref()) {
         Ok(opened) => opened,

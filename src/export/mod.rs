@@ -252,6 +252,25 @@ mod tests {
         assert_eq!(back.job, record("").definition.job);
     }
 
+    /// The files a job names go with its export, and come back as they were.
+    #[test]
+    fn the_files_a_job_names_travel_with_its_export() {
+        let mut task = record("");
+        task.definition.job = task.definition.job.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\npartition = { column = \"id\", boundaries_file = \"b.csv\" }\n",
+        );
+        task.definition
+            .files
+            .insert("b.csv".into(), "# ids\n10\n\"2<0>\"\n".into());
+        let xml = export(&task).unwrap();
+        let back = quick_xml::de::from_str::<ExportedTask>(&xml).unwrap();
+        let files = back.files.expect("<files>");
+        assert_eq!(files.file.len(), 1);
+        assert_eq!(files.file[0].name, "b.csv");
+        assert_eq!(files.file[0].text, "# ids\n10\n\"2<0>\"\n");
+    }
+
     #[test]
     fn a_job_with_an_inline_password_is_not_exported() {
         let mut task = record("");
