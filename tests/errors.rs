@@ -191,6 +191,33 @@ fn bad_partitions_patterns_and_rules_are_refused_before_any_data_moves() {
     }
 }
 
+/// psqlODBC reads a query with the word FOR in one piece (STACK.md trap, found with LOB
+/// slices): a filter that has one is run, with a warning that says so and what to write.
+#[test]
+fn a_postgres_filter_with_the_word_for_runs_with_a_warning_about_memory() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS src_pg; DROP TABLE IF EXISTS src_pg.for_filter;
+             CREATE TABLE src_pg.for_filter (id int PRIMARY KEY, v text);
+             INSERT INTO src_pg.for_filter VALUES (1, 'abc'), (2, 'xyz');",
+        )
+        .unwrap();
+    let job = sandbox.job(
+        "j",
+        &job_for(
+            &pg_odbc(),
+            "src_pg.for_filter",
+            "where = \"substring(v FROM 1 FOR 1) = 'a'\"\n",
+        ),
+    );
+    let run = sandbox.run_job(&job);
+    run.assert_stderr("the filter has the word FOR in it")
+        .assert_stderr("write substr(x, a, b)");
+    assert_eq!(run.assert_ok()["rows"], 1);
+}
+
 #[test]
 fn a_broken_filter_fails_before_any_data_moves() {
     let sandbox = Sandbox::new();

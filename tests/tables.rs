@@ -243,3 +243,45 @@ fn tasks_plan_groups_tables_by_size_and_its_job_files_extract_every_row_once() {
         assert!(stderr(&output).contains(expected), "{}", stderr(&output));
     }
 }
+
+/// The size estimates `tasks plan` reads exist for MariaDB (`DATA_LENGTH`) and SQLite
+/// (`dbstat`) too, and a large table there gets its key ranges proposed.
+#[test]
+fn tasks_plan_sizes_mariadb_and_sqlite_tables_from_their_catalogs() {
+    let sandbox = Sandbox::new();
+    maria(
+        &format!("USE {TEST_DB}; DROP TABLE IF EXISTS plan_sized; CREATE TABLE plan_sized (id int PRIMARY KEY, v varchar(200));
+         INSERT INTO plan_sized SELECT seq, REPEAT('z', 150) FROM seq_1_to_20000;
+         ANALYZE TABLE plan_sized;"),
+    );
+    let db = sandbox.path("sized.db");
+    sqlite(
+        &db,
+        "CREATE TABLE sized (id integer PRIMARY KEY, v text);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO sized SELECT i, printf('%.150c', 'z') FROM n;",
+    );
+    for (source, table) in [
+        (maria_odbc(), format!("{TEST_DB}.plan_sized")),
+        (sqlite_odbc(&db), "main.sized".to_string()),
+    ] {
+        let output = dbhaul(&[
+            "tasks",
+            "plan",
+            "--source",
+            &source,
+            "--tables",
+            &table,
+            "--partition-gb",
+            "0.001",
+            "--json",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let sized = &plan["tasks"][0]["tables"][0];
+        assert_eq!(sized["table"], table.as_str(), "{plan}");
+        let bytes = sized["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 2_000_000, "{table}: {plan}");
+        assert_eq!(sized["partition"]["column"], "id", "{plan}");
+    }
+}

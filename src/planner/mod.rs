@@ -140,6 +140,20 @@ fn table_filter(
         tracing::info!(table = %table, rule = %rule.name, "rule filters the table: {}", rule.filter);
         filters.push(rule.filter.clone());
     }
+    if source.dialect == Dialect::Postgres
+        && filters.iter().any(|f| {
+            f.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|word| word.eq_ignore_ascii_case("for"))
+        })
+    {
+        tracing::warn!(
+            table = %table,
+            "the filter has the word FOR in it: psqlODBC takes such a query for SELECT … FOR \
+             UPDATE and reads its whole result at once, so where this table is read through \
+             ODBC (LOB columns, a resumed read) memory grows with the rows selected; write \
+             substr(x, a, b) rather than substring(x FROM a FOR b)"
+        );
+    }
     Ok(match filters.len() {
         0 => None,
         1 => filters.pop(),
