@@ -1251,3 +1251,93 @@ fn subtasks_of_a_task_taken_in_two_rounds_all_reach_the_warehouse() {
     }
     assert_warehouse_equals_source("wh_later", &["dm_later_a", "dm_later_b"]);
 }
+
+/// A task with issue 10's settings, through the controller to an agent that has none of
+/// its files: the boundaries file and the chunk key travel with the task (`tasks create`
+/// reads them beside the job and from the environment), tables are chosen by pattern, a
+/// rule filters one of them, and every chunk is encrypted. The warehouse holds what the
+/// filters keep, each row once.
+#[test]
+fn a_task_carries_its_boundaries_file_and_chunk_key_to_the_agent() {
+    const KEY: &str = "9c1d5e7f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d";
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let agents = start_agents(&sandbox, &controller, 1, 2);
+    hash_table("dm_carry_a", 20_000);
+    hash_table("dm_carry_b", 5_000);
+    let schema = "wh_carry";
+    fresh_schema(schema);
+    let bucket = s3::unique_bucket("carry");
+    std::fs::write(
+        sandbox.path("ids.csv"),
+        "# boundaries\n5000\n10000\n15000\n",
+    )
+    .unwrap();
+    let tables = "[[tables]]\nname = \"src_pg.dm_carry_%\"\n\
+                  [[tables]]\nname = \"src_pg.dm_carry_a\"\n\
+                  partition = { column = \"id\", boundaries_file = \"ids.csv\" }\n\
+                  [[rules]]\nname = \"even b\"\ntable = \"dm_carry_b\"\nwhere = \"id % 2 = 0\"\n";
+    let text = job("carry", tables, &bucket, schema).replacen(
+        "[files]\n",
+        "[files]\nencryption_key_env = \"DM_CHUNK_KEY\"\n",
+        1,
+    );
+    let path = sandbox.job("carry", &text);
+    let out = controller.cli_env(
+        &["tasks", "create", path.to_str().unwrap()],
+        "",
+        &[("DM_CHUNK_KEY", KEY)],
+    );
+    assert!(out.status.success(), "tasks create: {}", stderr(&out));
+    let out = controller.cli(&["tasks", "start", "carry"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "carry", "--timeout", "180"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let view = controller.show("carry");
+    let mut ids: Vec<&str> = view["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "src_pg.dm_carry_a/part-001",
+            "src_pg.dm_carry_a/part-002",
+            "src_pg.dm_carry_a/part-003",
+            "src_pg.dm_carry_a/part-004",
+            "src_pg.dm_carry_b",
+        ],
+        "{view:#}"
+    );
+    assert_warehouse_equals_source(schema, &["dm_carry_a"]);
+    let mut client = pg();
+    let kept = count(
+        &mut client,
+        &format!("(SELECT * FROM src_pg.dm_carry_b WHERE id % 2 = 0) k"),
+    );
+    assert_eq!(count(&mut client, &format!("{schema}.dm_carry_b")), kept);
+    assert_eq!(
+        pg_difference(
+            &mut client,
+            &format!("{schema}.dm_carry_b"),
+            "(SELECT * FROM src_pg.dm_carry_b WHERE id % 2 = 0) k"
+        ),
+        0
+    );
+    let moto = s3::moto();
+    let key = s3::list_keys(
+        &moto.endpoint(),
+        &bucket,
+        "exports/carry/src_pg.dm_carry_b/",
+    )
+    .into_iter()
+    .find(|k| k.ends_with(".csv.gz"))
+    .expect("a chunk of dm_carry_b in S3");
+    let object = s3::get_object(&moto.endpoint(), &bucket, &key);
+    assert!(object.starts_with(b"DBHAULE1"), "{key} is not encrypted");
+    drop(agents);
+}
