@@ -1317,7 +1317,7 @@ fn a_task_carries_its_boundaries_file_and_chunk_key_to_the_agent() {
     let mut client = pg();
     let kept = count(
         &mut client,
-        &format!("(SELECT * FROM src_pg.dm_carry_b WHERE id % 2 = 0) k"),
+        "(SELECT * FROM src_pg.dm_carry_b WHERE id % 2 = 0) k",
     );
     assert_eq!(count(&mut client, &format!("{schema}.dm_carry_b")), kept);
     assert_eq!(
