@@ -272,6 +272,14 @@ pub fn date_boundaries(
         DateInterval::Month => start.checked_add_months(Months::new(k)),
         DateInterval::Year => start.checked_add_months(Months::new(12 * k)),
     };
+    if let Some(end) = end
+        && end <= start
+    {
+        return Err(format!(
+            "date_auto_split ends at {end}, not after its start {start} (the column's \
+             smallest date when start is not given)"
+        ));
+    }
     let mut bounds = vec![render(start)?];
     for k in 1.. {
         let Some(next) = step(k) else { break };
@@ -565,6 +573,15 @@ mod tests {
             too_many.contains("more than 1000 partitions of one year"),
             "{too_many}"
         );
+        let backwards = date_boundaries(
+            ValueFamily::Date,
+            day("2024-03-01"),
+            Some(day("2024-01-01")),
+            day("2024-12-31"),
+            DateInterval::Month,
+        )
+        .unwrap_err();
+        assert!(backwards.contains("not after its start 2024-03-01"), "{backwards}");
         assert!(
             date_boundaries(
                 ValueFamily::Integer,
