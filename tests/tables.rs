@@ -285,3 +285,59 @@ fn tasks_plan_sizes_mariadb_and_sqlite_tables_from_their_catalogs() {
         assert_eq!(sized["partition"]["column"], "id", "{plan}");
     }
 }
+
+/// Table patterns go through each source's own catalog: MariaDB's databases and SQLite's
+/// one namespace (`main`), matched in any case.
+#[test]
+fn table_patterns_match_in_mariadb_and_sqlite_catalogs() {
+    let sandbox = Sandbox::new();
+    maria(&format!(
+        "USE {TEST_DB}; DROP TABLE IF EXISTS pat_one, pat_two, other_pat;
+         CREATE TABLE pat_one (id int PRIMARY KEY); CREATE TABLE pat_two (id int PRIMARY KEY);
+         CREATE TABLE other_pat (id int PRIMARY KEY);
+         INSERT INTO pat_one VALUES (1), (2); INSERT INTO pat_two VALUES (3);
+         INSERT INTO other_pat VALUES (4);"
+    ));
+    let db = sandbox.path("pat.db");
+    sqlite(
+        &db,
+        "CREATE TABLE pat_one (id integer PRIMARY KEY); CREATE TABLE pat_two (id integer PRIMARY KEY);
+         CREATE TABLE other_pat (id integer PRIMARY KEY);
+         INSERT INTO pat_one VALUES (1), (2); INSERT INTO pat_two VALUES (3); INSERT INTO other_pat VALUES (4);",
+    );
+    for (connection, pattern, namespace) in [
+        (
+            maria_odbc(),
+            format!("{TEST_DB}.PAT_%"),
+            TEST_DB.to_string(),
+        ),
+        (sqlite_odbc(&db), "pat_*".to_string(), "main".to_string()),
+    ] {
+        let task = format!("pat-{}", namespace.replace('_', "-"));
+        let job = sandbox.job(
+            &task,
+            &job_text(
+                &task,
+                &connection,
+                &format!("[[tables]]\nname = \"{pattern}\"\n"),
+                "",
+            ),
+        );
+        let summary = sandbox.run_job(&job).assert_ok();
+        let ids: Vec<&str> = summary["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                format!("{namespace}.pat_one"),
+                format!("{namespace}.pat_two")
+            ],
+            "{summary}"
+        );
+        assert_eq!(summary["rows"], 3);
+    }
+}

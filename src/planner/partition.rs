@@ -581,7 +581,10 @@ mod tests {
             DateInterval::Month,
         )
         .unwrap_err();
-        assert!(backwards.contains("not after its start 2024-03-01"), "{backwards}");
+        assert!(
+            backwards.contains("not after its start 2024-03-01"),
+            "{backwards}"
+        );
         assert!(
             date_boundaries(
                 ValueFamily::Integer,
