@@ -489,19 +489,31 @@ fn http_client(
             .map_err(|e| S3Error::Fatal(format!("target.proxy = \"{url}\": {e}")))?,
         None => ProxyConfig::disabled(),
     };
+    // The SDK asks for a connector per request: one per distinct settings is kept, so
+    // connections (and TLS sessions) are reused as the SDK's own client reuses them.
+    let built: std::sync::Mutex<std::collections::HashMap<String, SharedHttpConnector>> =
+        Default::default();
     Ok(Some(http_client_fn(
         move |connector_settings, components| {
-            let mut builder = Connector::builder();
-            builder.set_connector_settings(Some(connector_settings.clone()));
-            builder.set_sleep_impl(components.sleep_impl());
-            let connector = builder
-                .proxy_config(proxy.clone())
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .tls_context(context.clone())
-                .build();
-            SharedHttpConnector::new(connector)
+            let key = format!("{connector_settings:?}");
+            let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+            built
+                .entry(key)
+                .or_insert_with(|| {
+                    let mut builder = Connector::builder();
+                    builder.set_connector_settings(Some(connector_settings.clone()));
+                    builder.set_sleep_impl(components.sleep_impl());
+                    SharedHttpConnector::new(
+                        builder
+                            .proxy_config(proxy.clone())
+                            .tls_provider(tls::Provider::Rustls(
+                                tls::rustls_provider::CryptoMode::AwsLc,
+                            ))
+                            .tls_context(context.clone())
+                            .build(),
+                    )
+                })
+                .clone()
         },
     )))
 }
