@@ -260,8 +260,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether the rule applies to a table of this schema (empty for sources without one)
-    /// and name.
+    /// Whether the rule applies to a table of this schema (MariaDB: its database; SQLite:
+    /// `main`) and name.
     pub fn applies_to(&self, schema: &str, table: &str) -> bool {
         self.enabled && like(&self.schema, schema) && like(&self.table, table)
     }
@@ -570,10 +570,20 @@ impl Job {
                     ),
                 ));
             }
+            let (schema, table) = (rule.schema.trim(), rule.table.trim());
+            if schema.is_empty() || table.is_empty() {
+                return Err(err(
+                    Some(rule.name.span()),
+                    format!(
+                        "rule `{name}`: an empty schema or table pattern matches nothing; \
+                         leave it out to match every one (\"%\")"
+                    ),
+                ));
+            }
             rules.push(Rule {
                 name,
-                schema: rule.schema.trim().to_string(),
-                table: rule.table.trim().to_string(),
+                schema: schema.to_string(),
+                table: table.to_string(),
                 filter,
                 enabled: rule.enabled,
             });
@@ -1021,6 +1031,10 @@ name = "orders"
             (
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\nwhere = \"a = 1\"\n[[rules]]\nname = \"r\"\nwhere = \"b = 1\"\n",
                 "job.toml:11:8: rule `r` is defined twice",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\ntable = \"\"\nwhere = \"a = 1\"\n",
+                "job.toml:8:8: rule `r`: an empty schema or table pattern matches nothing",
             ),
             (
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\n",
