@@ -1341,3 +1341,66 @@ fn a_task_carries_its_boundaries_file_and_chunk_key_to_the_agent() {
     assert!(object.starts_with(b"DBHAULE1"), "{key} is not encrypted");
     drop(agents);
 }
+
+/// Agent roles: an agent registered without `copy` is used to plan (it reads the source)
+/// but a task that copies is refused at start, naming the roles it needs and what each
+/// agent has; once an agent with every role is registered, the task runs there only.
+#[test]
+fn a_task_is_refused_at_start_when_no_agent_has_its_roles_and_runs_on_one_that_has() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
+    front.start();
+    controller.register_with(&front, &["--roles", "extract,upload"]);
+    let out = controller.cli(&["agents", "list"]);
+    assert!(stdout(&out).contains("extract,upload "), "{}", stdout(&out));
+
+    hash_table("dm_roles", 3_000);
+    fresh_schema("wh_roles");
+    let bucket = s3::unique_bucket("roles");
+    let tables =
+        "[[tables]]\nname = \"src_pg.dm_roles\"\npartition = { column = \"id\", ranges = 2 }\n";
+    create_task(
+        &controller,
+        &sandbox,
+        "roles",
+        &job("roles", tables, &bucket, "wh_roles"),
+        &[],
+    );
+    let out = controller.cli(&["tasks", "start", "roles"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("no agent the task may use has the roles extract, upload, copy that mode extract-upload-copy needs")
+            && said.contains("front has extract, upload")
+            && said.contains("--roles extract,upload,copy"),
+        "{said}"
+    );
+    assert_eq!(controller.show("roles")["state"], "Pending", "nothing ran");
+
+    let out = controller.cli(&[
+        "agents",
+        "register",
+        "bad",
+        "--host",
+        "h",
+        "--roles",
+        "extract,teleport",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("teleport"), "{}", stderr(&out));
+
+    let mut full = Agent::configure(sandbox.dir.path(), "full", 2);
+    full.start();
+    controller.register(&full);
+    let out = controller.cli(&["tasks", "start", "roles"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "roles", "--timeout", "120"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        subtask_agents(&controller.show("roles")),
+        BTreeSet::from(["full".to_string()])
+    );
+    assert_warehouse_equals_source("wh_roles", &["dm_roles"]);
+    drop((front, full));
+}

@@ -312,6 +312,9 @@ pub struct RegisterAgent {
     /// 409 with the fingerprint it saw, to be confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// What the agent may be given; all roles when absent.
+    #[serde(default = "crate::model::Role::all")]
+    pub roles: Vec<crate::model::Role>,
 }
 
 impl fmt::Debug for RegisterAgent {
@@ -337,6 +340,8 @@ pub struct ConfirmFingerprint {
 pub struct AgentView {
     pub name: String,
     pub description: String,
+    #[serde(default = "crate::model::Role::all")]
+    pub roles: Vec<crate::model::Role>,
     pub host: String,
     pub port: u16,
     pub fingerprint: String,

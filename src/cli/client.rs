@@ -47,6 +47,15 @@ pub enum AgentsCommand {
         /// The certificate fingerprint `dbhaul agent configure` printed on the agent.
         #[arg(long)]
         fingerprint: Option<String>,
+        /// What the agent may be given (comma-separated): it gets only tasks whose every
+        /// stage it has, for one agent runs all of a subtask's stages.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "extract,upload,copy"
+        )]
+        roles: Vec<crate::model::Role>,
     },
     /// List agents with reachability, version, running subtasks and capacity.
     List {
@@ -237,6 +246,7 @@ fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
             description,
             password_stdin,
             fingerprint,
+            roles,
         } => {
             let password = read_password(password_stdin, &name)?;
             let mut request = RegisterAgent {
@@ -246,6 +256,7 @@ fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
                 port,
                 password,
                 fingerprint,
+                roles,
             };
             let mut answer = runtime.block_on(client.post::<AgentView>("/v1/agents", &request));
             if let Err(ClientError::Api {
@@ -299,13 +310,20 @@ fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
                 );
             } else {
                 println!(
-                    "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  fingerprint",
-                    "agent", "address", "reachable", "version", "running", "capacity", "queued"
+                    "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  {:<20} fingerprint",
+                    "agent",
+                    "address",
+                    "reachable",
+                    "version",
+                    "running",
+                    "capacity",
+                    "queued",
+                    "roles"
                 );
                 for a in &agents {
                     let n = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
                     println!(
-                        "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  {}",
+                        "{:<16} {:<24} {:<10} {:<8} {:>8} {:>8} {:>7}  {:<20} {}",
                         a.name,
                         format!("{}:{}", a.host, a.port),
                         if a.reachable { "yes" } else { "NO" },
@@ -313,6 +331,11 @@ fn agents_inner(args: ClientArgs, command: AgentsCommand) -> Result<(), Exit> {
                         n(a.running),
                         n(a.capacity),
                         n(a.queued),
+                        a.roles
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
                         &a.fingerprint[..a.fingerprint.len().min(23)]
                     );
                     if let Some(e) = &a.error {

@@ -289,7 +289,10 @@ impl Controller {
                 .tasks
                 .iter()
                 .filter(|(_, t)| t.started && t.subtasks.iter().any(unchosen))
-                .map(|(name, t)| (name.clone(), candidates(&state.agents, t.agents.as_ref())))
+                .map(|(name, t)| {
+                    let agents = candidates(&state.agents, t.agents.as_ref(), &needed_roles(t));
+                    (name.clone(), agents)
+                })
                 .collect()
         };
         for (task, agents) in wanted {
@@ -419,16 +422,30 @@ fn chosen_not_sent(s: &crate::store::schema::SubtaskRecord) -> bool {
 }
 
 /// The agents a task may use: those it names, else every registered agent.
+/// The agents a task may use (`--agents`, or all) that have every role in `needed`.
 fn candidates(
     agents: &BTreeMap<String, AgentRecord>,
     chosen: Option<&Vec<String>>,
+    needed: &[crate::model::Role],
 ) -> Vec<AgentRecord> {
-    match chosen {
+    let may: Vec<AgentRecord> = match chosen {
         Some(names) => names
             .iter()
             .filter_map(|n| agents.get(n).cloned())
             .collect(),
         None => agents.values().cloned().collect(),
+    };
+    may.into_iter()
+        .filter(|a| needed.iter().all(|r| a.roles.contains(r)))
+        .collect()
+}
+
+/// The roles a task's subtasks need of the one agent that runs each (all its stages).
+fn needed_roles(task: &TaskRecord) -> Vec<crate::model::Role> {
+    match task.mode.as_str() {
+        "extract" => crate::model::MigrationMode::Extract.roles(),
+        "extract-upload" => crate::model::MigrationMode::ExtractUpload.roles(),
+        _ => crate::model::MigrationMode::ExtractUploadCopy.roles(),
     }
 }
 

@@ -61,6 +61,12 @@ impl Controller {
                 "--port 0: give the agent's port (3554 by default)",
             ));
         }
+        if request.roles.is_empty() {
+            return Err(ApiError::bad_request(
+                "--roles is empty: give one or more of extract, upload, copy (all three by \
+                 default)",
+            ));
+        }
         if self.lock().agents.contains_key(&request.name) {
             return Err(ApiError::conflict(format!(
                 "an agent named {} is registered; remove it first (`dbhaul agents remove {}`) \
@@ -105,6 +111,12 @@ impl Controller {
             fingerprint: seen,
             password: request.password.clone(),
             registered_at: now(),
+            roles: {
+                let mut roles = request.roles.clone();
+                roles.sort_unstable();
+                roles.dedup();
+                roles
+            },
         };
         let view = self.admit(record).await?;
         tracing::info!(agent = %view.name, "agent registered");
@@ -146,6 +158,7 @@ impl Controller {
             fingerprint,
             password: request.secret.clone(),
             registered_at: now(),
+            roles: crate::model::Role::all(),
         };
         let view = self.admit(record).await?;
         tracing::info!(agent = %view.name, "agent joined");
@@ -251,6 +264,7 @@ fn view(agent: &AgentRecord, health: Result<crate::api::wire::Health, String>) -
     AgentView {
         name: agent.name.clone(),
         description: agent.description.clone(),
+        roles: agent.roles.clone(),
         host: agent.host.clone(),
         port: agent.port,
         fingerprint: agent.fingerprint.clone(),

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use super::registry::now;
-use super::{Controller, candidates, task_state, task_summary, task_view};
+use super::{Controller, candidates, needed_roles, task_state, task_summary, task_view};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
 use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
-use crate::model::LogLevel;
+use crate::model::{LogLevel, Role};
 use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
 
 fn agent_error(what: &str, e: AgentError) -> ApiError {
@@ -32,8 +32,13 @@ impl Controller {
             .ok_or_else(|| no_task(name))
     }
 
-    /// The agents a task may use, or why there are none.
-    fn task_agents(&self, names: Option<&Vec<String>>) -> Result<Vec<AgentRecord>, ApiError> {
+    /// The agents a task may use that have every role in `needed`, or why there are none.
+    fn task_agents(
+        &self,
+        names: Option<&Vec<String>>,
+        needed: &[Role],
+        mode: &str,
+    ) -> Result<Vec<AgentRecord>, ApiError> {
         let state = self.lock();
         if let Some(names) = names
             && let Some(unknown) = names.iter().find(|n| !state.agents.contains_key(*n))
@@ -42,12 +47,31 @@ impl Controller {
                 "no agent named {unknown}; `dbhaul agents list` shows the registered ones"
             )));
         }
-        let agents = candidates(&state.agents, names);
-        if agents.is_empty() {
+        let all = candidates(&state.agents, names, &[]);
+        if all.is_empty() {
             return Err(ApiError::conflict(
                 "no agent is registered: register one with `dbhaul agents register NAME --host H \
                  --port P` first",
             ));
+        }
+        let agents = candidates(&state.agents, names, needed);
+        if agents.is_empty() {
+            let have: Vec<String> = all
+                .iter()
+                .map(|a| format!("{} has {}", a.name, Role::list(&a.roles)))
+                .collect();
+            return Err(ApiError::conflict(format!(
+                "no agent the task may use has the roles {} that {mode} needs (one agent runs \
+                 all of a subtask's stages): {}; register an agent with them (`dbhaul agents \
+                 register NAME ... --roles {}`)",
+                Role::list(needed),
+                have.join("; "),
+                needed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
         }
         Ok(agents)
     }
@@ -90,8 +114,12 @@ impl Controller {
                 "--agents is empty: name at least one agent",
             ));
         }
-        let agents = self.task_agents(request.agents.as_ref())?;
-        // Plan on the first agent that answers: agents reach the source.
+        // Plan on the first agent that answers and reads sources.
+        let agents = self.task_agents(
+            request.agents.as_ref(),
+            &[Role::Extract],
+            "planning (reading the source's catalog)",
+        )?;
         let mut unreachable = Vec::new();
         let mut planned = None;
         for agent in &agents {
@@ -199,7 +227,11 @@ impl Controller {
                 )));
             }
         }
-        self.task_agents(task.agents.as_ref())?;
+        self.task_agents(
+            task.agents.as_ref(),
+            &needed_roles(&task),
+            &format!("mode {}", task.mode),
+        )?;
         self.update(name, |t| t.started = true)?;
         tracing::info!(task = %name, "task started");
         self.dispatch().await;
@@ -341,7 +373,11 @@ impl Controller {
 
     pub async fn test(&self, name: &str) -> Result<TestReport, ApiError> {
         let task = self.task(name)?;
-        let agents = self.task_agents(task.agents.as_ref())?;
+        let agents = self.task_agents(
+            task.agents.as_ref(),
+            &needed_roles(&task),
+            &format!("mode {}", task.mode),
+        )?;
         let mut unreachable = Vec::new();
         for agent in &agents {
             match self.client(agent).test(&task.definition).await {

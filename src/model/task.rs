@@ -70,6 +70,59 @@ impl MigrationMode {
     }
 }
 
+/// What an agent may be given to do: read sources, write to S3, load warehouses. An
+/// agent registered without some (say, with no warehouse credentials near it) is given
+/// only tasks whose stages it has.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Extract,
+    Upload,
+    Copy,
+}
+
+impl Role {
+    pub fn all() -> Vec<Role> {
+        vec![Role::Extract, Role::Upload, Role::Copy]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Extract => "extract",
+            Role::Upload => "upload",
+            Role::Copy => "copy",
+        }
+    }
+
+    /// `extract, upload`: for messages.
+    pub fn list(roles: &[Role]) -> String {
+        if roles.is_empty() {
+            return "no role".into();
+        }
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl MigrationMode {
+    /// The roles an agent needs to run a subtask of this mode: it runs all its stages.
+    pub fn roles(self) -> Vec<Role> {
+        let mut roles = vec![Role::Extract];
+        if self.uploads() {
+            roles.push(Role::Upload);
+        }
+        if self.copies() {
+            roles.push(Role::Copy);
+        }
+        roles
+    }
+}
+
 /// Whether a subtask reads its table in key order, which lets a run that starts again
 /// continue after the last key of its last durable chunk instead of from the beginning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +217,18 @@ impl std::fmt::Display for LogLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_mode_needs_the_roles_of_its_stages() {
+        assert_eq!(MigrationMode::Extract.roles(), [Role::Extract]);
+        assert_eq!(
+            MigrationMode::ExtractUpload.roles(),
+            [Role::Extract, Role::Upload]
+        );
+        assert_eq!(MigrationMode::ExtractUploadCopy.roles(), Role::all());
+        assert_eq!(Role::list(&[Role::Extract, Role::Copy]), "extract, copy");
+        assert_eq!(Role::list(&[]), "no role");
+    }
 
     #[test]
     fn task_names() {

@@ -63,6 +63,9 @@ pub struct AgentRecord {
     /// agent made for it. The store file is readable by the service user only.
     pub password: String,
     pub registered_at: String,
+    /// What it may be given (all three for agents registered before roles existed).
+    #[serde(default = "crate::model::Role::all")]
+    pub roles: Vec<crate::model::Role>,
 }
 
 impl std::fmt::Debug for AgentRecord {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for AgentRecord {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("fingerprint", &self.fingerprint)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }

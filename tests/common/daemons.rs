@@ -243,21 +243,26 @@ impl Controller {
 
     /// Register an agent with its password and fingerprint; panics on failure.
     pub fn register(&self, agent: &Agent) {
-        let out = self.cli_stdin(
-            &[
-                "agents",
-                "register",
-                &agent.name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &agent.port.to_string(),
-                "--password-stdin",
-                "--fingerprint",
-                &agent.fingerprint,
-            ],
-            &format!("{AGENT_PASSWORD}\n"),
-        );
+        self.register_with(agent, &[]);
+    }
+
+    /// [`Controller::register`] with more arguments (`--roles ...`).
+    pub fn register_with(&self, agent: &Agent, extra: &[&str]) {
+        let port = agent.port.to_string();
+        let mut args = vec![
+            "agents",
+            "register",
+            &agent.name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--password-stdin",
+            "--fingerprint",
+            &agent.fingerprint,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli_stdin(&args, &format!("{AGENT_PASSWORD}\n"));
         assert!(
             out.status.success(),
             "register {}: {}",
