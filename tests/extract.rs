@@ -611,12 +611,7 @@ fn tables_by_pattern_and_migration_rules_extract_what_the_filters_keep_from_post
                   [[rules]]\nname = \"nothing\"\nwhere = \"k < 0\"\nenabled = false\n\
                   [[rules]]\nname = \"items of kind 3\"\ntable = \"RULES_ITEMS\"\nwhere = \"k = 3\"\n";
     let summary = extract(&sandbox, "rules", &pg_odbc(), tables, "");
-    let ids: Vec<&str> = summary["subtasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let ids = subtask_ids(&summary);
     assert_eq!(
         ids,
         [

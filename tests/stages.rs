@@ -1313,8 +1313,9 @@ fn a_run_killed_mid_table_and_run_again_goes_on_after_its_last_durable_chunk() {
 
 /// `target.server_side_encryption = "aws:kms"` with a key id, through `target.proxy`: the
 /// proxy carried every request in proxy form (absolute URLs) with the encryption headers,
-/// S3 says each object is encrypted with that key, the rows reach the warehouse. With the
-/// proxy gone, the run is refused naming the proxy, and nothing is extracted.
+/// S3 says each object is encrypted with that key, the rows reach the warehouse; with
+/// `aes256` S3 says SSE-S3. With the proxy gone, the run is refused naming the proxy, and
+/// nothing is extracted.
 #[test]
 fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named() {
     const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/dbhaul-test-key";
@@ -1382,6 +1383,35 @@ fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named(
         );
         assert_eq!(head.ssekms_key_id(), Some(KEY), "{key}");
     }
+
+    // SSE-S3, without a proxy.
+    let sse_s3 = Sandbox::new();
+    let job = small_job(
+        &sse_s3,
+        "sse-s3",
+        &stages_with(
+            &moto.endpoint(),
+            &bucket,
+            schema,
+            "server_side_encryption = \"aes256\"",
+            "",
+        ),
+    );
+    run_with_s3(&sse_s3, &job, &moto.endpoint()).assert_ok();
+    let key = "exports/sse-s3/main.t/00000001.csv.gz";
+    let head = s3::block_on(
+        s3::client(&moto.endpoint())
+            .head_object()
+            .bucket(&bucket)
+            .key(key)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(
+        head.server_side_encryption(),
+        Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256),
+        "{key}"
+    );
 
     proxy.stop();
     let sandbox = Sandbox::new();

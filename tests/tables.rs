@@ -324,12 +324,7 @@ fn table_patterns_match_in_mariadb_and_sqlite_catalogs() {
             ),
         );
         let summary = sandbox.run_job(&job).assert_ok();
-        let ids: Vec<&str> = summary["subtasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap())
-            .collect();
+        let ids = subtask_ids(&summary);
         assert_eq!(
             ids,
             [

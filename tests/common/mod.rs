@@ -343,6 +343,16 @@ pub fn copy_into_pg(client: &mut postgres::Client, table: &str, columns: &str, d
     writer.finish().unwrap();
 }
 
+/// The subtask ids of a `dbhaul run --json` summary, in its order.
+pub fn subtask_ids(summary: &serde_json::Value) -> Vec<String> {
+    summary["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
 /// Rows of `a` not in `b` plus rows of `b` not in `a`: zero when the tables are equal as
 /// multisets of rows (EXCEPT ALL, both ways).
 pub fn pg_difference(client: &mut postgres::Client, a: &str, b: &str) -> i64 {
