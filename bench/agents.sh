@@ -10,21 +10,11 @@
 #   bash bench/agents.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SF=${SF:-1}
-OUT=bench/out
-DB=dbhaul_bench
-mkdir -p "$OUT"
-bash appliance/setup.sh >/dev/null
-cargo build --release --locked -q
-BIN=$PWD/target/release/dbhaul
+. bench/common.sh
 . bench/lineitem.sh
 RUN=$PWD/$OUT/agents
 rm -rf "$RUN"; mkdir -p "$RUN"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing listens on $1" >&2; exit 1; }
 job() { # task
   cat > "$RUN/$1.toml" <<TOML
 [task]
@@ -48,25 +38,12 @@ start=$EPOCHREALTIME
 printf 'dbhaul run, --parallel 4\t%s\n' "$(awk "BEGIN { print $EPOCHREALTIME - $start }")" >> "$results"
 rm -rf "$RUN/work"
 
-password=Agent2Secret
 for agents in 1 2 4; do
-  cleanup; pids=()
+  cleanup
   dir="$RUN/n$agents"; mkdir -p "$dir"
-  port=$(free_port)
-  "$BIN" controller serve --dir "$dir/controller" --listen "127.0.0.1:$port" > "$dir/controller.log" 2>&1 &
-  pids+=("$!")
-  wait_port "$port"
-  export DBHAUL_CONTROLLER="http://127.0.0.1:$port"
+  start_controller "$dir/controller"
   for i in $(seq "$agents"); do
-    p=$(free_port)
-    report=$(echo "$password" | "$BIN" agent configure --dir "$dir/agent$i" --port "$p" --listen 127.0.0.1 \
-      --host 127.0.0.1 --name "agent$i" --parallel $((4 / agents)) --password-stdin --json)
-    fingerprint=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["fingerprint"])' "$report")
-    "$BIN" agent serve --dir "$dir/agent$i" > "$dir/agent$i.log" 2>&1 &
-    pids+=("$!")
-    wait_port "$p"
-    echo "$password" | "$BIN" agents register "agent$i" --host 127.0.0.1 --port "$p" \
-      --password-stdin --fingerprint "$fingerprint" > /dev/null
+    start_agent "$dir/agent$i" "agent$i" $((4 / agents))
   done
   "$BIN" tasks create "$(job "agents$agents")" > /dev/null
   echo "running: a task over $agents agent(s)"
@@ -77,7 +54,7 @@ for agents in 1 2 4; do
   spread=$("$BIN" tasks show "agents$agents" --json | python3 -c 'import json,sys; print(len({s["agent"] for s in json.load(sys.stdin)["subtasks"]}))')
   [ "$spread" = "$agents" ] || { echo "the task ran on $spread agents, not $agents" >&2; exit 1; }
 done
-cleanup; pids=()
+cleanup
 
 python3 - "$results" "$expected" <<'PY'
 import json, sys

@@ -29,14 +29,8 @@
 # and the aws CLI (pip install awscli when missing). Outputs go to bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SF=${SF:-1}
-OUT=bench/out
-DB=dbhaul_bench
-mkdir -p "$OUT"
-bash appliance/setup.sh >/dev/null
+. bench/common.sh
 command -v aws >/dev/null || python3 -m pip install -q awscli 2>/dev/null || python3 -m pip install -q --break-system-packages awscli
-cargo build --release --locked -q
-BIN=$PWD/target/release/dbhaul
 
 # --- data ------------------------------------------------------------------------------------
 . bench/lineitem.sh

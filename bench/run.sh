@@ -11,13 +11,7 @@
 #   SF=10 bash bench/run.sh      # larger
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SF=${SF:-1}
-OUT=bench/out
-DB=dbhaul_bench
-mkdir -p "$OUT"
-bash appliance/setup.sh >/dev/null
-cargo build --release --locked -q
-BIN=$PWD/target/release/dbhaul
+. bench/common.sh
 MARIA=(mariadb -h 127.0.0.1 -u root --local-infile=1 "$DB")
 
 # --- data -------------------------------------------------------------------------------

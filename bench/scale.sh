@@ -14,17 +14,10 @@ cd "$(dirname "$0")/.."
 AGENTS=${AGENTS:-100}
 TABLES=${TABLES:-10}
 RANGES=${RANGES:-1000}
+. bench/common.sh
 OUT=$PWD/bench/out/scale
-mkdir -p "$OUT/.."
-bash appliance/setup.sh >/dev/null
-cargo build --release --locked -q
-BIN=$PWD/target/release/dbhaul
 rm -rf "$OUT"; mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing listens on $1" >&2; exit 1; }
 
 echo "source: $TABLES SQLite tables of 10,000 rows"
 python3 - "$OUT/source.db" "$TABLES" <<'PY'
@@ -36,24 +29,12 @@ for t in range(int(sys.argv[2])):
 db.commit()
 PY
 
-port=$(free_port)
-"$BIN" controller serve --dir "$OUT/controller" --listen "127.0.0.1:$port" > "$OUT/controller.log" 2>&1 &
-controller=$!; pids+=("$controller")
-wait_port "$port"
-export DBHAUL_CONTROLLER="http://127.0.0.1:$port"
+start_controller "$OUT/controller"
+port=$controller_port
 
 echo "agents: configuring, starting and registering $AGENTS"
-password=Agent2Secret
 for i in $(seq "$AGENTS"); do
-  p=$(free_port)
-  report=$(echo "$password" | "$BIN" agent configure --dir "$OUT/agent$i" --port "$p" --listen 127.0.0.1 \
-    --host 127.0.0.1 --name "agent$i" --parallel 1 --password-stdin --json)
-  fingerprint=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["fingerprint"])' "$report")
-  "$BIN" agent serve --dir "$OUT/agent$i" > "$OUT/agent$i.log" 2>&1 &
-  pids+=("$!")
-  wait_port "$p"
-  echo "$password" | "$BIN" agents register "agent$i" --host 127.0.0.1 --port "$p" \
-    --password-stdin --fingerprint "$fingerprint" > /dev/null
+  start_agent "$OUT/agent$i" "agent$i" 1
 done
 
 {
