@@ -38,6 +38,13 @@ fn copy_mode() -> &'static str {
     "mode = \"extract-upload-copy\""
 }
 
+/// A job file for mode extract-upload-copy of the PostgreSQL source: `tables` (the
+/// `[[tables]]` entry, and any `[files]`), then `stages` (`[target]` and `[warehouse]`).
+fn pg_copy_job(sandbox: &Sandbox, task: &str, tables: &str, stages: &str) -> std::path::PathBuf {
+    let text = job_text(task, &pg_odbc(), &format!("{tables}{stages}"), copy_mode());
+    sandbox.job(task, &text)
+}
+
 /// `dbhaul run --json` with the S3 test environment.
 fn run_with_s3(sandbox: &Sandbox, job: &Path, endpoint: &str) -> Run {
     let env = s3::s3_env(endpoint);
@@ -184,17 +191,15 @@ fn zstd_bzip2_and_uncompressed_chunks_reach_the_warehouse_byte_for_byte() {
             ))
             .unwrap();
         let task = format!("compressed-{compression}");
-        let text = job_text(
+        let job = pg_copy_job(
+            &sandbox,
             &task,
-            &pg_odbc(),
             &format!(
                 "[[tables]]\nname = \"src_pg.wh_compressed\"\n[files]\nkeep_local = true\n\
-                 compression = \"{compression}\"\n{}",
-                stages_toml(&moto.endpoint(), &bucket, &schema, "")
+                 compression = \"{compression}\"\n"
             ),
-            copy_mode(),
+            &stages_toml(&moto.endpoint(), &bucket, &schema, ""),
         );
-        let job = sandbox.job(&task, &text);
         let summary = run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
         assert_eq!(summary["subtasks"][0]["copied_rows"], rows.len() as u64);
         assert_eq!(
@@ -237,16 +242,15 @@ fn zstd_bzip2_and_uncompressed_chunks_reach_the_warehouse_byte_for_byte() {
             fixtures::FIDELITY_PG_COLUMNS
         ))
         .unwrap();
-    let text = job_text(
+    let job = pg_copy_job(
+        &sandbox,
         "emptyasnull",
-        &pg_odbc(),
+        "[[tables]]\nname = \"src_pg.wh_compressed\"\n",
         &format!(
-            "[[tables]]\nname = \"src_pg.wh_compressed\"\n{}[warehouse.copy]\nemptyasnull = true\n",
+            "{}[warehouse.copy]\nemptyasnull = true\n",
             stages_toml(&moto.endpoint(), &bucket, schema, "")
         ),
-        copy_mode(),
     );
-    let job = sandbox.job("emptyasnull", &text);
     run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
     let row = client
         .query_one(
@@ -306,16 +310,12 @@ fn missing_tables_are_created_from_the_source_types() {
         .unwrap();
     let moto = s3::moto();
     let bucket = moto_bucket("create");
-    let text = job_text(
+    let job = pg_copy_job(
+        &sandbox,
         "wh-create",
-        &pg_odbc(),
-        &format!(
-            "[[tables]]\nname = \"src_pg.{table}\"\n{}",
-            stages_toml(&moto.endpoint(), &bucket, schema, "create_tables = true")
-        ),
-        copy_mode(),
+        &format!("[[tables]]\nname = \"src_pg.{table}\"\n"),
+        &stages_toml(&moto.endpoint(), &bucket, schema, "create_tables = true"),
     );
-    let job = sandbox.job("create", &text);
     run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
     let types: Vec<String> = client
         .query(
@@ -874,16 +874,12 @@ fn a_device_with_its_own_certificate_is_trusted_through_ca_bundle() {
     let mut client = fresh_schema(schema);
     warehouse_table(&mut client, schema, table);
     let job_with = |name: &str, target_extra: &str| {
-        let text = job_text(
+        pg_copy_job(
+            &sandbox,
             name,
-            &pg_odbc(),
-            &format!(
-                "[[tables]]\nname = \"src_pg.{table}\"\n{}",
-                stages_with(&endpoint, "device", schema, target_extra, "")
-            ),
-            copy_mode(),
-        );
-        sandbox.job(name, &text)
+            &format!("[[tables]]\nname = \"src_pg.{table}\"\n"),
+            &stages_with(&endpoint, "device", schema, target_extra, ""),
+        )
     };
     // Without the device's certificate, TLS fails, and the error says so.
     let untrusted = job_with("untrusted", "attempts = 1");
@@ -1033,18 +1029,15 @@ fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
              FOR EACH ROW EXECUTE FUNCTION {schema}.drop_one()"
         ))
         .unwrap();
-    let text = |name: &str, extra: &str| {
-        job_text(
+    let job_for = |name: &str, extra: &str| {
+        pg_copy_job(
+            &sandbox,
             name,
-            &pg_odbc(),
-            &format!(
-                "[[tables]]\nname = \"src_pg.{table}\"\n{}",
-                stages_toml(&moto.endpoint(), &bucket, schema, extra)
-            ),
-            copy_mode(),
+            &format!("[[tables]]\nname = \"src_pg.{table}\"\n"),
+            &stages_toml(&moto.endpoint(), &bucket, schema, extra),
         )
     };
-    let job = sandbox.job("mismatch", &text("mismatch", ""));
+    let job = job_for("mismatch", "");
     run_with_s3(&sandbox, &job, &moto.endpoint())
         .assert_code(1)
         .assert_stderr("loaded 99 rows, the manifest says 100; nothing of it was kept");
@@ -1067,7 +1060,7 @@ fn a_row_count_mismatch_fails_the_subtask_with_both_numbers() {
              FOR EACH STATEMENT EXECUTE FUNCTION {schema}.grow_source()"
         ))
         .unwrap();
-    let job = sandbox.job("counted", &text("counted", "count_source = true"));
+    let job = job_for("counted", "count_source = true");
     run_with_s3(&sandbox, &job, &moto.endpoint())
         .assert_code(1)
         .assert_stderr("the source now has 101 rows of src_pg.wh_mismatch, but 100 were extracted");
