@@ -94,6 +94,7 @@ async fn main() {
                 bytes_uncompressed: c["bytes_uncompressed"].as_u64().unwrap(),
                 bytes_compressed: c["bytes_compressed"].as_u64().unwrap(),
                 sha256: c["sha256"].as_str().unwrap().to_string(),
+                lobs: Vec::new(),
             })
             .collect();
         let run = manifest["run"].as_str().unwrap().to_string();

@@ -338,6 +338,124 @@ fn missing_tables_are_created_from_the_source_types() {
     );
 }
 
+/// `files.lob_objects`: a LOB value above the size (65,535 bytes by default) goes to its own
+/// object under the subtask's `lobs/` folder and its column holds the object's URL; values
+/// at or under it, NULL and "" stay in the row. The 100 MB text and a 70 kB binary value
+/// come back from their objects byte for byte; the manifest lists both with their SHA-256.
+#[test]
+fn lob_values_over_the_size_go_to_their_own_objects_and_come_back_whole() {
+    use sha2::{Digest, Sha256};
+    let sandbox = Sandbox::new();
+    let text = String::from_utf8(fixtures::big_text()).unwrap();
+    let binary: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let at_limit = "é".repeat(65_535 / 2) + "x";
+    assert_eq!(at_limit.len(), 65_535);
+    let mut source = pg();
+    source
+        .batch_execute(
+            "DROP TABLE IF EXISTS src_pg.lob_objects; CREATE TABLE src_pg.lob_objects \
+             (id bigint PRIMARY KEY, body text, bin bytea)",
+        )
+        .unwrap();
+    source
+        .execute(
+            "INSERT INTO src_pg.lob_objects VALUES (1, $1, $2), (2, $3, '\\x0001ff'::bytea), \
+             (3, NULL, NULL), (4, '', ''::bytea)",
+            &[&text, &binary, &at_limit],
+        )
+        .unwrap();
+    let schema = "wh_lob_objects";
+    let mut client = fresh_schema(schema);
+    let moto = s3::moto();
+    let bucket = moto_bucket("lobobjects");
+    let job = pg_copy_job(
+        &sandbox,
+        "lob-objects",
+        "[[tables]]\nname = \"src_pg.lob_objects\"\n[files]\nlob_objects = true\n",
+        &stages_toml(&moto.endpoint(), &bucket, schema, "create_tables = true"),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+
+    let rows = client
+        .query(
+            &format!("SELECT id, body, bin FROM {schema}.lob_objects ORDER BY id"),
+            &[],
+        )
+        .unwrap();
+    let cells: Vec<(i64, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let folder = format!("s3://{bucket}/exports/lob-objects/src_pg.lob_objects/lobs/");
+    let object = |url: &Option<String>| {
+        let url = url.as_deref().expect("a URL");
+        assert!(url.starts_with(&folder), "{url} is under {folder}");
+        let key = url.strip_prefix(&format!("s3://{bucket}/")).unwrap();
+        s3::get_object(&moto.endpoint(), &bucket, key)
+    };
+    let body = object(&cells[0].1);
+    assert_eq!(body.len(), text.len(), "100 MB text length");
+    assert!(body == text.as_bytes(), "100 MB text bytes");
+    assert_eq!(object(&cells[0].2), binary, "70 kB binary bytes");
+    // At the limit and under it, the value itself (a binary one as its hex digits).
+    assert_eq!(cells[1].1.as_deref(), Some(at_limit.as_str()));
+    assert_eq!(cells[1].2.as_deref(), Some("\\x0001ff"));
+    assert_eq!((cells[2].1.as_deref(), cells[2].2.as_deref()), (None, None));
+    assert_eq!(cells[3].1.as_deref(), Some(""));
+    // The manifest lists the objects, and nothing else went to the lobs/ folder.
+    let manifest: serde_json::Value = serde_json::from_slice(&s3::get_object(
+        &moto.endpoint(),
+        &bucket,
+        "exports/lob-objects/src_pg.lob_objects/manifest.json",
+    ))
+    .unwrap();
+    assert_eq!(manifest["lob_folder"], folder.as_str());
+    let mut listed: Vec<(String, u64, String)> = manifest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["lobs"].as_array().cloned().unwrap_or_default())
+        .map(|l| {
+            let name = l["name"].as_str().unwrap().to_string();
+            (
+                name,
+                l["bytes"].as_u64().unwrap(),
+                l["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let url_of = |cell: &Option<String>| {
+        cell.as_deref()
+            .unwrap()
+            .strip_prefix(&folder)
+            .unwrap()
+            .to_string()
+    };
+    let mut expected = vec![
+        (
+            url_of(&cells[0].1),
+            text.len() as u64,
+            hex::encode(Sha256::digest(text.as_bytes())),
+        ),
+        (
+            url_of(&cells[0].2),
+            binary.len() as u64,
+            hex::encode(Sha256::digest(&binary)),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let prefix = "exports/lob-objects/src_pg.lob_objects/lobs/";
+    assert_eq!(s3::list_keys(&moto.endpoint(), &bucket, prefix).len(), 2);
+    // Uploaded LOB files are not kept locally (keep_local = false).
+    let local = sandbox
+        .work_dir()
+        .join("lob-objects/src_pg.lob_objects/lobs");
+    let left = std::fs::read_dir(&local).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "LOB files left in {}", local.display());
+}
+
 /// A table big enough for several chunks of 1 MB and a multipart upload with 5 MB parts.
 fn hash_table_job(
     sandbox: &Sandbox,

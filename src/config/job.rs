@@ -137,6 +137,10 @@ struct FilesSection {
     #[serde(default = "default_true")]
     keep_uploaded: bool,
     encryption_key_env: Option<Spanned<String>>,
+    #[serde(default = "default_off")]
+    lob_objects: Spanned<bool>,
+    #[serde(default = "default_lob_objects_over")]
+    lob_objects_over: Spanned<u64>,
 }
 
 impl Default for FilesSection {
@@ -152,6 +156,8 @@ impl Default for FilesSection {
             keep_local: false,
             keep_uploaded: true,
             encryption_key_env: None,
+            lob_objects: default_off(),
+            lob_objects_over: default_lob_objects_over(),
         }
     }
 }
@@ -180,6 +186,18 @@ fn default_retries() -> u32 {
 
 fn default_retry_wait_s() -> u32 {
     DEFAULT_RETRY_WAIT_S
+}
+/// Redshift's longest `VARCHAR`, in bytes: LOB values above it go to their own objects.
+pub const DEFAULT_LOB_OBJECTS_OVER: u64 = 65_535;
+/// The largest `lob_objects_over`: a value is held in memory up to this size before it is
+/// known to go to its own object.
+pub const MAX_LOB_OBJECTS_OVER: u64 = 16 * 1024 * 1024;
+
+fn default_off() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+fn default_lob_objects_over() -> Spanned<u64> {
+    Spanned::new(0..0, DEFAULT_LOB_OBJECTS_OVER)
 }
 fn default_chunk_mb() -> Spanned<u64> {
     Spanned::new(0..0, DEFAULT_CHUNK_MB)
@@ -385,6 +403,9 @@ pub struct FileSettings {
     /// Encrypt every chunk file with this key (`files.encryption_key_env`): see
     /// `target::encrypt`.
     pub encryption_key: Option<crate::target::encrypt::TaskKey>,
+    /// `files.lob_objects`: a LOB value above this many bytes is written to its own object
+    /// under the subtask's `lobs/` folder, and its column holds the object's URL.
+    pub lob_objects_over: Option<u64>,
 }
 
 impl Default for FileSettings {
@@ -400,6 +421,7 @@ impl Default for FileSettings {
             keep_local: false,
             keep_uploaded: true,
             encryption_key: None,
+            lob_objects_over: None,
         }
     }
 }
@@ -643,6 +665,45 @@ impl Job {
         };
 
         let mode = raw.task.mode;
+        let lob_objects_over = match (
+            *files.lob_objects.get_ref(),
+            *files.lob_objects_over.get_ref(),
+        ) {
+            (false, _) => None,
+            (true, over) if !(1..=MAX_LOB_OBJECTS_OVER).contains(&over) => {
+                return Err(err(
+                    Some(files.lob_objects_over.span()),
+                    format!(
+                        "files.lob_objects_over = {over}: must be 1 to {MAX_LOB_OBJECTS_OVER} \
+                         bytes (a value is held in memory up to this size); the default, \
+                         {DEFAULT_LOB_OBJECTS_OVER}, is Redshift's longest VARCHAR"
+                    ),
+                ));
+            }
+            (true, _) if !mode.uploads() => {
+                return Err(err(
+                    Some(files.lob_objects.span()),
+                    format!(
+                        "files.lob_objects = true needs an upload mode: each large LOB value \
+                         goes to its own S3 object and its column holds the object's URL; set \
+                         task.mode = \"extract-upload\" or \"extract-upload-copy\" (it is \
+                         \"{}\")",
+                        mode.as_str()
+                    ),
+                ));
+            }
+            (true, _) if files.encryption_key_env.is_some() => {
+                return Err(err(
+                    Some(files.lob_objects.span()),
+                    "files.lob_objects = true with files.encryption_key_env: LOB objects are \
+                     read by URL from the warehouse and are not encrypted by dbhaul; use \
+                     target.server_side_encryption for them, or leave LOB values in the \
+                     (encrypted) chunks with lob_objects = false"
+                        .into(),
+                ));
+            }
+            (true, over) => Some(over),
+        };
         let target = match raw.target {
             Some(section) if mode.uploads() => {
                 let section = section.into_inner();
@@ -673,12 +734,13 @@ impl Job {
             _ => None,
         };
         let warehouse = match raw.warehouse {
-            Some(section) if mode.copies() => Some(
-                section
+            Some(section) if mode.copies() => Some(WarehouseSettings {
+                lob_urls: lob_objects_over.is_some(),
+                ..section
                     .into_inner()
                     .validate(&env)
-                    .map_err(|(s, m)| err(s, m))?,
-            ),
+                    .map_err(|(s, m)| err(s, m))?
+            }),
             None if mode.copies() => {
                 return Err(err(
                     None,
@@ -727,6 +789,7 @@ impl Job {
                 keep_local: files.keep_local,
                 keep_uploaded: files.keep_uploaded,
                 encryption_key,
+                lob_objects_over,
             },
             target,
             warehouse,
@@ -1039,6 +1102,18 @@ name = "orders"
             (
                 "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[[rules]]\nname = \"r\"\n",
                 "job.toml:7:1: missing field `where`",
+            ),
+            (
+                "[task]\nname = \"a\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nlob_objects = true\n",
+                "job.toml:8:15: files.lob_objects = true needs an upload mode",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nlob_objects = true\nlob_objects_over = 0\n[target]\nurl = \"s3://bkt/p\"\n",
+                "job.toml:10:20: files.lob_objects_over = 0: must be 1 to 16777216 bytes",
+            ),
+            (
+                "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[files]\nlob_objects = true\nencryption_key_env = \"KEY\"\n[target]\nurl = \"s3://bkt/p\"\n",
+                "job.toml:9:15: files.lob_objects = true with files.encryption_key_env: LOB objects",
             ),
             (
                 "[task]\nname = \"a\"\nmode = \"extract-upload\"\n[source]\nconnection = \"x\"\n[[tables]]\nname = \"t\"\n[target]\nurl = \"s3://bkt/p\"\nkms_key_id = \"k\"\n",

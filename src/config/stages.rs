@@ -486,6 +486,9 @@ pub struct WarehouseSettings {
     pub count_source: bool,
     /// `[warehouse.copy]`: options of the warehouse's COPY.
     pub copy: CopyOptions,
+    /// `files.lob_objects`: LOB columns hold object URLs, so a created table has them as
+    /// text.
+    pub lob_urls: bool,
 }
 
 impl WarehouseSettings {
@@ -571,6 +574,7 @@ impl WarehouseSection {
             iam_role,
             create_tables: self.create_tables,
             count_source: self.count_source,
+            lob_urls: false,
         })
     }
 }

@@ -91,7 +91,23 @@ pub struct ChunkRecord {
     pub bytes_compressed: u64,
     /// SHA-256 of the file as stored, hex.
     pub sha256: String,
+    /// The LOB objects of this chunk's rows (`files.lob_objects`): uploaded before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lobs: Vec<LobRecord>,
 }
+
+/// A LOB value written to its own file (`files.lob_objects`): its file name under the
+/// subtask's `lobs/` folder, size and SHA-256. Its column holds the object's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LobRecord {
+    pub name: String,
+    pub bytes: u64,
+    /// SHA-256 of the value, hex.
+    pub sha256: String,
+}
+
+/// The folder of a subtask's LOB files, locally and in the bucket.
+pub const LOB_FOLDER: &str = "lobs";
 
 /// A column as the manifest describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,6 +177,9 @@ pub struct Manifest {
     pub format: FileFormat,
     pub rows: u64,
     pub chunks: Vec<ChunkRecord>,
+    /// `files.lob_objects`: where the LOB objects the chunks list are (`s3://.../lobs/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lob_folder: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<ManifestEntry>,
 }

@@ -6,7 +6,7 @@ pub mod chunk;
 pub mod subtask;
 pub mod task;
 
-pub use chunk::{ChunkName, ChunkRecord, Compression, Manifest};
+pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest};
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,

@@ -206,6 +206,7 @@ mod tests {
             bytes_uncompressed: 10,
             bytes_compressed: bytes.len() as u64,
             sha256: String::new(),
+            lobs: Vec::new(),
         }
     }
 

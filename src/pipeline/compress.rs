@@ -15,13 +15,15 @@ use actix::prelude::*;
 use super::SubtaskContext;
 use super::checkpoint::Checkpoint;
 use super::credit::{BoundedSender, Credits};
-use super::messages::{Abort, ChunkSealed, CsvBatch, SealedFile, Stage, StageReport, ToUpload};
+use super::messages::{
+    Abort, ChunkSealed, CsvBatch, LobPart, SealedFile, Stage, StageReport, ToUpload,
+};
 use crate::config::FileSettings;
 use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
-use crate::model::{ChunkName, ChunkRecord, Manifest, SubtaskSpec};
+use crate::model::{ChunkName, ChunkRecord, LOB_FOLDER, LobRecord, Manifest, SubtaskSpec};
 use crate::source::fetch::row_predicate;
 use crate::target::ChunkWriter;
-use crate::target::local::{MANIFEST_FILE, describe_io, write_atomic};
+use crate::target::local::{LobWriter, MANIFEST_FILE, describe_io, write_atomic};
 
 /// Batches the compressor may have queued: a few MB each.
 pub const COMPRESSOR_CREDITS: usize = 4;
@@ -33,6 +35,10 @@ pub struct ChunkRoller {
     current: Option<ChunkWriter>,
     next_number: u32,
     pub chunks: Vec<ChunkRecord>,
+    /// The LOB file being written (`files.lob_objects`).
+    lob: Option<LobWriter>,
+    /// LOB files of rows not yet in a sealed chunk: they go with the next chunk sealed.
+    pending_lobs: Vec<LobRecord>,
 }
 
 impl ChunkRoller {
@@ -48,6 +54,8 @@ impl ChunkRoller {
             current: None,
             next_number: chunks.len() as u32 + 1,
             chunks,
+            lob: None,
+            pending_lobs: Vec::new(),
         }
     }
 
@@ -81,10 +89,13 @@ impl ChunkRoller {
             };
             writer.write(bytes, rows)?;
         }
+        // LOB files count towards the chunk's size: what waits on disk for the chunk to be
+        // sealed (and uploaded) stays near `chunk_mb`.
+        let lob_bytes: u64 = self.pending_lobs.iter().map(|l| l.bytes).sum();
         let full = self
             .current
             .as_ref()
-            .is_some_and(|w| w.compressed_bytes() >= self.settings.chunk_bytes);
+            .is_some_and(|w| w.compressed_bytes() + lob_bytes >= self.settings.chunk_bytes);
         if ends_row && full {
             self.seal()
         } else {
@@ -97,9 +108,30 @@ impl ChunkRoller {
         let Some(writer) = self.current.take() else {
             return Ok(None);
         };
-        let (record, path) = writer.seal()?;
+        let (mut record, path) = writer.seal()?;
+        record.lobs = std::mem::take(&mut self.pending_lobs);
         self.chunks.push(record.clone());
         Ok(Some((record, path)))
+    }
+
+    /// Write a piece of a LOB value to its own file; the file is sealed with the last
+    /// piece and goes with the next chunk sealed.
+    pub fn push_lob(&mut self, part: &LobPart) -> io::Result<()> {
+        if part.first {
+            self.lob = Some(LobWriter::create(&self.dir, &part.name)?);
+        }
+        let writer = self.lob.as_mut().ok_or_else(|| {
+            io::Error::other(format!(
+                "a piece of LOB file {} without its start",
+                part.name
+            ))
+        })?;
+        writer.write(&part.bytes)?;
+        if part.last {
+            let writer = self.lob.take().expect("open");
+            self.pending_lobs.push(writer.seal()?);
+        }
+        Ok(())
     }
 
     /// Bytes of sealed chunks plus what the open chunk has written.
@@ -108,9 +140,11 @@ impl ChunkRoller {
         sealed + self.current.as_ref().map_or(0, |w| w.compressed_bytes())
     }
 
-    /// Drop the open chunk without sealing it: its partial file is deleted.
+    /// Drop the open chunk without sealing it: its partial file is deleted (and a LOB
+    /// file being written, too).
     pub fn discard(&mut self) {
         self.current = None;
+        self.lob = None;
     }
 }
 
@@ -340,10 +374,15 @@ impl Actor for Compressor {
         ctx.set_mailbox_capacity(self.credits.mailbox_capacity());
         let relative = self.spec.id();
         let from = self.resumable.as_mut().and_then(|r| r.from.take());
-        let keep: Vec<&str> = from
+        let keep: Vec<String> = from
             .iter()
-            .flat_map(|c| c.chunks.iter().map(|c| c.name.as_str()))
+            .flat_map(|c| c.chunks.iter())
+            .flat_map(|c| {
+                let lobs = c.lobs.iter().map(|l| format!("{LOB_FOLDER}/{}", l.name));
+                std::iter::once(c.name.clone()).chain(lobs)
+            })
             .collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         let prepared = self
             .context
             .work
@@ -392,6 +431,12 @@ impl Handler<CsvBatch> for Compressor {
         }
         self.note_key(&mut batch);
         let roller = self.roller.as_mut().expect("started");
+        if let Some(part) = &batch.lob
+            && let Err(e) = roller.push_lob(part)
+        {
+            let what = format!("writing LOB file {} of {}", part.name, self.spec.id());
+            return self.fail(what, e, ctx);
+        }
         let sealed = match roller.push(&batch.bytes, batch.rows, batch.ends_row) {
             Ok(sealed) => sealed,
             Err(e) => {
@@ -407,6 +452,7 @@ impl Handler<CsvBatch> for Compressor {
         }
         self.rows += batch.rows;
         self.bytes_in += batch.bytes.len() as u64;
+        self.bytes_in += batch.lob.as_ref().map_or(0, |l| l.bytes.len() as u64);
         self.report.do_send(StageReport::Progress {
             stage: Stage::Compress,
             rows: self.rows,
@@ -498,6 +544,14 @@ fn build_manifest(
         },
         rows,
         chunks,
+        lob_folder: match (&context.target, files.lob_objects_over) {
+            (Some(target), Some(_)) => Some(target.url_of(&target.key(
+                context.task.as_str(),
+                &spec.id(),
+                &format!("{LOB_FOLDER}/"),
+            ))),
+            _ => None,
+        },
         entries,
     }
 }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::SubtaskContext;
 use super::credit::{BoundedSender, CancelSwitch};
 use super::csv::CsvEncoder;
-use super::messages::{CsvBatch, Stage, StageReport};
+use super::messages::{CsvBatch, LobPart, Stage, StageReport};
 use crate::model::SubtaskSpec;
 use crate::source::connection::{Purpose, lob_fetch_rows};
 use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
@@ -87,6 +87,10 @@ impl Extractor {
             cancel: &self.cancel,
             rows_pending: 0,
             keyed: self.order.ordered,
+            lobs: self.lob_objects(),
+            column: 0,
+            row: self.resumed_rows + 1,
+            held: None,
         };
         let summary = read_subtask(
             &conn,
@@ -100,6 +104,19 @@ impl Extractor {
             .map_err(|Stop| SourceError::Cancelled)?;
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), rows = summary.rows, queries = summary.queries, "extract finished");
         Ok(self.resumed_rows + summary.rows)
+    }
+
+    /// With `files.lob_objects`: the size above which a LOB value goes to its own object,
+    /// and where its objects go.
+    fn lob_objects(&self) -> Option<LobObjects> {
+        let over = self.context.files.lob_objects_over?;
+        let target = self.context.target.clone()?;
+        Some(LobObjects {
+            over: over as usize,
+            task: self.context.task.to_string(),
+            subtask: self.spec.id(),
+            target,
+        })
     }
 
     /// The subtask's ODBC connection, and whether its LOBs are read in slices. With LOBs,
@@ -173,6 +190,7 @@ impl Extractor {
                 ends_row: true,
                 last: true,
                 last_key: None,
+                lob: None,
                 credit,
             })
             .map_err(|_| SourceError::Cancelled)?;
@@ -199,6 +217,7 @@ impl pg_copy::BatchOut for NativeOut<'_> {
                 ends_row: true,
                 last: false,
                 last_key: None,
+                lob: None,
                 credit,
             })
             .map_err(|_| Stop)
@@ -213,6 +232,38 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .unwrap_or("no message")
 }
 
+/// Where LOB values above a size go (`files.lob_objects`).
+struct LobObjects {
+    over: usize,
+    task: String,
+    subtask: String,
+    target: crate::target::S3Target,
+}
+
+impl LobObjects {
+    /// The file name of the value in column `column` (from 1) of row `row` (from 1, in the
+    /// subtask's read order): the same on every run that reads the same rows in that order,
+    /// so a repeated run overwrites its objects.
+    fn name(row: u64, column: usize, binary: bool) -> String {
+        let kind = if binary { "bin" } else { "txt" };
+        format!("{row:012}-{column}.{kind}")
+    }
+
+    fn url(&self, name: &str) -> String {
+        let file = format!("{}/{name}", crate::model::LOB_FOLDER);
+        self.target
+            .url_of(&self.target.key(&self.task, &self.subtask, &file))
+    }
+}
+
+/// A streamed value held back while it may still go to its own object.
+struct Held {
+    binary: bool,
+    bytes: Vec<u8>,
+    /// Set once the value is known to go to its own file: the file's name.
+    file: Option<String>,
+}
+
 /// The row sink of the extractor: encodes into CSV and sends a batch after every block,
 /// or mid-value when a LOB makes the batch large.
 struct BatchSink<'a> {
@@ -223,6 +274,14 @@ struct BatchSink<'a> {
     rows_pending: u64,
     /// Read in key order: row-ending batches carry their last row's key.
     keyed: bool,
+    /// `files.lob_objects`, when on.
+    lobs: Option<LobObjects>,
+    /// The position of the next field in its row, from 0.
+    column: usize,
+    /// The number of the row being read, from 1 over the whole subtask.
+    row: u64,
+    /// With `lobs`: the value being streamed.
+    held: Option<Held>,
 }
 
 impl BatchSink<'_> {
@@ -232,10 +291,20 @@ impl BatchSink<'_> {
         last: bool,
         last_key: Option<Vec<String>>,
     ) -> Result<(), Stop> {
+        self.send_with(ends_row, last, last_key, None)
+    }
+
+    fn send_with(
+        &mut self,
+        ends_row: bool,
+        last: bool,
+        last_key: Option<Vec<String>>,
+        lob: Option<LobPart>,
+    ) -> Result<(), Stop> {
         if self.cancel.is_cancelled() {
             return Err(Stop);
         }
-        if self.encoder.is_empty() && !last {
+        if self.encoder.is_empty() && !last && lob.is_none() {
             return Ok(());
         }
         let bytes = self.encoder.take();
@@ -247,36 +316,89 @@ impl BatchSink<'_> {
                 ends_row,
                 last,
                 last_key,
+                lob,
                 credit,
             })
             .map_err(|_| Stop)
+    }
+
+    /// Pass on what the held value has gathered as a piece of its file.
+    fn send_lob_part(&mut self, first: bool, last: bool) -> Result<(), Stop> {
+        let held = self.held.as_mut().expect("a held value");
+        let part = LobPart {
+            name: held.file.clone().expect("a LOB file"),
+            bytes: std::mem::take(&mut held.bytes),
+            first,
+            last,
+        };
+        self.send_with(false, false, None, Some(part))
     }
 }
 
 impl RowSink for BatchSink<'_> {
     fn field(&mut self, field: Field<'_>) {
         self.encoder.field(field);
+        self.column += 1;
     }
 
     fn begin_stream(&mut self, binary: bool) {
-        self.encoder.begin_stream(binary);
+        match self.lobs {
+            Some(_) => {
+                self.held = Some(Held {
+                    binary,
+                    bytes: Vec::new(),
+                    file: None,
+                })
+            }
+            None => self.encoder.begin_stream(binary),
+        }
     }
 
     fn piece(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        self.encoder.piece(bytes);
-        if self.encoder.len() >= FLUSH_BYTES {
-            self.send(false, false, None)?;
+        let (Some(lobs), Some(held)) = (&self.lobs, &mut self.held) else {
+            self.encoder.piece(bytes);
+            if self.encoder.len() >= FLUSH_BYTES {
+                self.send(false, false, None)?;
+            }
+            return Ok(());
+        };
+        held.bytes.extend_from_slice(bytes);
+        match &held.file {
+            None if held.bytes.len() > lobs.over => {
+                held.file = Some(LobObjects::name(self.row, self.column + 1, held.binary));
+                self.send_lob_part(true, false)
+            }
+            Some(_) if held.bytes.len() >= FLUSH_BYTES => self.send_lob_part(false, false),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn end_stream(&mut self) {
-        self.encoder.end_stream();
+        self.column += 1;
+        let Some(held) = self.held.take() else {
+            self.encoder.end_stream();
+            return;
+        };
+        let Some(name) = &held.file else {
+            self.encoder.begin_stream(held.binary);
+            self.encoder.piece(&held.bytes);
+            self.encoder.end_stream();
+            return;
+        };
+        let url = self.lobs.as_ref().expect("held with lobs").url(name);
+        self.held = Some(held);
+        // A failed send means the read is stopping: the next check of the switch or the
+        // next send ends it.
+        let _ = self.send_lob_part(false, true);
+        self.held = None;
+        self.encoder.field(Field::Text(url.as_bytes()));
     }
 
     fn end_row(&mut self) {
         self.encoder.end_row();
         self.rows_pending += 1;
+        self.row += 1;
+        self.column = 0;
     }
 
     fn end_block(&mut self, last_key: Option<&[String]>) -> Result<(), Stop> {

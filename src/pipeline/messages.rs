@@ -23,7 +23,20 @@ pub struct CsvBatch {
     pub last: bool,
     /// With `ends_row`, when the subtask is read in key order: the key of the last row.
     pub last_key: Option<Vec<String>>,
+    /// A piece of a LOB value that goes to its own file (`files.lob_objects`); the URL in
+    /// its column comes in a later batch of the same row.
+    pub lob: Option<LobPart>,
     pub credit: Credit,
+}
+
+/// A piece of a LOB value bound for its own file, `<subtask>/lobs/<name>`.
+pub struct LobPart {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// The value's first piece: the file is created.
+    pub first: bool,
+    /// The value's last piece: the file is sealed.
+    pub last: bool,
 }
 
 /// A chunk file that is complete, fsynced and under its final name.

@@ -11,7 +11,8 @@ use actix::prelude::*;
 use super::SubtaskContext;
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::messages::{Abort, SealedFile, Stage, StageReport, ToCopy, ToUpload, UploadedFile};
-use crate::model::SubtaskSpec;
+use crate::model::{ChunkRecord, LOB_FOLDER, SubtaskSpec};
+use crate::target::local::lob_path;
 use crate::target::{S3Error, S3Target};
 
 /// Sealed chunks that may wait for the uploader.
@@ -87,7 +88,7 @@ async fn hand_on(
 async fn pass_chunk(
     out: Option<&BoundedSender<ToCopy>>,
     cancel: &CancelSwitch,
-    chunk: crate::model::ChunkRecord,
+    chunk: ChunkRecord,
     key: String,
     bytes: u64,
 ) -> Result<Uploaded, S3Error> {
@@ -101,6 +102,21 @@ async fn pass_chunk(
         bytes,
         last: false,
     })
+}
+
+/// Delete an uploaded chunk's local file and its LOB files (after the chunk, so a chunk
+/// still on disk always has its LOB files beside it).
+async fn remove_uploaded(path: &std::path::Path, chunk: &ChunkRecord, dir: &std::path::Path) {
+    for path in
+        std::iter::once(path.to_path_buf()).chain(chunk.lobs.iter().map(|l| lob_path(dir, &l.name)))
+    {
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("cannot delete the uploaded file {}: {e}", path.display())
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What uploading one file did.
@@ -123,6 +139,7 @@ impl Handler<ToUpload> for Uploader {
         let task = self.context.task.to_string();
         let id = self.spec.id();
         let keep_local = self.context.files.keep_local;
+        let context_dir = self.context.subtask_dir(&self.spec);
         let uploaded_rows = self.rows;
         let work = async move {
             // The credit travels with the future: the compressor may send the next file once
@@ -130,15 +147,26 @@ impl Handler<ToUpload> for Uploader {
             let ToUpload { file, credit } = message;
             let result = match file {
                 SealedFile::Chunk { chunk, path } => {
+                    // The chunk's LOB objects first: the chunk holds their URLs.
+                    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                    for lob in &chunk.lobs {
+                        let lob_path = lob_path(dir, &lob.name);
+                        let lob_key = target.key(&task, &id, &format!("{LOB_FOLDER}/{}", lob.name));
+                        target.upload_file(&lob_path, &lob_key, &cancel).await?;
+                    }
                     let key = target.key(&task, &id, &chunk.name);
                     let bytes = target.upload_file(&path, &key, &cancel).await?;
-                    if !keep_local && let Err(e) = tokio::fs::remove_file(&path).await {
-                        tracing::warn!("cannot delete the uploaded chunk {}: {e}", path.display());
+                    if !keep_local {
+                        remove_uploaded(&path, &chunk, dir).await;
                     }
                     pass_chunk(out.as_ref(), &cancel, chunk, key, bytes).await?
                 }
                 // Uploaded by an earlier attempt of this run: passed on as it is.
                 SealedFile::Uploaded { chunk } => {
+                    if !keep_local {
+                        let dir = context_dir.clone();
+                        remove_uploaded(&dir.join(&chunk.name), &chunk, &dir).await;
+                    }
                     let key = target.key(&task, &id, &chunk.name);
                     let bytes = chunk.bytes_compressed;
                     pass_chunk(out.as_ref(), &cancel, chunk, key, bytes).await?

@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::encrypt::{Encrypt, TaskKey};
-use crate::model::{ChunkName, ChunkRecord, Compression};
+use crate::model::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord};
 
 const PARTIAL_SUFFIX: &str = ".partial";
 /// The manifest's file name in every subtask folder.
@@ -76,11 +76,21 @@ impl WorkDir {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let is_chunk = name.ends_with(PARTIAL_SUFFIX)
-                || name.ends_with(".csv.gz")
-                || name.ends_with(".csv");
+            let is_chunk =
+                name.ends_with(PARTIAL_SUFFIX) || Compression::from_file_name(&name).is_some();
             if is_chunk && !keep.contains(&name.as_ref()) && entry.file_type()?.is_file() {
                 fs::remove_file(entry.path())?;
+            }
+        }
+        // LOB files (`files.lob_objects`): those of kept chunks stay.
+        let lobs = dir.join(LOB_FOLDER);
+        if lobs.is_dir() {
+            for entry in fs::read_dir(&lobs)? {
+                let entry = entry?;
+                let name = format!("{LOB_FOLDER}/{}", entry.file_name().to_string_lossy());
+                if !keep.contains(&name.as_str()) && entry.file_type()?.is_file() {
+                    fs::remove_file(entry.path())?;
+                }
             }
         }
         Ok(dir)
@@ -319,6 +329,7 @@ impl ChunkWriter {
             bytes_uncompressed: self.uncompressed,
             bytes_compressed: written,
             sha256: hex::encode(sha256.finalize()),
+            lobs: Vec::new(),
         };
         Ok((record, self.final_path.clone()))
     }
@@ -333,6 +344,81 @@ impl Drop for ChunkWriter {
             let _ = fs::remove_file(&self.partial);
         }
     }
+}
+
+/// One LOB value being written to its own file, `<subtask>/lobs/<name>` (see
+/// `files.lob_objects`): `.partial` until sealed, like a chunk, and deleted if dropped
+/// unsealed.
+pub struct LobWriter {
+    name: String,
+    partial: PathBuf,
+    final_path: PathBuf,
+    file: Option<HashingFile>,
+}
+
+impl LobWriter {
+    pub fn create(subtask_dir: &Path, name: &str) -> io::Result<LobWriter> {
+        let dir = subtask_dir.join(LOB_FOLDER);
+        fs::create_dir_all(&dir)?;
+        let final_path = dir.join(name);
+        let partial = partial_path(&final_path);
+        let file = HashingFile {
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&partial)?),
+            sha256: Sha256::new(),
+            written: 0,
+        };
+        Ok(LobWriter {
+            name: name.to_string(),
+            partial,
+            final_path,
+            file: Some(file),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file
+            .as_mut()
+            .expect("write after seal")
+            .write_all(bytes)
+    }
+
+    /// Fsync, rename into place and fsync the folder.
+    pub fn seal(mut self) -> io::Result<LobRecord> {
+        let mut file = self.file.take().expect("sealed twice");
+        file.flush()?;
+        let HashingFile {
+            file: buffered,
+            sha256,
+            written,
+        } = file;
+        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.partial, &self.final_path)?;
+        sync_dir(&self.final_path)?;
+        Ok(LobRecord {
+            name: self.name.clone(),
+            bytes: written,
+            sha256: hex::encode(sha256.finalize()),
+        })
+    }
+}
+
+impl Drop for LobWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The local path of a subtask's LOB file.
+pub fn lob_path(subtask_dir: &Path, name: &str) -> PathBuf {
+    subtask_dir.join(LOB_FOLDER).join(name)
 }
 
 /// An I/O error in words a user can act on; a full disk says so and says what to do.

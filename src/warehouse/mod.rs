@@ -269,8 +269,11 @@ pub async fn resolve_table(
     let table = match find_table(client, settings, wanted).await? {
         Some(name) => name,
         None if settings.create_tables => {
-            let sql =
-                types::create_table_sql(settings.kind, dialect, schema, wanted, &spec.columns);
+            let columns = match settings.lob_urls {
+                true => types::lobs_as_text(&spec.columns),
+                false => spec.columns.clone(),
+            };
+            let sql = types::create_table_sql(settings.kind, dialect, schema, wanted, &columns);
             client.batch_execute(&sql).await.map_err(|e| {
                 WarehouseError::from_pg(settings, &format!("creating {schema}.{wanted}"), &e)
             })?;

@@ -213,6 +213,7 @@ mod tests {
             iam_role: Some("arn:aws:iam::123456789012:role/RedshiftCopy".into()),
             create_tables: false,
             count_source: false,
+            lob_urls: false,
             copy: Default::default(),
         };
         let target = TargetSettings {

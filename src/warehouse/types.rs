@@ -10,8 +10,8 @@
 //! wider type wins. Nothing here talks to a database.
 
 use super::WarehouseKind;
-use crate::model::ColumnSpec;
 use crate::model::subtask::sql;
+use crate::model::{ColumnSpec, FetchKind};
 use crate::source::Dialect;
 
 /// PostgreSQL's longest `varchar(n)`, in characters.
@@ -100,6 +100,25 @@ pub fn create_table_sql(
         quote_ident(&table.to_ascii_lowercase()),
         columns.join(", ")
     )
+}
+
+/// The columns with every LOB column made long text: with `files.lob_objects` a LOB column
+/// holds an object's URL (or, under the size, its value; a binary one as its hex digits).
+pub fn lobs_as_text(columns: &[ColumnSpec]) -> Vec<ColumnSpec> {
+    columns
+        .iter()
+        .map(|column| match column.fetch.is_lob() {
+            true => ColumnSpec {
+                source_type: "text".into(),
+                sql_type: sql::LONGVARCHAR,
+                size: None,
+                scale: None,
+                fetch: FetchKind::LongText,
+                ..column.clone()
+            },
+            false => column.clone(),
+        })
+        .collect()
 }
 
 /// Double-quote an identifier for PostgreSQL/Redshift (embedded `"` doubled).
@@ -233,7 +252,6 @@ fn has_time_zone(type_name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FetchKind;
 
     use WarehouseKind::{Postgres as Pg, Redshift as Rs};
 
