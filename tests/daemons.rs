@@ -1404,3 +1404,96 @@ fn a_task_is_refused_at_start_when_no_agent_has_its_roles_and_runs_on_one_that_h
     assert_warehouse_equals_source("wh_roles", &["dm_roles"]);
     drop((front, full));
 }
+
+/// Every byte of every file under `dir` (an agent's store and logs), for what must not be
+/// there.
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            return files_contain(&path, needle);
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+/// Agent roles, the hand-off: with one agent for extract and upload and another that alone
+/// copies (and alone gets the warehouse's settings and password), each subtask is extracted
+/// and uploaded by the first and copied by the second from the uploaded manifest; the
+/// warehouse equals the source, and the front agent's store never saw the warehouse.
+#[test]
+fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_warehouse() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
+    front.start();
+    controller.register_with(&front, &["--roles", "extract,upload"]);
+    let mut loader = Agent::configure(sandbox.dir.path(), "loader", 2);
+    loader.start();
+    controller.register_with(&loader, &["--roles", "copy"]);
+
+    hash_table("dm_handoff", 5_000);
+    fresh_schema("wh_handoff");
+    let bucket = s3::unique_bucket("handoff");
+    let tables =
+        "[[tables]]\nname = \"src_pg.dm_handoff\"\npartition = { column = \"id\", ranges = 3 }\n";
+    let text = job("handoff", tables, &bucket, "wh_handoff")
+        .replacen(
+            "[warehouse]\n",
+            "[warehouse]\npassword_env = \"DM_WH_PASSWORD\"\n",
+            1,
+        )
+        .replacen(
+            "[source]\n",
+            "[source]\npassword_env = \"DM_SOURCE_PASSWORD\"\n",
+            1,
+        );
+    let path = sandbox.job("handoff", &text);
+    let secret = "wh-secret-5c1e9a";
+    let out = controller.cli_env(
+        &["tasks", "create", path.to_str().unwrap()],
+        "",
+        &[
+            ("DM_SOURCE_PASSWORD", SOURCE_PASSWORD),
+            ("DM_WH_PASSWORD", secret),
+        ],
+    );
+    assert!(out.status.success(), "tasks create: {}", stderr(&out));
+    let out = controller.cli(&["tasks", "start", "handoff"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "handoff", "--timeout", "180"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let view = controller.show("handoff");
+    let subtasks = view["subtasks"].as_array().unwrap();
+    assert_eq!(subtasks.len(), 3);
+    for s in subtasks {
+        assert_eq!(
+            (
+                s["state"].as_str(),
+                s["agent"].as_str(),
+                s["copy_agent"].as_str()
+            ),
+            (Some("Completed"), Some("front"), Some("loader")),
+            "{s}"
+        );
+        assert_eq!(s["copy"]["state"], "Completed", "{s}");
+        assert!(s["copy"]["rows"].as_u64().unwrap() > 0, "{s}");
+    }
+    assert_warehouse_equals_source("wh_handoff", &["dm_handoff"]);
+    // The warehouse's password and URL went to the copy agent only.
+    assert!(
+        files_contain(&loader.dir, secret.as_bytes()),
+        "the loader got the password"
+    );
+    assert!(
+        !files_contain(&front.dir, secret.as_bytes()),
+        "the front agent got the password"
+    );
+    assert!(
+        !files_contain(&front.dir, b"postgresql://"),
+        "the front agent got the warehouse URL"
+    );
+    drop((front, loader));
+}

@@ -523,7 +523,8 @@ function updateSubtaskRow(tr, s) {
   tr._sig = sig;
   const c = tr._cells;
   setAttr(tr, "data-state", s.state || "Pending");
-  setText(c.agent, s.agent || "—");
+  // A hand-off task: the front agent, then the agent that copies.
+  setText(c.agent, (s.agent || "—") + (s.copy_agent ? " → " + s.copy_agent : ""));
   setBadge(c.badge, s.state);
   const times = [s.started_at && "started " + fmtTime(s.started_at), s.finished_at && "finished " + fmtTime(s.finished_at)];
   setAttr(c.state, "title", times.filter(Boolean).join(", ") || null);

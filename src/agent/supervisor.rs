@@ -19,7 +19,7 @@ use crate::api::ApiError;
 use crate::api::wire::{
     Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
 };
-use crate::model::{LogLevel, SubtaskSpec, TableRef};
+use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::store::Store;
@@ -33,6 +33,8 @@ const PERSIST_EVERY: Duration = Duration::from_secs(2);
 /// What a task needs on this agent once prepared: its subtasks' shared context.
 struct TaskRuntime {
     definition: TaskDefinition,
+    /// The stages this agent runs, when another agent runs the rest.
+    leg: Option<Leg>,
     context: Option<Arc<SubtaskContext>>,
     /// The tables the context was prepared for (warehouse tables checked or created):
     /// a subtask of another table, taken later, prepares the task again.
@@ -101,15 +103,17 @@ impl AgentSupervisor {
         &mut self,
         definition: TaskDefinition,
         log_level: Option<LogLevel>,
+        leg: Option<Leg>,
         ctx: &mut Context<Self>,
     ) {
-        watch_log(&definition, log_level);
+        watch_log(&definition, log_level, leg);
         let name = definition.name.clone();
         match self.tasks.get_mut(&name) {
-            Some(runtime) if runtime.definition == definition => {}
+            Some(runtime) if runtime.definition == definition && runtime.leg == leg => {}
             Some(runtime) => {
                 // A changed definition (a new password, another bucket) is prepared again.
                 runtime.definition = definition;
+                runtime.leg = leg;
                 runtime.context = None;
                 runtime.prepared.clear();
             }
@@ -123,6 +127,7 @@ impl AgentSupervisor {
                     name,
                     TaskRuntime {
                         definition,
+                        leg,
                         context: None,
                         prepared: Vec::new(),
                         preparing: false,
@@ -197,6 +202,7 @@ impl AgentSupervisor {
             return;
         };
         let definition = runtime.definition.clone();
+        let leg = runtime.leg;
         let specs: Vec<SubtaskSpec> = self
             .assignments
             .values()
@@ -211,7 +217,7 @@ impl AgentSupervisor {
         }
         let work = self.paths.work();
         let io = self.io.handle();
-        let fut = async move { prepare_task(definition, specs, work, io).await };
+        let fut = async move { prepare_task(definition, leg, specs, work, io).await };
         ctx.spawn(fut.into_actor(self).map(move |result, actor, ctx| {
             let Some(runtime) = actor.tasks.get_mut(&task) else {
                 return;
@@ -299,9 +305,9 @@ impl AgentSupervisor {
 }
 
 /// Log the task at the level it was given, or its job file's; its secrets never in a line.
-fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>) {
+fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>, leg: Option<Leg>) {
     let level = log_level
-        .or_else(|| definition.job().ok().map(|job| job.log_level))
+        .or_else(|| definition.job_for(leg).ok().map(|job| job.log_level))
         .unwrap_or(LogLevel::Info);
     crate::telemetry::task_log::watch(
         &definition.name,
@@ -318,7 +324,7 @@ fn key_subtask(key: &str) -> &str {
 fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Duration) {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job().ok())
+        .and_then(|r| r.definition.job_for(r.leg).ok())
         .map_or((0, Duration::from_secs(30)), |job| {
             (job.retries, job.retry_wait)
         })
@@ -328,7 +334,7 @@ fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Durat
 fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool) {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job().ok())
+        .and_then(|r| r.definition.job_for(r.leg).ok())
         .map_or((false, false), |job| {
             (job.mode.uploads(), job.mode.copies())
         })
@@ -388,22 +394,35 @@ fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress) {
 
 async fn prepare_task(
     definition: TaskDefinition,
+    leg: Option<Leg>,
     specs: Vec<SubtaskSpec>,
     work: std::path::PathBuf,
     io: ArbiterHandle,
 ) -> Result<Arc<SubtaskContext>, String> {
-    let job = definition.job().map_err(|e| e.to_string())?;
+    let job = definition.job_for(leg).map_err(|e| e.to_string())?;
     let job = Arc::new(job);
-    let opened = {
+    let copy_only = leg == Some(Leg::Copy);
+    let source = if copy_only {
+        // The copy leg's agent need not reach the source: the source's kind (for the types
+        // of tables it creates) is told by the driver's name.
+        if job.warehouse.as_ref().is_some_and(|w| w.count_source) {
+            return Err(
+                "warehouse.count_source counts the source after each copy, but this \
+                 agent only copies (another agent extracts: no agent has every role the task \
+                 needs); register an agent with all three roles, or set count_source = false"
+                    .into(),
+            );
+        }
+        crate::source::Source::unconnected(&job.connection).map_err(|e| format!("source: {e}"))?
+    } else {
         let job = job.clone();
         crate::agent::blocking(move || {
             crate::source::Source::open(&job.connection, job.password.as_ref())
                 .map(|(source, _)| source)
                 .map_err(|e| format!("source: {e}"))
         })
-        .await?
+        .await??
     };
-    let source = opened?;
     let target = match &job.target {
         Some(settings) => Some(
             crate::target::S3Target::connect(settings)
@@ -427,6 +446,7 @@ async fn prepare_task(
         target,
         warehouse: job.warehouse.clone(),
         io: job.mode.uploads().then_some(io),
+        copy_only,
     }))
 }
 
@@ -442,7 +462,7 @@ impl Actor for AgentSupervisor {
             }
         };
         for (_, task) in tasks {
-            self.task_runtime(task.definition, task.log_level, ctx);
+            self.task_runtime(task.definition, task.log_level, task.leg, ctx);
         }
         let records: Vec<(String, AssignmentRecord)> =
             self.store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
@@ -610,7 +630,7 @@ impl Handler<Take> for AgentSupervisor {
     fn handle(&mut self, Take(assign): Take, ctx: &mut Context<Self>) -> Self::Result {
         let job = assign
             .task
-            .job()
+            .job_for(assign.leg)
             .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
         if job.name.as_str() != assign.task.name {
             return Err(ApiError::bad_request(format!(
@@ -654,10 +674,11 @@ impl Handler<Take> for AgentSupervisor {
                 &AgentTaskRecord {
                     definition: assign.task.clone(),
                     log_level: assign.log_level,
+                    leg: assign.leg,
                 },
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.task_runtime(assign.task.clone(), assign.log_level, ctx);
+        self.task_runtime(assign.task.clone(), assign.log_level, assign.leg, ctx);
         // A subtask this agent already holds is kept as it is: a controller that sends the
         // same subtasks again (it was killed before it recorded that they were taken)
         // changes nothing.
@@ -877,6 +898,7 @@ impl Handler<SetLogLevel> for AgentSupervisor {
         let record = AgentTaskRecord {
             definition: runtime.definition.clone(),
             log_level: Some(set.level),
+            leg: runtime.leg,
         };
         self.store
             .put(AGENT_TASKS, &set.task, &record)

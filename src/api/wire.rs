@@ -64,6 +64,9 @@ pub struct SubtaskStatus {
     /// The agent that runs it (set by the controller; agents leave it empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The agent that copies it, when that is another agent (a hand-off task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_agent: Option<String>,
     pub extract: StageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<StageStatus>,
@@ -167,7 +170,18 @@ impl fmt::Debug for TaskDefinition {
 impl TaskDefinition {
     /// Parse and validate the job with the definition's secrets as its environment.
     pub fn job(&self) -> Result<crate::config::Job, crate::config::JobError> {
-        crate::config::Job::parse_with(
+        self.job_for(None)
+    }
+
+    /// The job as an agent given `leg` of it runs it: the front leg in mode
+    /// `extract-upload` (no warehouse, no warehouse password).
+    pub fn job_for(
+        &self,
+        leg: Option<crate::model::Leg>,
+    ) -> Result<crate::config::Job, crate::config::JobError> {
+        let mode = (leg == Some(crate::model::Leg::ExtractUpload))
+            .then_some(crate::model::MigrationMode::ExtractUpload);
+        crate::config::Job::parse_as(
             &format!("task {}", self.name),
             &self.job,
             |var| self.secrets.get(var).cloned(),
@@ -176,6 +190,7 @@ impl TaskDefinition {
                     format!("{file} was not sent with the task; create it again with `dbhaul tasks create`")
                 })
             },
+            mode,
         )
     }
 }
@@ -223,6 +238,9 @@ pub struct Assign {
     /// The task's log level, when it was changed from the job file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<LogLevel>,
+    /// When no one agent has every role the task needs: the stages this agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<crate::model::Leg>,
 }
 
 /// Change a task's log level while it runs (`PUT /v1/tasks/{name}/log-level`).

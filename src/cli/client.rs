@@ -47,8 +47,10 @@ pub enum AgentsCommand {
         /// The certificate fingerprint `dbhaul agent configure` printed on the agent.
         #[arg(long)]
         fingerprint: Option<String>,
-        /// What the agent may be given (comma-separated): it gets only tasks whose every
-        /// stage it has, for one agent runs all of a subtask's stages.
+        /// What the agent may be given (comma-separated). A task goes to agents with every
+        /// role it needs; a copy task with no such agent hands off: agents with
+        /// extract,upload extract and upload, agents with copy (alone given the warehouse's
+        /// settings) copy.
         #[arg(
             long,
             value_enum,

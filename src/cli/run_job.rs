@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> Exit {
         }
         let io = (job.mode.uploads()).then(Arbiter::new);
         let context = Arc::new(SubtaskContext {
+            copy_only: false,
             task: job.name.clone(),
             // `dbhaul run` has no task id: a checkpoint of the same job is resumed.
             instance: String::new(),

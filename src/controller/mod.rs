@@ -19,9 +19,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::agent_client::{AgentClient, TokenCache};
-use crate::api::wire::{Assign, Health, State, SubtaskStatus, TaskView};
+use crate::api::wire::{Assign, Health, State, SubtaskStatus, TaskDefinition, TaskView};
+use crate::model::Leg;
 use crate::store::Store;
-use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, TaskRecord};
+use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, CopyLeg, TaskRecord};
 
 /// The controller's address unless `--listen` says otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8554";
@@ -149,12 +150,20 @@ impl Controller {
             let mut pairs = Vec::new();
             for (name, task) in &state.tasks {
                 let controls = state.controls.get(name).copied().unwrap_or(0);
-                let mut agents: Vec<&str> = task
+                let fronts = task
                     .subtasks
                     .iter()
                     .filter(|s| s.dispatched && !s.status.state.is_final())
-                    .filter_map(|s| s.status.agent.as_deref())
-                    .collect();
+                    .filter_map(|s| s.status.agent.as_deref());
+                let copies = task
+                    .subtasks
+                    .iter()
+                    .filter_map(|s| s.copy_leg.as_ref())
+                    .filter(|l| {
+                        l.dispatched && !l.status.as_ref().is_some_and(|s| s.state.is_final())
+                    })
+                    .filter_map(|l| l.agent.as_deref());
+                let mut agents: Vec<&str> = fronts.chain(copies).collect();
                 agents.sort_unstable();
                 agents.dedup();
                 for agent in agents {
@@ -225,10 +234,38 @@ impl Controller {
             .filter(|(_, s)| s.status.agent.as_deref() == Some(agent))
             .map(|(i, s)| (s.status.id.clone(), i))
             .collect();
+        // The copy legs this agent runs (a hand-off task: never the same agent's fronts).
+        let copying: HashMap<String, usize> = record
+            .subtasks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.copy_leg
+                    .as_ref()
+                    .is_some_and(|l| l.agent.as_deref() == Some(agent))
+            })
+            .map(|(i, s)| (s.status.id.clone(), i))
+            .collect();
         let mut changed = false;
         let mut ended = Vec::new();
         for mut status in statuses {
             let Some(&i) = mine.get(&status.id) else {
+                let leg = copying
+                    .get(&status.id)
+                    .and_then(|&i| record.subtasks[i].copy_leg.as_mut());
+                if let Some(leg) = leg {
+                    status.agent = Some(agent.to_string());
+                    if leg.status.as_ref() != Some(&status) {
+                        if status.state.is_final()
+                            && leg.status.as_ref().map(|s| s.state) != Some(status.state)
+                        {
+                            ended.push((format!("{} (copy)", status.id), status.state));
+                        }
+                        leg.status = Some(status);
+                        leg.dispatched = true;
+                        changed = true;
+                    }
+                }
                 continue;
             };
             let subtask = &mut record.subtasks[i];
@@ -260,6 +297,12 @@ impl Controller {
                 subtask.status.agent = None;
                 subtask.status.state = State::Pending;
             }
+            if let Some(leg) = &mut subtask.copy_leg
+                && leg.agent.as_deref() == Some(agent)
+                && !leg.status.as_ref().is_some_and(|s| s.state.is_final())
+            {
+                *leg = CopyLeg::default();
+            }
         }
         let record = record.clone();
         drop(state);
@@ -279,7 +322,65 @@ impl Controller {
     pub async fn dispatch(&self) {
         let _one_at_a_time = self.dispatching.lock().await;
         self.choose_agents().await;
+        self.choose_copy_agents().await;
         self.send_chosen().await;
+    }
+
+    /// Free capacity per reachable agent (its slots less what it holds or was chosen for).
+    async fn free_slots(&self, agents: &[AgentRecord]) -> Vec<(String, i64)> {
+        let mut free = Vec::new();
+        for agent in agents {
+            match self.client(agent).health().await {
+                Ok(health) => {
+                    let slots = i64::from(health.capacity);
+                    free.push((agent.name.clone(), slots - self.held_by(&agent.name) as i64));
+                    self.record_health(&agent.name, Ok(health));
+                }
+                Err(e) => self.record_health(&agent.name, Err(e.to_string())),
+            }
+        }
+        free
+    }
+
+    /// In hand-off tasks: an agent with the copy role for each subtask whose front is done.
+    async fn choose_copy_agents(&self) {
+        let wanted: Vec<(String, Vec<AgentRecord>)> = {
+            let state = self.lock();
+            state
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.started && t.handoff && t.subtasks.iter().any(copy_unchosen))
+                .map(|(name, t)| {
+                    let agents = leg_candidates(&state.agents, t.agents.as_ref(), Leg::Copy);
+                    (name.clone(), agents)
+                })
+                .collect()
+        };
+        for (task, agents) in wanted {
+            let mut free = self.free_slots(&agents).await;
+            if free.is_empty() {
+                continue;
+            }
+            let record = {
+                let mut state = self.lock();
+                let Some(record) = state.tasks.get_mut(&task) else {
+                    continue;
+                };
+                for subtask in record.subtasks.iter_mut().filter(|s| copy_unchosen(s)) {
+                    let best = free
+                        .iter_mut()
+                        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                        .expect("free is not empty");
+                    best.1 -= 1;
+                    subtask.copy_leg = Some(CopyLeg {
+                        agent: Some(best.0.clone()),
+                        ..CopyLeg::default()
+                    });
+                }
+                record.clone()
+            };
+            self.save_task(&record);
+        }
     }
 
     async fn choose_agents(&self) {
@@ -290,24 +391,18 @@ impl Controller {
                 .iter()
                 .filter(|(_, t)| t.started && t.subtasks.iter().any(unchosen))
                 .map(|(name, t)| {
-                    let agents = candidates(&state.agents, t.agents.as_ref(), &needed_roles(t));
+                    let agents = match t.handoff {
+                        true => {
+                            leg_candidates(&state.agents, t.agents.as_ref(), Leg::ExtractUpload)
+                        }
+                        false => candidates(&state.agents, t.agents.as_ref(), &needed_roles(t)),
+                    };
                     (name.clone(), agents)
                 })
                 .collect()
         };
         for (task, agents) in wanted {
-            // Free capacity per reachable agent.
-            let mut free: Vec<(String, i64)> = Vec::new();
-            for agent in &agents {
-                match self.client(agent).health().await {
-                    Ok(health) => {
-                        let slots = i64::from(health.capacity);
-                        free.push((agent.name.clone(), slots - self.held_by(&agent.name) as i64));
-                        self.record_health(&agent.name, Ok(health));
-                    }
-                    Err(e) => self.record_health(&agent.name, Err(e.to_string())),
-                }
-            }
+            let mut free = self.free_slots(&agents).await;
             if free.is_empty() {
                 continue;
             }
@@ -336,19 +431,37 @@ impl Controller {
             let state = self.lock();
             let mut sends = Vec::new();
             for (name, task) in state.tasks.iter().filter(|(_, t)| t.started) {
-                let mut per_agent: BTreeMap<&str, Vec<crate::model::SubtaskSpec>> = BTreeMap::new();
+                let mut per_agent: BTreeMap<(&str, Option<Leg>), Vec<crate::model::SubtaskSpec>> =
+                    BTreeMap::new();
+                let front = task.handoff.then_some(Leg::ExtractUpload);
                 for s in task.subtasks.iter().filter(|s| chosen_not_sent(s)) {
                     if let Some(agent) = s.status.agent.as_deref() {
-                        per_agent.entry(agent).or_default().push(s.spec.clone());
+                        per_agent
+                            .entry((agent, front))
+                            .or_default()
+                            .push(s.spec.clone());
                     }
                 }
-                for (agent, specs) in per_agent {
+                for s in task.subtasks.iter().filter(|s| copy_chosen_not_sent(s)) {
+                    if let Some(agent) = s.copy_leg.as_ref().and_then(|l| l.agent.as_deref()) {
+                        per_agent
+                            .entry((agent, Some(Leg::Copy)))
+                            .or_default()
+                            .push(s.spec.clone());
+                    }
+                }
+                for ((agent, leg), specs) in per_agent {
                     if let Some(record) = state.agents.get(agent) {
+                        let definition = match leg {
+                            Some(Leg::ExtractUpload) => front_definition(&task.definition),
+                            _ => task.definition.clone(),
+                        };
                         let assign = Assign {
-                            task: task.definition.clone(),
+                            task: definition,
                             subtasks: specs,
                             start: true,
                             log_level: task.log_level,
+                            leg,
                         };
                         sends.push((name.clone(), assign, record.clone()));
                     }
@@ -359,13 +472,21 @@ impl Controller {
         for (task, assign, agent) in sends {
             match self.client(&agent).take(&assign).await {
                 Ok(statuses) => {
+                    let what = match assign.leg {
+                        Some(Leg::Copy) => "to copy ",
+                        Some(Leg::ExtractUpload) => "to extract and upload ",
+                        None => "",
+                    };
                     tracing::info!(
                         task = %task,
-                        "{} subtasks dispatched to agent {}",
+                        "{} subtasks dispatched {what}to agent {}",
                         statuses.len(),
                         agent.name
                     );
-                    self.mark_dispatched(&task, &agent.name, statuses);
+                    match assign.leg {
+                        Some(Leg::Copy) => self.mark_copy_dispatched(&task, &agent.name, statuses),
+                        _ => self.mark_dispatched(&task, &agent.name, statuses),
+                    }
                 }
                 Err(e) => {
                     // Tried again at the next poll, with the same agent.
@@ -400,14 +521,45 @@ impl Controller {
         self.save_task(&record);
     }
 
-    /// Unfinished subtasks an agent holds or was chosen for, over every task.
+    fn mark_copy_dispatched(&self, task: &str, agent: &str, statuses: Vec<SubtaskStatus>) {
+        let mut state = self.lock();
+        let Some(record) = state.tasks.get_mut(task) else {
+            return;
+        };
+        for mut status in statuses {
+            let leg = record
+                .subtasks
+                .iter_mut()
+                .filter(|s| s.status.id == status.id)
+                .filter_map(|s| s.copy_leg.as_mut())
+                .find(|l| !l.dispatched && l.agent.as_deref() == Some(agent));
+            if let Some(leg) = leg {
+                status.agent = Some(agent.to_string());
+                leg.status = Some(status);
+                leg.dispatched = true;
+            }
+        }
+        let record = record.clone();
+        drop(state);
+        self.save_task(&record);
+    }
+
+    /// Unfinished subtasks (and copy legs) an agent holds or was chosen for, over every task.
     fn held_by(&self, agent: &str) -> usize {
-        self.lock()
-            .tasks
-            .values()
-            .flat_map(|t| &t.subtasks)
+        let state = self.lock();
+        let subtasks = state.tasks.values().flat_map(|t| &t.subtasks);
+        let fronts = subtasks
+            .clone()
             .filter(|s| !s.status.state.is_final() && s.status.agent.as_deref() == Some(agent))
-            .count()
+            .count();
+        let copies = subtasks
+            .filter_map(|s| s.copy_leg.as_ref())
+            .filter(|l| {
+                l.agent.as_deref() == Some(agent)
+                    && !l.status.as_ref().is_some_and(|s| s.state.is_final())
+            })
+            .count();
+        fronts + copies
     }
 }
 
@@ -419,6 +571,56 @@ fn unchosen(s: &crate::store::schema::SubtaskRecord) -> bool {
 /// A subtask whose agent is chosen but has not taken it yet.
 fn chosen_not_sent(s: &crate::store::schema::SubtaskRecord) -> bool {
     !s.dispatched && s.status.state == State::Pending && s.status.agent.is_some()
+}
+
+/// A hand-off subtask whose front is done and whose copy has no agent yet.
+fn copy_unchosen(s: &crate::store::schema::SubtaskRecord) -> bool {
+    s.status.state == State::Completed && s.copy_leg.as_ref().is_none_or(|l| l.agent.is_none())
+}
+
+/// A hand-off subtask whose copy agent is chosen but has not taken it yet.
+fn copy_chosen_not_sent(s: &crate::store::schema::SubtaskRecord) -> bool {
+    s.copy_leg
+        .as_ref()
+        .is_some_and(|l| !l.dispatched && l.agent.is_some())
+}
+
+/// The agents that may run `leg` of a hand-off task: for the front, those with extract and
+/// upload but not copy; for the copy, those with copy but not both of the others. The two
+/// never overlap, so no agent holds both legs of a task (an agent keeps one leg per task).
+pub fn leg_candidates(
+    agents: &BTreeMap<String, AgentRecord>,
+    chosen: Option<&Vec<String>>,
+    leg: Leg,
+) -> Vec<AgentRecord> {
+    use crate::model::Role;
+    let front =
+        |a: &AgentRecord| a.roles.contains(&Role::Extract) && a.roles.contains(&Role::Upload);
+    candidates(agents, chosen, &[])
+        .into_iter()
+        .filter(|a| match leg {
+            Leg::ExtractUpload => front(a) && !a.roles.contains(&Role::Copy),
+            Leg::Copy => a.roles.contains(&Role::Copy) && !front(a),
+        })
+        .collect()
+}
+
+/// The task as a front agent gets it: without its `[warehouse]` (URL, password variable)
+/// and without the warehouse password itself, which only copy agents need.
+fn front_definition(definition: &TaskDefinition) -> TaskDefinition {
+    let mut front = definition.clone();
+    let Ok(mut table) = definition.job.parse::<toml::Table>() else {
+        return front;
+    };
+    if let Some(toml::Value::Table(warehouse)) = table.remove("warehouse") {
+        if let Some(var) = warehouse.get("password_env").and_then(|v| v.as_str()) {
+            front.secrets.remove(var);
+        }
+        if let Ok(job) = toml::to_string(&table) {
+            front.job = job;
+        }
+    }
+    front
 }
 
 /// The agents a task may use: those it names, else every registered agent.
@@ -451,7 +653,11 @@ fn needed_roles(task: &TaskRecord) -> Vec<crate::model::Role> {
 
 /// A task's state from its subtasks'.
 pub fn task_state(task: &TaskRecord) -> State {
-    let states: Vec<State> = task.subtasks.iter().map(|s| s.status.state).collect();
+    let states: Vec<State> = task
+        .subtasks
+        .iter()
+        .map(|s| s.shown(task.handoff).state)
+        .collect();
     if states.contains(&State::Running) {
         State::Running
     } else if !states.is_empty() && states.iter().all(|s| *s == State::Completed) {
@@ -470,7 +676,11 @@ pub fn task_state(task: &TaskRecord) -> State {
 /// A task with every subtask (`tasks show`, the status page's selected task).
 pub fn task_view(task: &TaskRecord) -> TaskView {
     TaskView {
-        subtasks: task.subtasks.iter().map(|s| s.status.clone()).collect(),
+        subtasks: task
+            .subtasks
+            .iter()
+            .map(|s| s.shown(task.handoff))
+            .collect(),
         ..task_summary(task)
     }
 }
@@ -478,7 +688,12 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
 /// A task's state and figures without its subtasks (the tasks list: a page polls it, and a
 /// task of 10,000 subtasks would be megabytes each time).
 pub fn task_summary(task: &TaskRecord) -> TaskView {
-    let subtasks: Vec<&SubtaskStatus> = task.subtasks.iter().map(|s| &s.status).collect();
+    let shown: Vec<SubtaskStatus> = task
+        .subtasks
+        .iter()
+        .map(|s| s.shown(task.handoff))
+        .collect();
+    let subtasks: Vec<&SubtaskStatus> = shown.iter().collect();
     let state = task_state(task);
     let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
     let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();

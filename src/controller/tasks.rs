@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use super::registry::now;
-use super::{Controller, candidates, needed_roles, task_state, task_summary, task_view};
+use super::{
+    Controller, candidates, leg_candidates, needed_roles, task_state, task_summary, task_view,
+};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
 use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
-use crate::model::{LogLevel, Role};
+use crate::model::{Leg, LogLevel, Role};
 use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
 
 fn agent_error(what: &str, e: AgentError) -> ApiError {
@@ -61,27 +63,67 @@ impl Controller {
                 .map(|a| format!("{} has {}", a.name, Role::list(&a.roles)))
                 .collect();
             return Err(ApiError::conflict(format!(
-                "no agent the task may use has the roles {} that {mode} needs (one agent runs \
-                 all of a subtask's stages): {}; register an agent with them (`dbhaul agents \
-                 register NAME ... --roles {}`)",
+                "no agent the task may use has the roles {} that {mode} needs: {}; register an \
+                 agent with them (`dbhaul agents register NAME ... --roles {}`){}",
                 Role::list(needed),
                 have.join("; "),
                 needed
                     .iter()
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
-                    .join(",")
+                    .join(","),
+                if needed.contains(&Role::Copy) {
+                    ", or agents with extract,upload and others with copy only, which hand \
+                     each subtask from one to the other"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(agents)
     }
 
-    /// The registered agents that hold (or held) subtasks of a task.
+    /// Whether a task whose mode no one agent covers can go to front agents (extract,
+    /// upload) and copy agents: the hand-off, decided at start.
+    fn handoff_possible(&self, task: &TaskRecord) -> bool {
+        let state = self.lock();
+        let chosen = task.agents.as_ref();
+        task.mode == crate::model::MigrationMode::ExtractUploadCopy.as_str()
+            && !leg_candidates(&state.agents, chosen, Leg::ExtractUpload).is_empty()
+            && !leg_candidates(&state.agents, chosen, Leg::Copy).is_empty()
+    }
+
+    /// The agents the task may use, or why there are none: one agent with every role its
+    /// mode needs, else (copy mode) front agents and copy agents. Returns whether the task
+    /// hands off between them.
+    fn task_agents_or_handoff(&self, task: &TaskRecord) -> Result<bool, ApiError> {
+        let needed = needed_roles(&TaskRecord {
+            handoff: false,
+            ..task.clone()
+        });
+        match self.task_agents(
+            task.agents.as_ref(),
+            &needed,
+            &format!("mode {}", task.mode),
+        ) {
+            Ok(_) => Ok(false),
+            Err(_) if self.handoff_possible(task) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The registered agents that hold (or held) subtasks of a task, or their copies.
     fn agents_of(&self, task: &TaskRecord) -> Vec<AgentRecord> {
+        let copiers = task
+            .subtasks
+            .iter()
+            .filter_map(|s| s.copy_leg.as_ref())
+            .filter_map(|l| l.agent.as_deref());
         let mut names: Vec<&str> = task
             .subtasks
             .iter()
             .filter_map(|s| s.status.agent.as_deref())
+            .chain(copiers)
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -154,10 +196,12 @@ impl Controller {
                     status: SubtaskStatus::pending(&spec, uploads, copies),
                     spec,
                     dispatched: false,
+                    copy_leg: None,
                 })
                 .collect(),
             definition,
             log_level: None,
+            handoff: false,
         };
         self.store
             .put(CONTROLLER_TASKS, &record.definition.name, &record)
@@ -227,13 +271,16 @@ impl Controller {
                 )));
             }
         }
-        self.task_agents(
-            task.agents.as_ref(),
-            &needed_roles(&task),
-            &format!("mode {}", task.mode),
-        )?;
-        self.update(name, |t| t.started = true)?;
-        tracing::info!(task = %name, "task started");
+        let handoff = self.task_agents_or_handoff(&task)?;
+        self.update(name, |t| {
+            t.started = true;
+            t.handoff = handoff;
+        })?;
+        if handoff {
+            tracing::info!(task = %name, "task started: no agent has every role it needs, so agents with extract and upload extract each subtask and agents with copy copy it");
+        } else {
+            tracing::info!(task = %name, "task started");
+        }
         self.dispatch().await;
         self.show(name)
     }
@@ -256,7 +303,7 @@ impl Controller {
         let warnings = self
             .for_each_agent(
                 &task,
-                |s| s.dispatched && !s.status.state.is_final(),
+                |dispatched, s| dispatched && !s.state.is_final(),
                 "stop",
             )
             .await;
@@ -290,8 +337,8 @@ impl Controller {
             }
         })?;
         tracing::info!(task = %name, "resume asked");
-        let to_resume = |s: &SubtaskRecord| {
-            s.dispatched && matches!(s.status.state, State::Failed | State::Stopped)
+        let to_resume = |dispatched: bool, s: &SubtaskStatus| {
+            dispatched && matches!(s.state, State::Failed | State::Stopped)
         };
         let warnings = self.for_each_agent(&task, to_resume, "resume").await;
         self.dispatch().await;
@@ -304,16 +351,26 @@ impl Controller {
     async fn for_each_agent(
         &self,
         task: &TaskRecord,
-        matching: impl Fn(&SubtaskRecord) -> bool,
+        matching: impl Fn(bool, &SubtaskStatus) -> bool,
         action: &str,
     ) -> Vec<String> {
         let mut per_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for s in task.subtasks.iter().filter(|s| matching(s)) {
-            if let Some(agent) = &s.status.agent {
-                per_agent
-                    .entry(agent.clone())
-                    .or_default()
-                    .push(s.status.id.clone());
+        for s in task.subtasks.iter() {
+            let front = (s.dispatched, Some(&s.status), s.status.agent.as_ref());
+            let copy = s
+                .copy_leg
+                .as_ref()
+                .map(|l| (l.dispatched, l.status.as_ref(), l.agent.as_ref()));
+            for (dispatched, status, agent) in std::iter::once(front).chain(copy) {
+                let status = status.unwrap_or(&s.status);
+                if let Some(agent) = agent
+                    && matching(dispatched, status)
+                {
+                    per_agent
+                        .entry(agent.clone())
+                        .or_default()
+                        .push(s.status.id.clone());
+                }
             }
         }
         let name = &task.definition.name;

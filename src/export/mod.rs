@@ -239,6 +239,7 @@ mod tests {
             started: false,
             subtasks: Vec::new(),
             log_level: None,
+            handoff: false,
         }
     }
 

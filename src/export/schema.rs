@@ -599,6 +599,8 @@ impl ExportedTask {
             started: self.started,
             subtasks,
             log_level,
+            // Decided again when the imported task starts.
+            handoff: false,
         })
     }
 
@@ -723,6 +725,7 @@ impl Subtask {
             id: self.id.clone(),
             state: state(&self.state, &format!("{at} state"))?,
             agent: self.agent.clone(),
+            copy_agent: None,
             extract: stage(&self.extract, "extract")?,
             upload: self
                 .upload
@@ -742,6 +745,7 @@ impl Subtask {
             spec,
             status,
             dispatched: self.dispatched,
+            copy_leg: None,
         })
     }
 }

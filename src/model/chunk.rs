@@ -109,6 +109,25 @@ pub struct LobRecord {
 /// The folder of a subtask's LOB files, locally and in the bucket.
 pub const LOB_FOLDER: &str = "lobs";
 
+/// What the copy stage needs of a manifest; an agent that only copies reads it back from
+/// the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct CopyManifest {
+    pub run: String,
+    pub rows: u64,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+impl From<&Manifest> for CopyManifest {
+    fn from(manifest: &Manifest) -> CopyManifest {
+        CopyManifest {
+            run: manifest.run.clone(),
+            rows: manifest.rows,
+            chunks: manifest.chunks.clone(),
+        }
+    }
+}
+
 /// A column as the manifest describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManifestColumn {

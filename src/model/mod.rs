@@ -11,4 +11,4 @@ pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,
 };
-pub use task::{LogLevel, MigrationMode, Role, Sorting, TaskName};
+pub use task::{Leg, LogLevel, MigrationMode, Role, Sorting, TaskName};

@@ -70,6 +70,25 @@ impl MigrationMode {
     }
 }
 
+/// The part of a subtask's stages an agent is given when no one agent has every role the
+/// task needs: the front agent extracts and uploads; later an agent with the copy role
+/// copies from the uploaded manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Leg {
+    ExtractUpload,
+    Copy,
+}
+
+impl Leg {
+    pub fn roles(self) -> Vec<Role> {
+        match self {
+            Leg::ExtractUpload => vec![Role::Extract, Role::Upload],
+            Leg::Copy => vec![Role::Copy],
+        }
+    }
+}
+
 /// What an agent may be given to do: read sources, write to S3, load warehouses. An
 /// agent registered without some (say, with no warehouse credentials near it) is given
 /// only tasks whose stages it has.

@@ -14,7 +14,8 @@ use super::SubtaskContext;
 use super::credit::{CancelSwitch, Credits};
 use super::messages::{Abort, Stage, StageReport, ToCopy, UploadedFile};
 use crate::config::WarehouseSettings;
-use crate::model::{ChunkRecord, Manifest, SubtaskSpec};
+use crate::model::chunk::CopyManifest;
+use crate::model::{ChunkRecord, SubtaskSpec};
 use crate::target::{S3Error, S3Target};
 use crate::warehouse::postgres::{ChunkLoad, LoadError, Loaded, load_chunk, load_empty_subtask};
 use crate::warehouse::redshift::{self, SubtaskRef};
@@ -291,7 +292,7 @@ impl CopyJob {
         table: &TargetTable,
         key: &str,
         sha256: &str,
-        manifest: &Manifest,
+        manifest: &CopyManifest,
     ) -> Result<u64, String> {
         let id = self.spec.id();
         let url = self.target.url_of(key);
@@ -315,7 +316,7 @@ impl CopyJob {
     }
 
     /// Rows recorded in the warehouse for this run = rows extracted (= a source count).
-    async fn validate(&self, client: &Client, manifest: &Manifest) -> Result<u64, String> {
+    async fn validate(&self, client: &Client, manifest: &CopyManifest) -> Result<u64, String> {
         let id = self.spec.id();
         let loaded = warehouse::loaded_rows(
             client,

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use super::credit::Credit;
 use std::sync::Arc;
 
+use crate::model::chunk::CopyManifest;
 use crate::model::{ChunkRecord, Manifest};
 
 /// Encoded CSV from the extractor. `rows` counts rows completed in this batch; a batch
@@ -98,7 +99,7 @@ pub enum UploadedFile {
     Manifest {
         key: String,
         sha256: String,
-        manifest: Arc<Manifest>,
+        manifest: Arc<CopyManifest>,
     },
 }
 

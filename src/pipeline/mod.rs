@@ -56,6 +56,9 @@ pub struct SubtaskContext {
     /// The one long-lived arbiter of every uploader and copier: the S3 client's connection
     /// pool and the warehouse connections live on its runtime (STACK.md trap 2).
     pub io: Option<ArbiterHandle>,
+    /// Run only the copy stage, from the manifest another agent uploaded (`Leg::Copy`):
+    /// the source is not connected to.
+    pub copy_only: bool,
 }
 
 impl SubtaskContext {

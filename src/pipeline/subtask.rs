@@ -13,7 +13,7 @@ use super::compress::{COMPRESSOR_CREDITS, Compressor, Outputs, Resumable};
 use super::copy::{COPIER_CREDITS, Copier};
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::extract::Extractor;
-use super::messages::{Abort, ChunkSealed, Stage, StageReport};
+use super::messages::{Abort, ChunkSealed, Stage, StageReport, ToCopy, UploadedFile};
 use super::upload::{UPLOADER_CREDITS, Uploader};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::model::{Sorting, SubtaskSpec};
@@ -173,6 +173,9 @@ impl SubtaskActor {
 
     /// The stages this subtask runs.
     fn stages(&self) -> Vec<Stage> {
+        if self.context.copy_only {
+            return vec![Stage::Copy];
+        }
         let mut stages = vec![Stage::Extract, Stage::Compress];
         if self.context.target.is_some() {
             stages.push(Stage::Upload);
@@ -292,6 +295,9 @@ impl Actor for SubtaskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.context.copy_only {
+            return self.start_copy_only(ctx);
+        }
         // Downstream first: each stage exists before anything can send to it.
         let me = ctx.address();
         let io = self.context.io.clone();
@@ -367,6 +373,110 @@ impl Actor for SubtaskActor {
         if let Err(e) = extractor.spawn() {
             self.finish(Err(format!("cannot start the extractor thread: {e}")), ctx);
         }
+    }
+}
+
+/// The copier of a copy-only subtask, started once its manifest is read.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CopierStarted(Addr<Copier>);
+
+impl Handler<CopierStarted> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, CopierStarted(copier): CopierStarted, _: &mut Context<Self>) {
+        if self.finished {
+            copier.do_send(Abort);
+        } else {
+            self.copier = Some(copier);
+        }
+    }
+}
+
+impl SubtaskActor {
+    /// The copy stage alone (`Leg::Copy`): read the manifest the front agent uploaded,
+    /// start a copier under the run it names, and hand it each chunk, then the manifest,
+    /// as the uploader would have. Runs on the I/O arbiter, where the S3 client lives.
+    fn start_copy_only(&mut self, ctx: &mut Context<Self>) {
+        let Some(io) = self.context.io.clone() else {
+            let error = "no I/O arbiter for the copy stage; this is a bug, please report it";
+            return self.finish(Err(error.into()), ctx);
+        };
+        let (context, spec, cancel) =
+            (self.context.clone(), self.spec.clone(), self.cancel.clone());
+        let me = ctx.address();
+        self.events
+            .do_send(SubtaskEvent::Started { id: self.spec.id() });
+        let spawn_on = io.clone();
+        io.spawn(async move {
+            let report: Recipient<StageReport> = me.clone().recipient();
+            let fail = |error: String| {
+                report.do_send(StageReport::Failed {
+                    stage: Stage::Copy,
+                    error,
+                    transient: false,
+                })
+            };
+            let target = context.target.clone().expect("the copy leg uploads");
+            let id = spec.id();
+            let task = context.task.to_string();
+            let key = target.key(&task, &id, MANIFEST_FILE);
+            let bytes = match target.get(&key, &cancel).await {
+                Ok(body) => match body.collect().await {
+                    Ok(bytes) => bytes.into_bytes(),
+                    Err(e) => return fail(format!("reading {key}: {e}")),
+                },
+                Err(e) => {
+                    return fail(format!(
+                        "reading the manifest the front agent uploaded: {e}"
+                    ));
+                }
+            };
+            let manifest: crate::model::chunk::CopyManifest = match serde_json::from_slice(&bytes) {
+                Ok(manifest) => manifest,
+                Err(e) => return fail(format!("{key} is not a dbhaul manifest: {e}")),
+            };
+            let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let run: Arc<str> = manifest.run.as_str().into();
+            let credits = Credits::new("copy", COPIER_CREDITS);
+            let copier = {
+                let (context, spec, c, cancel) = (
+                    context.clone(),
+                    spec.clone(),
+                    credits.clone(),
+                    cancel.clone(),
+                );
+                let report = report.clone();
+                Copier::start_in_arbiter(&spawn_on, move |_| {
+                    Copier::new(context, spec, run, c, report, cancel)
+                })
+            };
+            me.do_send(CopierStarted(copier.clone()));
+            let out = BoundedSender::new(copier.recipient(), &credits);
+            let manifest = Arc::new(manifest);
+            let files = manifest
+                .chunks
+                .iter()
+                .map(|chunk| UploadedFile::Chunk {
+                    key: target.key(&task, &id, &chunk.name),
+                    chunk: chunk.clone(),
+                })
+                .chain(std::iter::once(UploadedFile::Manifest {
+                    key,
+                    sha256,
+                    manifest: manifest.clone(),
+                }));
+            for file in files {
+                let sent = tokio::select! {
+                    sent = out.send(ToCopy::with(file)) => sent.is_ok(),
+                    () = cancel.cancelled() => false,
+                };
+                if !sent {
+                    // The copier stopped (and reported why) or the subtask was stopped.
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -189,7 +189,7 @@ impl Handler<ToUpload> for Uploader {
                         let file = UploadedFile::Manifest {
                             key,
                             sha256,
-                            manifest,
+                            manifest: Arc::new(manifest.as_ref().into()),
                         };
                         hand_on(out, &cancel, ToCopy::with(file)).await?;
                     }

@@ -187,6 +187,20 @@ impl Source {
         Ok((source, connection))
     }
 
+    /// A source that is not connected to: its kind is guessed from the driver's name (an
+    /// agent that only copies needs no more; a `DSN=` source is `Other`).
+    pub fn unconnected(connection: &str) -> Result<Source, SourceError> {
+        let attributes = parse_attributes(connection)?;
+        let dialect = driver_name(&attributes)
+            .map(|d| Dialect::from_dbms_name(&d))
+            .unwrap_or(Dialect::Other);
+        Ok(Source {
+            attributes,
+            dialect,
+            quote: '"',
+        })
+    }
+
     /// A source that was never connected, for tests of query building.
     #[cfg(test)]
     pub(crate) fn offline(dialect: Dialect, quote: char) -> Source {

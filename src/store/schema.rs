@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Table;
-use crate::api::wire::{SubtaskStatus, TaskDefinition};
+use crate::api::wire::{State, SubtaskStatus, TaskDefinition};
 use crate::model::SubtaskSpec;
 
 // ---- agent.redb ----
@@ -20,6 +20,9 @@ pub struct AgentTaskRecord {
     /// The task's log level when it was changed from the job file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<crate::model::LogLevel>,
+    /// The stages this agent runs of the task, when another agent runs the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<crate::model::Leg>,
 }
 
 /// One subtask given to this agent, with its last durable status.
@@ -95,6 +98,10 @@ pub struct TaskRecord {
     /// The task's log level when it was changed from the job file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<crate::model::LogLevel>,
+    /// No agent it may use has every role its mode needs: agents with extract and upload
+    /// run each subtask's front, agents with copy its copy (decided at start).
+    #[serde(default)]
+    pub handoff: bool,
 }
 
 impl TaskRecord {
@@ -122,4 +129,50 @@ pub struct SubtaskRecord {
     pub status: SubtaskStatus,
     /// The agent has taken it (it is in the agent's own store).
     pub dispatched: bool,
+    /// In a hand-off task (`TaskRecord::handoff`): the copy, by another agent, once the
+    /// front agent has uploaded the subtask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_leg: Option<CopyLeg>,
+}
+
+/// The copy stage of a subtask, run by an agent other than the one that extracted it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CopyLeg {
+    /// The agent chosen for it.
+    pub agent: Option<String>,
+    /// That agent has taken it.
+    #[serde(default)]
+    pub dispatched: bool,
+    /// What that agent last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SubtaskStatus>,
+}
+
+impl SubtaskRecord {
+    /// The subtask as users see it: in a hand-off task, the front agent's extract and
+    /// upload with the copy agent's copy; completed only once copied.
+    pub fn shown(&self, handoff: bool) -> SubtaskStatus {
+        let mut status = self.status.clone();
+        if !handoff {
+            return status;
+        }
+        let leg = self.copy_leg.as_ref();
+        let copied = leg.and_then(|l| l.status.as_ref());
+        status.copy = Some(copied.and_then(|s| s.copy).unwrap_or_default());
+        status.copy_agent = leg.and_then(|l| l.agent.clone());
+        if status.state == State::Completed {
+            match copied {
+                Some(copied) => {
+                    status.state = copied.state;
+                    status.error = copied.error.clone();
+                    status.finished_at = copied.finished_at.clone();
+                }
+                None => {
+                    status.state = State::Pending;
+                    status.finished_at = None;
+                }
+            }
+        }
+        status
+    }
 }
