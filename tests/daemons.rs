@@ -1495,5 +1495,28 @@ fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_war
         !files_contain(&front.dir, b"postgresql://"),
         "the front agent got the warehouse URL"
     );
+
+    // A copy agent does not reach the source, so it cannot count it: refused, named.
+    let text = job("handoff-count", tables, &bucket, "wh_handoff").replacen(
+        "[warehouse]\n",
+        "[warehouse]\ncount_source = true\n",
+        1,
+    );
+    create_task(&controller, &sandbox, "handoff-count", &text, &[]);
+    let out = controller.cli(&["tasks", "start", "handoff-count"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = controller.cli(&["tasks", "wait", "handoff-count", "--timeout", "180"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let view = controller.show("handoff-count");
+    let error = view["subtasks"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains(
+            "warehouse.count_source counts the source after each copy, but this agent only copies"
+        ),
+        "{view}"
+    );
     drop((front, loader));
 }
