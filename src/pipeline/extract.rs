@@ -78,7 +78,14 @@ impl Extractor {
         if let Some(rows) = self.extract_native()? {
             return Ok(rows);
         }
-        let (conn, sliced) = self.connect()?;
+        let (mut conn, sliced) = self.connect()?;
+        // A driver that holds each result whole reads key ranges on two connections.
+        let mut spare = match fetch::ReadMethod::for_subtask(&self.context.source, &self.spec) {
+            fetch::ReadMethod::KeyRanges { .. } if !self.spec.has_lobs() => {
+                Some(self.context.source.connect(Purpose::Bulk)?)
+            }
+            _ => None,
+        };
         tracing::debug!(task = %self.context.task, subtask = %self.spec.id(), "extract started");
         let mut sink = BatchSink {
             encoder: CsvEncoder::new(&self.context.files, FLUSH_BYTES + FLUSH_BYTES / 4)
@@ -93,7 +100,8 @@ impl Extractor {
             held: None,
         };
         let summary = read_subtask(
-            &conn,
+            &mut conn,
+            spare.as_mut(),
             &self.context.source,
             &self.spec,
             &self.order,

@@ -361,17 +361,34 @@ fn ordered_sql(
 
 /// Read every row of a subtask into `sink`, in the order asked; with `sliced` (the
 /// subtask is [`sliceable`]), its LOBs are selected in slices.
-pub fn read_subtask(
-    conn: &Connection<'_>,
+///
+/// `spare`, a second connection to the source, lets a table read in key ranges (a driver
+/// that holds each result whole) run the next range while this one is converted: see
+/// [`read_key_ranges_overlapped`].
+pub fn read_subtask<'e>(
+    conn: &mut Connection<'e>,
+    spare: Option<&mut Connection<'e>>,
     source: &Source,
     spec: &SubtaskSpec,
     order: &KeyOrder,
     sliced: bool,
-    sink: &mut impl RowSink,
+    sink: &mut (impl RowSink + Send),
 ) -> Result<ReadSummary, SourceError> {
     let table = spec.table.to_string();
     let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
     match ReadMethod::for_subtask(source, spec) {
+        ReadMethod::KeyRanges { rows_per_query } if !spec.has_lobs() && spare.is_some() => {
+            let spare = spare.expect("checked");
+            read_key_ranges_overlapped(
+                [conn, spare],
+                source,
+                spec,
+                rows_per_query,
+                order.after.clone(),
+                &table,
+                sink,
+            )
+        }
         ReadMethod::KeyRanges { rows_per_query } => read_key_ranges(
             conn,
             source,
@@ -438,6 +455,219 @@ fn read_key_ranges(
             what: format!("reading {table} in key ranges"),
             detail: "a key value of the last row is NULL; the primary key cannot be NULL".into(),
         })?);
+    }
+}
+
+/// What the two readers of [`read_key_ranges_overlapped`] share.
+struct Relay<'s, S> {
+    state: std::sync::Mutex<RelayState>,
+    changed: std::sync::Condvar,
+    /// Locked only by the reader whose turn it is, so the other can fix and run the next
+    /// range meanwhile.
+    sink: std::sync::Mutex<&'s mut S>,
+}
+
+struct RelayState {
+    /// The range whose rows go to the sink next.
+    turn: u64,
+    /// Where the range after the last one fixed begins: `Some(None)` from the table's start,
+    /// `Some(Some(key))` after `key`; `None` while no range is fixed beyond the last taken.
+    next_start: Option<Option<Vec<String>>>,
+    /// The range that begins at `next_start`.
+    next_range: u64,
+    /// The last range is fixed: there is no next.
+    ended: bool,
+    /// A reader failed or the sink stopped: everyone stops.
+    failed: bool,
+    rows: u64,
+    queries: u64,
+}
+
+/// Key ranges on two connections, in order. A driver that holds each result whole (MariaDB
+/// Connector/ODBC before 3.1.17) makes a one-connection read take turns: the server and the
+/// driver work while rows wait, then rows are converted while the server waits. Here each
+/// range is fixed ahead: its end is the `rows_per_query`-th key after its start (an index
+/// read, `LIMIT 1 OFFSET n-1`), so the next range can run on the other connection while this
+/// one's rows are converted. Each reader owns a connection and takes every other range; the
+/// rows reach the sink strictly in key order, one range after the other, so checkpoints and
+/// resume work as with one connection.
+fn read_key_ranges_overlapped<'e>(
+    conns: [&mut Connection<'e>; 2],
+    source: &Source,
+    spec: &SubtaskSpec,
+    rows_per_query: usize,
+    after: Option<Vec<String>>,
+    table: &str,
+    sink: &mut (impl RowSink + Send),
+) -> Result<ReadSummary, SourceError> {
+    let relay = Relay {
+        state: std::sync::Mutex::new(RelayState {
+            turn: 0,
+            next_start: Some(after),
+            next_range: 0,
+            ended: false,
+            failed: false,
+            rows: 0,
+            queries: 0,
+        }),
+        changed: std::sync::Condvar::new(),
+        sink: std::sync::Mutex::new(sink),
+    };
+    let results: Vec<Result<(), SourceError>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = conns
+            .into_iter()
+            .map(|conn| {
+                let relay = &relay;
+                scope.spawn(move || {
+                    let result = range_reader(conn, relay, source, spec, rows_per_query, table);
+                    if result.is_err() {
+                        let mut state = relay.state.lock().expect("relay lock");
+                        state.failed = true;
+                        relay.changed.notify_all();
+                    }
+                    result
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().unwrap_or(Err(SourceError::Cancelled)))
+            .collect()
+    });
+    // The first real error; a reader stopped by the other's failure says Cancelled.
+    let mut cancelled = None;
+    for result in results {
+        match result {
+            Err(SourceError::Cancelled) => cancelled = Some(SourceError::Cancelled),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+    }
+    if let Some(e) = cancelled {
+        return Err(e);
+    }
+    let state = relay.state.into_inner().expect("relay lock");
+    Ok(ReadSummary {
+        rows: state.rows,
+        queries: state.queries,
+    })
+}
+
+/// One reader of [`read_key_ranges_overlapped`]: take the next range, fix its end and pass
+/// that on, run it, wait for its turn, send its rows to the sink; until the last range.
+fn range_reader<S: RowSink>(
+    conn: &mut Connection<'_>,
+    relay: &Relay<'_, S>,
+    source: &Source,
+    spec: &SubtaskSpec,
+    rows_per_query: usize,
+    table: &str,
+) -> Result<(), SourceError> {
+    let key_names = key_names(source, spec);
+    let key = spec.key.as_ref().expect("a key");
+    let key_items: Vec<String> = key
+        .columns
+        .iter()
+        .map(|i| select_item(source, &spec.columns[*i]))
+        .collect();
+    let bound_base = select_from(source, spec, &key_items);
+    let base = select_sql(source, spec);
+    let and_or_where = |sql: &str| {
+        if sql.contains(" WHERE ") {
+            " AND "
+        } else {
+            " WHERE "
+        }
+    };
+    let order = format!(" ORDER BY {}", key_names.join(", "));
+    loop {
+        // Take the next range, once the one before it is fixed.
+        let (range, start) = {
+            let mut state = relay.state.lock().expect("relay lock");
+            loop {
+                if state.failed {
+                    return Err(SourceError::Cancelled);
+                }
+                if state.ended && state.next_start.is_none() {
+                    return Ok(());
+                }
+                if let Some(start) = state.next_start.take() {
+                    let range = state.next_range;
+                    state.next_range += 1;
+                    break (range, start);
+                }
+                state = relay.changed.wait(state).expect("relay lock");
+            }
+        };
+        // Its end: the n-th key from its start, or none (the last range).
+        let (lower, mut params) = match &start {
+            Some(values) => after_key(spec, &key_names, values),
+            None => (String::new(), Vec::new()),
+        };
+        let from_start = |sql: &str| match &start {
+            Some(_) => format!("{sql}{}({lower})", and_or_where(sql)),
+            None => sql.to_string(),
+        };
+        let bound_sql = format!(
+            "{}{order} LIMIT 1 OFFSET {}",
+            from_start(&bound_base),
+            rows_per_query - 1
+        );
+        let end = super::catalog::query_text(conn, &bound_sql, &params)?
+            .into_iter()
+            .next()
+            .map(|row| row.into_iter().collect::<Option<Vec<String>>>())
+            .map(|end| {
+                end.ok_or_else(|| SourceError::Odbc {
+                    what: format!("reading {table} in key ranges"),
+                    detail: "a key value is NULL; the primary key cannot be NULL".into(),
+                })
+            })
+            .transpose()?;
+        {
+            let mut state = relay.state.lock().expect("relay lock");
+            match &end {
+                Some(end) => state.next_start = Some(Some(end.clone())),
+                None => state.ended = true,
+            }
+            relay.changed.notify_all();
+        }
+        // The range: after its start, up to and with its end.
+        let mut sql = from_start(&base);
+        if let Some(end) = &end {
+            let (beyond, more) = after_key(spec, &key_names, end);
+            sql = format!("{sql}{}NOT ({beyond})", and_or_where(&sql));
+            params.extend(more);
+        }
+        sql.push_str(&order);
+        let query_error = |e: odbc_api::Error| classify_query_error(e, table, &sql);
+        let bound: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
+        let cursor = conn
+            .execute(&sql, &bound[..], None)
+            .map_err(query_error)?
+            .ok_or_else(|| SourceError::Odbc {
+                what: format!("reading {table}"),
+                detail: format!("`{sql}` returned no result set"),
+            })?;
+        // Its turn: the ranges before it are in the sink.
+        {
+            let mut state = relay.state.lock().expect("relay lock");
+            while state.turn != range {
+                if state.failed {
+                    return Err(SourceError::Cancelled);
+                }
+                state = relay.changed.wait(state).expect("relay lock");
+            }
+        }
+        let outcome = {
+            let mut sink = relay.sink.lock().expect("sink lock");
+            read_blocks(cursor, spec, table, &mut **sink)?
+        };
+        let mut state = relay.state.lock().expect("relay lock");
+        state.rows += outcome.count;
+        state.queries += 2;
+        state.turn += 1;
+        relay.changed.notify_all();
     }
 }
 
