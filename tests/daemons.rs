@@ -1520,3 +1520,51 @@ fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_war
     );
     drop((front, loader));
 }
+
+/// The hand-off under a kill: the copy agent is SIGKILLed mid-copy and started again; it
+/// copies the rest from the uploaded manifest, and each row lands once.
+#[test]
+fn a_copy_agent_killed_mid_copy_resumes_and_each_row_lands_once() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
+    front.start();
+    controller.register_with(&front, &["--roles", "extract,upload"]);
+    let mut loader = Agent::configure(sandbox.dir.path(), "loader", 2);
+    loader.start();
+    controller.register_with(&loader, &["--roles", "copy"]);
+    hash_table("dm_handoff_killed", 400_000);
+    fresh_schema("wh_handoff_killed");
+    let bucket = s3::unique_bucket("handoffkilled");
+    let toml = "[[tables]]\nname = \"src_pg.dm_handoff_killed\"\n\
+                partition = { column = \"id\", ranges = 2 }\n";
+    create_and_start(
+        &controller,
+        &sandbox,
+        "handoff-killed",
+        &job("handoff-killed", toml, &bucket, "wh_handoff_killed"),
+        &[],
+    );
+    let view = controller.wait_for("handoff-killed", Duration::from_secs(120), |v| {
+        v["state"] == "Completed"
+            || v["subtasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
+    });
+    assert_ne!(
+        view["state"], "Completed",
+        "the kill must come mid-copy: {view:#}"
+    );
+    loader.kill();
+    loader.start();
+    let out = controller.cli(&["tasks", "wait", "handoff-killed", "--timeout", "180"]);
+    assert!(out.status.success(), "tasks wait: {}", stderr(&out));
+    let view = controller.show("handoff-killed");
+    assert_eq!(view["state"], "Completed", "{view:#}");
+    assert_warehouse_equals_source("wh_handoff_killed", &["dm_handoff_killed"]);
+    let log = loader.process.as_ref().unwrap().log_text();
+    assert!(log.contains("it runs again"), "{log}");
+    drop(front);
+}

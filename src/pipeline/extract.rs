@@ -82,7 +82,13 @@ impl Extractor {
         // A driver that holds each result whole reads key ranges on two connections.
         let mut spare = match fetch::ReadMethod::for_subtask(&self.context.source, &self.spec) {
             fetch::ReadMethod::KeyRanges { .. } if !self.spec.has_lobs() => {
-                Some(self.context.source.connect(Purpose::Bulk)?)
+                match self.context.source.connect(Purpose::Bulk) {
+                    Ok(spare) => Some(spare),
+                    Err(e) => {
+                        tracing::warn!(task = %self.context.task, subtask = %self.spec.id(), "a second connection to the source failed ({e}); key ranges are read on one, more slowly");
+                        None
+                    }
+                }
             }
             _ => None,
         };

@@ -32,8 +32,9 @@ const MAX_BLOCK_ROWS: usize = 65_536;
 /// Piece size for streaming LOB values.
 const LOB_PIECE_BYTES: usize = 256 * 1024;
 /// Rows per key-range query: enough to amortise the query, small enough that a driver
-/// which buffers the whole result stays within a few tens of MB.
-const RANGE_BUDGET_BYTES: usize = 24 * 1024 * 1024;
+/// which buffers the whole result stays within a few tens of MB. Two ranges are held at
+/// once (see [`read_key_ranges_overlapped`]), so each gets half of 24 MiB.
+const RANGE_BUDGET_BYTES: usize = 12 * 1024 * 1024;
 /// Rows per key-range query for tables with LOBs (whose rows can be any size).
 const RANGE_ROWS_WITH_LOBS: usize = 8;
 /// A PostgreSQL LOB value is selected in slices of this many characters (bytes for
