@@ -340,6 +340,25 @@ fn the_agents_finish_while_the_controller_is_down_and_it_shows_completed_when_ba
     assert_warehouse_equals_source("wh_away", &names);
 }
 
+/// SIGKILL `agent` once some rows of `task` are in the warehouse and the task is not done,
+/// and start it again.
+fn kill_mid_copy(controller: &Controller, task: &str, agent: &mut Agent) {
+    let view = controller.wait_for(task, Duration::from_secs(120), |v| {
+        v["state"] == "Completed"
+            || v["subtasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
+    });
+    assert_ne!(
+        view["state"], "Completed",
+        "the kill must come mid-copy: {view:#}"
+    );
+    agent.kill();
+    agent.start();
+}
+
 #[test]
 fn a_sigkilled_agent_resumes_its_subtasks_and_each_row_lands_once() {
     let sandbox = Sandbox::new();
@@ -358,21 +377,7 @@ fn a_sigkilled_agent_resumes_its_subtasks_and_each_row_lands_once() {
         &[],
     );
 
-    // Kill the agent once some rows are in the warehouse and the task is not done.
-    let view = controller.wait_for("killed", Duration::from_secs(120), |v| {
-        v["state"] == "Completed"
-            || v["subtasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
-    });
-    assert_ne!(
-        view["state"], "Completed",
-        "the kill must come mid-task: {view:#}"
-    );
-    agents[0].kill();
-    agents[0].start();
+    kill_mid_copy(&controller, "killed", &mut agents[0]);
 
     let out = controller.cli(&["tasks", "wait", "killed", "--timeout", "180"]);
     assert!(out.status.success(), "tasks wait: {}", stderr(&out));
@@ -1545,20 +1550,7 @@ fn a_copy_agent_killed_mid_copy_resumes_and_each_row_lands_once() {
         &job("handoff-killed", toml, &bucket, "wh_handoff_killed"),
         &[],
     );
-    let view = controller.wait_for("handoff-killed", Duration::from_secs(120), |v| {
-        v["state"] == "Completed"
-            || v["subtasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
-    });
-    assert_ne!(
-        view["state"], "Completed",
-        "the kill must come mid-copy: {view:#}"
-    );
-    loader.kill();
-    loader.start();
+    kill_mid_copy(&controller, "handoff-killed", &mut loader);
     let out = controller.cli(&["tasks", "wait", "handoff-killed", "--timeout", "180"]);
     assert!(out.status.success(), "tasks wait: {}", stderr(&out));
     let view = controller.show("handoff-killed");

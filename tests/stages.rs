@@ -338,6 +338,65 @@ fn missing_tables_are_created_from_the_source_types() {
     );
 }
 
+/// `files.delimiter`, `null_string` and `rtrim` end to end: the chunk is written with `|`
+/// and `\N`, trailing spaces of text values are trimmed, and the copy stage reads it back
+/// with the same settings: a value holding the delimiter, a NULL, "", and the text `\N`
+/// itself stay apart in the warehouse.
+#[test]
+fn a_custom_delimiter_null_string_and_rtrim_reach_the_warehouse() {
+    let sandbox = Sandbox::new();
+    pg().batch_execute(
+        "DROP TABLE IF EXISTS src_pg.wh_format; \
+         CREATE TABLE src_pg.wh_format (id int PRIMARY KEY, s varchar(20), v varchar(20)); \
+         INSERT INTO src_pg.wh_format VALUES (1, 'a|b', 'x  '), (2, NULL, ''), \
+         (3, '\\N', '  y '), (4, '', NULL)",
+    )
+    .unwrap();
+    let schema = "wh_format";
+    let mut client = fresh_schema(schema);
+    let moto = s3::moto();
+    let bucket = moto_bucket("format");
+    let job = pg_copy_job(
+        &sandbox,
+        "format",
+        "[[tables]]\nname = \"src_pg.wh_format\"\n[files]\ndelimiter = \"|\"\n\
+         null_string = '\\N'\nrtrim = true\nkeep_local = true\ncompression = \"none\"\n",
+        &stages_toml(&moto.endpoint(), &bucket, schema, "create_tables = true"),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint()).assert_ok();
+    let chunk = std::fs::read_to_string(
+        sandbox
+            .work_dir()
+            .join("format/src_pg.wh_format/00000001.csv"),
+    )
+    .unwrap();
+    let mut lines: Vec<&str> = chunk.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["1|\"a|b\"|x", "2|\\N|\"\"", "3|\"\\N\"|  y", "4|\"\"|\\N"]
+    );
+    let rows: Vec<(i32, Option<String>, Option<String>)> = client
+        .query(
+            &format!("SELECT id, s, v FROM {schema}.wh_format ORDER BY id"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        rows,
+        [
+            (1, some("a|b"), some("x")),
+            (2, None, some("")),
+            (3, some("\\N"), some("  y")),
+            (4, some(""), None),
+        ]
+    );
+}
+
 /// `files.lob_objects`: a LOB value above the size (65,535 bytes by default) goes to its own
 /// object under the subtask's `lobs/` folder and its column holds the object's URL; values
 /// at or under it, NULL and "" stay in the row. The 100 MB text and a 70 kB binary value

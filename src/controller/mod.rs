@@ -342,63 +342,54 @@ impl Controller {
         free
     }
 
-    /// In hand-off tasks: an agent with the copy role for each subtask whose front is done.
-    async fn choose_copy_agents(&self) {
-        let wanted: Vec<(String, Vec<AgentRecord>)> = {
-            let state = self.lock();
-            state
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.started && t.handoff && t.subtasks.iter().any(copy_unchosen))
-                .map(|(name, t)| {
-                    let agents = leg_candidates(&state.agents, t.agents.as_ref(), Leg::Copy);
-                    (name.clone(), agents)
-                })
-                .collect()
-        };
-        for (task, agents) in wanted {
-            let mut free = self.free_slots(&agents).await;
-            if free.is_empty() {
-                continue;
-            }
-            let record = {
-                let mut state = self.lock();
-                let Some(record) = state.tasks.get_mut(&task) else {
-                    continue;
-                };
-                for subtask in record.subtasks.iter_mut().filter(|s| copy_unchosen(s)) {
-                    let best = free
-                        .iter_mut()
-                        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-                        .expect("free is not empty");
-                    best.1 -= 1;
-                    subtask.copy_leg = Some(CopyLeg {
-                        agent: Some(best.0.clone()),
-                        ..CopyLeg::default()
-                    });
-                }
-                record.clone()
-            };
-            self.save_task(&record);
-        }
+    /// Each subtask without an agent gets one that may run it.
+    async fn choose_agents(&self) {
+        self.choose(
+            |state, t| match t.handoff {
+                true => leg_candidates(&state.agents, t.agents.as_ref(), Leg::ExtractUpload),
+                false => candidates(&state.agents, t.agents.as_ref(), &needed_roles(t)),
+            },
+            unchosen,
+            |subtask, agent| subtask.status.agent = Some(agent),
+        )
+        .await;
     }
 
-    async fn choose_agents(&self) {
+    /// In hand-off tasks: an agent with the copy role for each subtask whose front is done.
+    async fn choose_copy_agents(&self) {
+        self.choose(
+            |state, t| match t.handoff {
+                true => leg_candidates(&state.agents, t.agents.as_ref(), Leg::Copy),
+                false => Vec::new(),
+            },
+            copy_unchosen,
+            |subtask, agent| {
+                subtask.copy_leg = Some(CopyLeg {
+                    agent: Some(agent),
+                    ..CopyLeg::default()
+                })
+            },
+        )
+        .await;
+    }
+
+    /// For every started task with `waiting` subtasks: give each the agent among
+    /// `candidates` with the most free capacity (ties by name, so the spread is
+    /// predictable), by `assign`, and record the choices.
+    async fn choose(
+        &self,
+        candidates: impl Fn(&ControllerState, &TaskRecord) -> Vec<AgentRecord>,
+        waiting: fn(&crate::store::schema::SubtaskRecord) -> bool,
+        assign: fn(&mut crate::store::schema::SubtaskRecord, String),
+    ) {
         let wanted: Vec<(String, Vec<AgentRecord>)> = {
             let state = self.lock();
             state
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.started && t.subtasks.iter().any(unchosen))
-                .map(|(name, t)| {
-                    let agents = match t.handoff {
-                        true => {
-                            leg_candidates(&state.agents, t.agents.as_ref(), Leg::ExtractUpload)
-                        }
-                        false => candidates(&state.agents, t.agents.as_ref(), &needed_roles(t)),
-                    };
-                    (name.clone(), agents)
-                })
+                .filter(|(_, t)| t.started && t.subtasks.iter().any(waiting))
+                .map(|(name, t)| (name.clone(), candidates(&state, t)))
+                .filter(|(_, agents)| !agents.is_empty())
                 .collect()
         };
         for (task, agents) in wanted {
@@ -411,14 +402,13 @@ impl Controller {
                 let Some(record) = state.tasks.get_mut(&task) else {
                     continue;
                 };
-                for subtask in record.subtasks.iter_mut().filter(|s| unchosen(s)) {
-                    // Most free first; ties by name, so the spread is predictable.
+                for subtask in record.subtasks.iter_mut().filter(|s| waiting(s)) {
                     let best = free
                         .iter_mut()
                         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
                         .expect("free is not empty");
                     best.1 -= 1;
-                    subtask.status.agent = Some(best.0.clone());
+                    assign(subtask, best.0.clone());
                 }
                 record.clone()
             };

@@ -148,6 +148,31 @@ struct HashingFile {
     written: u64,
 }
 
+impl HashingFile {
+    /// Flush, fsync, rename `partial` to `final_path` (setting `renamed` once it is) and
+    /// fsync the folder; the bytes written and their SHA-256, hex.
+    fn persist(
+        mut self,
+        partial: &Path,
+        final_path: &Path,
+        renamed: &mut bool,
+    ) -> io::Result<(u64, String)> {
+        self.flush()?;
+        let HashingFile {
+            file,
+            sha256,
+            written,
+        } = self;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(partial, final_path)?;
+        *renamed = true;
+        sync_dir(final_path)?;
+        Ok((written, hex::encode(sha256.finalize())))
+    }
+}
+
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
@@ -310,25 +335,14 @@ impl ChunkWriter {
             Encoder::Bzip2(bz) => (*bz).finish()?,
             Encoder::Plain(file) => file,
         };
-        let mut file = stored.finish()?;
-        file.flush()?;
-        let HashingFile {
-            file: buffered,
-            sha256,
-            written,
-        } = file;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.partial, &self.final_path)?;
-        self.sealed = true;
-        sync_dir(&self.final_path)?;
+        let file = stored.finish()?;
+        let (written, sha256) = file.persist(&self.partial, &self.final_path, &mut self.sealed)?;
         let record = ChunkRecord {
             name: self.name.to_string(),
             rows: self.rows,
             bytes_uncompressed: self.uncompressed,
             bytes_compressed: written,
-            sha256: hex::encode(sha256.finalize()),
+            sha256,
             lobs: Vec::new(),
         };
         Ok((record, self.final_path.clone()))
@@ -388,22 +402,17 @@ impl LobWriter {
 
     /// Fsync, rename into place and fsync the folder.
     pub fn seal(mut self) -> io::Result<LobRecord> {
-        let mut file = self.file.take().expect("sealed twice");
-        file.flush()?;
-        let HashingFile {
-            file: buffered,
-            sha256,
-            written,
-        } = file;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.partial, &self.final_path)?;
-        sync_dir(&self.final_path)?;
+        let file = self.file.take().expect("sealed twice");
+        let mut sealed = false;
+        let persisted = file.persist(&self.partial, &self.final_path, &mut sealed);
+        if !sealed {
+            let _ = fs::remove_file(&self.partial);
+        }
+        let (bytes, sha256) = persisted?;
         Ok(LobRecord {
             name: self.name.clone(),
-            bytes: written,
-            sha256: hex::encode(sha256.finalize()),
+            bytes,
+            sha256,
         })
     }
 }
