@@ -79,9 +79,13 @@ impl Extractor {
             return Ok(rows);
         }
         let (mut conn, sliced) = self.connect()?;
-        // A driver that holds each result whole reads key ranges on two connections.
+        // A driver that holds each result whole reads an unpartitioned table's key ranges on
+        // two connections; partitions, which run side by side, overlap one another instead
+        // (measured: the same speed with 30 MiB less for four at once).
         let mut spare = match fetch::ReadMethod::for_subtask(&self.context.source, &self.spec) {
-            fetch::ReadMethod::KeyRanges { .. } if !self.spec.has_lobs() => {
+            fetch::ReadMethod::KeyRanges { .. }
+                if !self.spec.has_lobs() && self.spec.partition.is_none() =>
+            {
                 match self.context.source.connect(Purpose::Bulk) {
                     Ok(spare) => Some(spare),
                     Err(e) => {

@@ -32,8 +32,9 @@ const MAX_BLOCK_ROWS: usize = 65_536;
 /// Piece size for streaming LOB values.
 const LOB_PIECE_BYTES: usize = 256 * 1024;
 /// Rows per key-range query: enough to amortise the query, small enough that a driver
-/// which buffers the whole result stays within a few tens of MB. Two ranges are held at
-/// once (see [`read_key_ranges_overlapped`]), so each gets half of 24 MiB.
+/// which buffers the whole result stays within a few tens of MB. An unpartitioned table
+/// holds two ranges at once (see [`read_key_ranges_overlapped`]), so each gets this half of
+/// 24 MiB; a partition, read on one connection (partitions overlap one another), gets 24.
 const RANGE_BUDGET_BYTES: usize = 12 * 1024 * 1024;
 /// Rows per key-range query for tables with LOBs (whose rows can be any size).
 const RANGE_ROWS_WITH_LOBS: usize = 8;
@@ -93,7 +94,11 @@ impl ReadMethod {
             let rows_per_query = if spec.has_lobs() {
                 RANGE_ROWS_WITH_LOBS
             } else {
-                (RANGE_BUDGET_BYTES / row_buffer_bytes(spec).max(1)).clamp(1000, 100_000)
+                let budget = match spec.partition {
+                    None => RANGE_BUDGET_BYTES,
+                    Some(_) => 2 * RANGE_BUDGET_BYTES,
+                };
+                (budget / row_buffer_bytes(spec).max(1)).clamp(1000, 100_000)
             };
             return ReadMethod::KeyRanges { rows_per_query };
         }
