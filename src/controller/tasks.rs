@@ -97,10 +97,7 @@ impl Controller {
     /// mode needs, else (copy mode) front agents and copy agents. Returns whether the task
     /// hands off between them.
     fn task_agents_or_handoff(&self, task: &TaskRecord) -> Result<bool, ApiError> {
-        let needed = needed_roles(&TaskRecord {
-            handoff: false,
-            ..task.clone()
-        });
+        let needed = needed_roles(task);
         match self.task_agents(
             task.agents.as_ref(),
             &needed,
