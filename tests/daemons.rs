@@ -1347,6 +1347,14 @@ fn a_task_carries_its_boundaries_file_and_chunk_key_to_the_agent() {
     drop(agents);
 }
 
+/// An agent of two slots, started and registered with `roles` (`extract,upload`).
+fn role_agent(sandbox: &Sandbox, controller: &Controller, name: &str, roles: &str) -> Agent {
+    let mut agent = Agent::configure(sandbox.dir.path(), name, 2);
+    agent.start();
+    controller.register_with(&agent, &["--roles", roles]);
+    agent
+}
+
 /// Agent roles: an agent registered without `copy` is used to plan (it reads the source)
 /// but a task that copies is refused at start, naming the roles it needs and what each
 /// agent has; once an agent with every role is registered, the task runs there only.
@@ -1354,9 +1362,7 @@ fn a_task_carries_its_boundaries_file_and_chunk_key_to_the_agent() {
 fn a_task_is_refused_at_start_when_no_agent_has_its_roles_and_runs_on_one_that_has() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
-    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
-    front.start();
-    controller.register_with(&front, &["--roles", "extract,upload"]);
+    let front = role_agent(&sandbox, &controller, "front", "extract,upload");
     let out = controller.cli(&["agents", "list"]);
     assert!(stdout(&out).contains("extract,upload "), "{}", stdout(&out));
 
@@ -1431,12 +1437,8 @@ fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
 fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_warehouse() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
-    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
-    front.start();
-    controller.register_with(&front, &["--roles", "extract,upload"]);
-    let mut loader = Agent::configure(sandbox.dir.path(), "loader", 2);
-    loader.start();
-    controller.register_with(&loader, &["--roles", "copy"]);
+    let front = role_agent(&sandbox, &controller, "front", "extract,upload");
+    let loader = role_agent(&sandbox, &controller, "loader", "copy");
 
     hash_table("dm_handoff", 5_000);
     fresh_schema("wh_handoff");
@@ -1532,12 +1534,8 @@ fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_war
 fn a_copy_agent_killed_mid_copy_resumes_and_each_row_lands_once() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
-    let mut front = Agent::configure(sandbox.dir.path(), "front", 2);
-    front.start();
-    controller.register_with(&front, &["--roles", "extract,upload"]);
-    let mut loader = Agent::configure(sandbox.dir.path(), "loader", 2);
-    loader.start();
-    controller.register_with(&loader, &["--roles", "copy"]);
+    let front = role_agent(&sandbox, &controller, "front", "extract,upload");
+    let mut loader = role_agent(&sandbox, &controller, "loader", "copy");
     hash_table("dm_handoff_killed", 400_000);
     fresh_schema("wh_handoff_killed");
     let bucket = s3::unique_bucket("handoffkilled");

@@ -1538,14 +1538,7 @@ fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named(
     let keys = s3::list_keys(&moto.endpoint(), &bucket, "exports/sse/");
     assert!(keys.len() >= 2, "{keys:?}");
     for key in &keys {
-        let head = s3::block_on(
-            s3::client(&moto.endpoint())
-                .head_object()
-                .bucket(&bucket)
-                .key(key)
-                .send(),
-        )
-        .unwrap();
+        let head = s3::head_object(&moto.endpoint(), &bucket, key);
         assert_eq!(
             head.server_side_encryption(),
             Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
@@ -1569,14 +1562,7 @@ fn objects_go_up_encrypted_with_kms_through_the_proxy_and_a_dead_proxy_is_named(
     );
     run_with_s3(&sse_s3, &job, &moto.endpoint()).assert_ok();
     let key = "exports/sse-s3/main.t/00000001.csv.gz";
-    let head = s3::block_on(
-        s3::client(&moto.endpoint())
-            .head_object()
-            .bucket(&bucket)
-            .key(key)
-            .send(),
-    )
-    .unwrap();
+    let head = s3::head_object(&moto.endpoint(), &bucket, key);
     assert_eq!(
         head.server_side_encryption(),
         Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256),

@@ -108,6 +108,7 @@ impl Extractor {
             column: 0,
             row: self.resumed_rows + 1,
             held: None,
+            spare: Vec::new(),
         };
         let summary = read_subtask(
             &mut conn,
@@ -300,6 +301,8 @@ struct BatchSink<'a> {
     row: u64,
     /// With `lobs`: the value being streamed.
     held: Option<Held>,
+    /// The buffer of the last value held and written inline, for the next.
+    spare: Vec<u8>,
 }
 
 impl BatchSink<'_> {
@@ -364,7 +367,7 @@ impl RowSink for BatchSink<'_> {
             Some(_) => {
                 self.held = Some(Held {
                     binary,
-                    bytes: Vec::new(),
+                    bytes: std::mem::take(&mut self.spare),
                     file: None,
                 })
             }
@@ -401,6 +404,8 @@ impl RowSink for BatchSink<'_> {
             self.encoder.begin_stream(held.binary);
             self.encoder.piece(&held.bytes);
             self.encoder.end_stream();
+            self.spare = held.bytes;
+            self.spare.clear();
             return;
         };
         let url = self.lobs.as_ref().expect("held with lobs").url(name);

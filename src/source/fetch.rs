@@ -383,27 +383,21 @@ pub fn read_subtask<'e>(
     let table = spec.table.to_string();
     let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
     match ReadMethod::for_subtask(source, spec) {
-        ReadMethod::KeyRanges { rows_per_query } if !spec.has_lobs() && spare.is_some() => {
-            let spare = spare.expect("checked");
-            read_key_ranges_overlapped(
-                [conn, spare],
-                source,
-                spec,
-                rows_per_query,
-                order.after.clone(),
-                &table,
-                sink,
-            )
+        ReadMethod::KeyRanges { rows_per_query } => {
+            let after = order.after.clone();
+            match spare.filter(|_| !spec.has_lobs()) {
+                Some(spare) => read_key_ranges_overlapped(
+                    [conn, spare],
+                    source,
+                    spec,
+                    rows_per_query,
+                    after,
+                    &table,
+                    sink,
+                ),
+                None => read_key_ranges(conn, source, spec, rows_per_query, after, &table, sink),
+            }
         }
-        ReadMethod::KeyRanges { rows_per_query } => read_key_ranges(
-            conn,
-            source,
-            spec,
-            rows_per_query,
-            order.after.clone(),
-            &table,
-            sink,
-        ),
         ReadMethod::Blocks | ReadMethod::RowWise => {
             let mut slices = if sliced {
                 Some(LobSlices::prepare(conn, source, spec)?)

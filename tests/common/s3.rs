@@ -393,6 +393,22 @@ async fn try_get_object(client: &Client, bucket: &str, key: &str) -> Result<Vec<
     Ok(body.into_bytes().to_vec())
 }
 
+/// An object's metadata (HEAD): its encryption headers, say.
+pub fn head_object(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    block_on(
+        client(endpoint)
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send(),
+    )
+    .unwrap_or_else(|e| panic!("head s3://{bucket}/{key}: {}", describe(e)))
+}
+
 /// Write an object (one PUT).
 pub fn put_object(endpoint: &str, bucket: &str, key: &str, bytes: &[u8]) {
     block_on(try_put_object(&client(endpoint), bucket, key, bytes))
