@@ -109,6 +109,12 @@ pub struct LobRecord {
 /// The folder of a subtask's LOB files, locally and in the bucket.
 pub const LOB_FOLDER: &str = "lobs";
 
+/// A LOB file's path within its subtask's folder (`lobs/<name>`), locally and as the last
+/// part of its object key.
+pub fn lob_file(name: &str) -> String {
+    format!("{LOB_FOLDER}/{name}")
+}
+
 /// What the copy stage needs of a manifest; an agent that only copies reads it back from
 /// the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -6,7 +6,7 @@ pub mod chunk;
 pub mod subtask;
 pub mod task;
 
-pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest};
+pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest, lob_file};
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,

@@ -20,7 +20,7 @@ use super::messages::{
 };
 use crate::config::FileSettings;
 use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
-use crate::model::{ChunkName, ChunkRecord, LOB_FOLDER, LobRecord, Manifest, SubtaskSpec};
+use crate::model::{ChunkName, ChunkRecord, LobRecord, Manifest, SubtaskSpec, lob_file};
 use crate::source::fetch::row_predicate;
 use crate::target::ChunkWriter;
 use crate::target::local::{LobWriter, MANIFEST_FILE, describe_io, write_atomic};
@@ -378,7 +378,7 @@ impl Actor for Compressor {
             .iter()
             .flat_map(|c| c.chunks.iter())
             .flat_map(|c| {
-                let lobs = c.lobs.iter().map(|l| format!("{LOB_FOLDER}/{}", l.name));
+                let lobs = c.lobs.iter().map(|l| lob_file(&l.name));
                 std::iter::once(c.name.clone()).chain(lobs)
             })
             .collect();
@@ -545,11 +545,9 @@ fn build_manifest(
         rows,
         chunks,
         lob_folder: match (&context.target, files.lob_objects_over) {
-            (Some(target), Some(_)) => Some(target.url_of(&target.key(
-                context.task.as_str(),
-                &spec.id(),
-                &format!("{LOB_FOLDER}/"),
-            ))),
+            (Some(target), Some(_)) => {
+                Some(target.url_of(&target.key(context.task.as_str(), &spec.id(), &lob_file(""))))
+            }
             _ => None,
         },
         entries,

@@ -269,7 +269,7 @@ impl LobObjects {
     }
 
     fn url(&self, name: &str) -> String {
-        let file = format!("{}/{name}", crate::model::LOB_FOLDER);
+        let file = crate::model::lob_file(name);
         self.target
             .url_of(&self.target.key(&self.task, &self.subtask, &file))
     }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::SubtaskContext;
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::messages::{Abort, SealedFile, Stage, StageReport, ToCopy, ToUpload, UploadedFile};
-use crate::model::{ChunkRecord, LOB_FOLDER, SubtaskSpec};
+use crate::model::{ChunkRecord, SubtaskSpec, lob_file};
 use crate::target::local::lob_path;
 use crate::target::{S3Error, S3Target};
 
@@ -151,7 +151,7 @@ impl Handler<ToUpload> for Uploader {
                     let dir = path.parent().unwrap_or(std::path::Path::new("."));
                     for lob in &chunk.lobs {
                         let lob_path = lob_path(dir, &lob.name);
-                        let lob_key = target.key(&task, &id, &format!("{LOB_FOLDER}/{}", lob.name));
+                        let lob_key = target.key(&task, &id, &lob_file(&lob.name));
                         target.upload_file(&lob_path, &lob_key, &cancel).await?;
                     }
                     let key = target.key(&task, &id, &chunk.name);

@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::encrypt::{Encrypt, TaskKey};
-use crate::model::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord};
+use crate::model::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, lob_file};
 
 const PARTIAL_SUFFIX: &str = ".partial";
 /// The manifest's file name in every subtask folder.
@@ -87,7 +87,7 @@ impl WorkDir {
         if lobs.is_dir() {
             for entry in fs::read_dir(&lobs)? {
                 let entry = entry?;
-                let name = format!("{LOB_FOLDER}/{}", entry.file_name().to_string_lossy());
+                let name = lob_file(&entry.file_name().to_string_lossy());
                 if !keep.contains(&name.as_str()) && entry.file_type()?.is_file() {
                     fs::remove_file(entry.path())?;
                 }
@@ -427,7 +427,7 @@ impl Drop for LobWriter {
 
 /// The local path of a subtask's LOB file.
 pub fn lob_path(subtask_dir: &Path, name: &str) -> PathBuf {
-    subtask_dir.join(LOB_FOLDER).join(name)
+    subtask_dir.join(lob_file(name))
 }
 
 /// An I/O error in words a user can act on; a full disk says so and says what to do.
