@@ -5,7 +5,8 @@
 # (`psql \copy ... | gzip -1` and `| pigz -p 2 -1`). Prints one table: wall seconds,
 # rows/s, MB/s of CSV, the ratio to `psql | pigz -p 2 -1`, peak RSS and compressed size.
 # A second part extracts a table of more than 1 GB of CSV from each database and reports
-# dbhaul's peak RSS (it must stay under 150 MB).
+# dbhaul's peak RSS (it must stay under 100 MB), and a third, 10 rows of a 50 MB text
+# value each from each database.
 #
 #   bash bench/run.sh            # scale factor 1
 #   SF=10 bash bench/run.sh      # larger
@@ -103,12 +104,18 @@ measure "dbhaul run, MariaDB lineitem x2 (key ranges)" "$((expected * 2))" "$BIN
 sed -i "\$s/\t0\$/\t$(dbhaul_size mariax2)/" "$results"
 rm -f "$OUT/last.gz"
 measure "mariadb --quick -B | pigz -p 2 -1, lineitem x2 (MariaDB's native pipeline)" "$((expected * 2))" "mariadb --quick -B -N -h 127.0.0.1 -u root $DB -e 'SELECT * FROM lineitem_x2' | pigz -p 2 -1 > $OUT/last.gz"
-echo "running: memory, 10 rows with a 50 MB text value each (LOBs, streamed)"
+echo "running: memory, 10 rows with a 50 MB text value each (LOBs, in slices), from each database"
 "${PSQL[@]}" -c "DROP TABLE IF EXISTS lobs50; CREATE TABLE lobs50 (id int PRIMARY KEY, body text);
   INSERT INTO lobs50 SELECT i, repeat(md5(i::text), 50 * 1024 * 1024 / 32) FROM generate_series(1, 10) i"
 rm -rf "$OUT/work"; rm -f "$OUT/last.gz"
 measure "dbhaul run, PostgreSQL, 10 rows of a 50 MB text each" 10 "$BIN run $(job lobs "$pg_conn" public.lobs50 1) --work-dir $OUT/work --json > $OUT/lobs.json"
 sed -i "\$s/\t0\$/\t$(dbhaul_size lobs)/" "$results"
+mariadb -h 127.0.0.1 -u root -e "SET GLOBAL max_allowed_packet = 1073741824"
+"${MARIA[@]}" -e "DROP TABLE IF EXISTS lobs50; CREATE TABLE lobs50 (id int PRIMARY KEY, body longtext);
+  INSERT INTO lobs50 SELECT seq, REPEAT(MD5(seq), 50 * 1024 * 1024 DIV 32) FROM seq_1_to_10"
+rm -rf "$OUT/work"
+measure "dbhaul run, MariaDB, 10 rows of a 50 MB text each" 10 "$BIN run $(job mlobs "$maria_conn" $DB.lobs50 1) --work-dir $OUT/work --json > $OUT/mlobs.json"
+sed -i "\$s/\t0\$/\t$(dbhaul_size mlobs)/" "$results"
 csv_bytes=$(python3 -c "import json; print(json.load(open('$OUT/pgx2.json'))['bytes_uncompressed'])")
 
 # --- table ------------------------------------------------------------------------------

@@ -884,6 +884,70 @@ fn postgres_lobs_longer_than_a_slice_come_out_byte_for_byte_as_read_whole() {
     assert_eq!(differing, 0);
 }
 
+/// MariaDB LOB values longer than a slice come out of a table with a key slice by slice (the
+/// first 256 Ki characters with the row, the rest by the key in 4 MiB byte slices, one
+/// transaction per key range), byte for byte what a view over the same rows gives whole (a
+/// view has no key, so it is read whole): values at the slice boundaries, a 2-byte
+/// character cut by a byte slice, quotes and newlines, a composite key with a quote, NULL
+/// and empty.
+#[test]
+fn mariadb_lobs_longer_than_a_slice_come_out_byte_for_byte_as_read_whole() {
+    const SLICE: usize = 256 * 1024;
+    const BYTES: usize = 4 * 1024 * 1024;
+    let sandbox = Sandbox::new();
+    let t = format!("{TEST_DB}.sliced");
+    maria(&format!(
+        "DROP VIEW IF EXISTS {t}_whole; DROP TABLE IF EXISTS {t};
+         CREATE TABLE {t} (id INT NOT NULL, k VARCHAR(10) NOT NULL, t LONGTEXT, b LONGBLOB,
+           PRIMARY KEY (id, k)) DEFAULT CHARSET utf8mb4;
+         INSERT INTO {t} VALUES
+           (1, 'a', REPEAT('a', {SLICE}), UNHEX(REPEAT('ab', {SLICE}))),
+           (2, 'o''k', CONCAT(REPEAT('é', {SLICE}), '€'), UNHEX(REPEAT('00ff', {exact}))),
+           (2, 'z', CONCAT(REPEAT('x\"y,z\n😀', {SLICE} DIV 2), 'end'), ''),
+           (3, 'a', '', NULL),
+           (4, 'a', REPEAT('é', 3 * {BYTES} DIV 2 + 1), UNHEX(REPEAT('7f', 2 * {BYTES} + 3))),
+           (5, 'a', NULL, UNHEX(REPEAT('01', {SLICE} + {BYTES})));
+         CREATE VIEW {t}_whole AS SELECT * FROM {t};",
+        exact = (SLICE + BYTES) / 2,
+    ));
+    let tables = format!("[[tables]]\nname = \"{t}\"\n[[tables]]\nname = \"{t}_whole\"\n");
+    let job = sandbox.job("sliced", &job_text("sliced", &maria_odbc(), &tables, ""));
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
+    run.assert_ok();
+    assert_eq!(
+        run.stderr.matches("LOB values read in slices").count(),
+        1,
+        "the table, not the view, is read in slices:\n{}",
+        run.stderr
+    );
+    let dir = sandbox.work_dir().join("sliced");
+    let (sliced, whole) = (
+        chunk_bytes(&dir.join(&t)),
+        chunk_bytes(&dir.join(format!("{t}_whole"))),
+    );
+    assert!(sliced.len() > 4 * BYTES, "{}", sliced.len());
+    assert_eq!(
+        sliced.len(),
+        whole.len(),
+        "sliced and whole reads differ in length"
+    );
+    assert!(
+        sliced == whole,
+        "the sliced read differs from the whole one"
+    );
+    let text = String::from_utf8(sliced).unwrap();
+    let starts = |i: usize| &text[..text.char_indices().nth(i).map_or(text.len(), |(at, _)| at)];
+    assert!(
+        text.starts_with(&format!("1,a,\"{}\",", "a".repeat(SLICE))),
+        "key order: {}",
+        starts(40)
+    );
+    assert!(
+        text.contains(&format!("o'k,\"{}€\",", "é".repeat(SLICE))),
+        "the quoted key"
+    );
+}
+
 fn run_lob(sandbox: &Sandbox, rows: &[fixtures::Row]) -> String {
     pg().batch_execute(&fixtures::fidelity_sql(Db::Pg, "src_pg.parity_lob", rows))
         .unwrap();

@@ -78,6 +78,9 @@ impl Extractor {
         if let Some(rows) = self.extract_native()? {
             return Ok(rows);
         }
+        // Counted before connecting: partitions started together share the key-range budget
+        // from their first range.
+        let _reading = fetch::Reading::start();
         let (mut conn, sliced) = self.connect()?;
         // A driver that holds each result whole reads an unpartitioned table's key ranges on
         // two connections; partitions, which run side by side, overlap one another instead
@@ -140,7 +143,8 @@ impl Extractor {
 
     /// The subtask's ODBC connection, and whether its LOBs are read in slices. With LOBs,
     /// the driver's rows per round trip follow the most LOB bytes a row can bring: a slice
-    /// per LOB where they are read in slices (a PostgreSQL table), else the largest row of
+    /// per LOB where they are read in slices (a PostgreSQL table, a MariaDB table with a
+    /// key), else the largest row of
     /// the planner's sample.
     fn connect(&self) -> Result<(odbc_api::Connection<'static>, bool), SourceError> {
         let source = &self.context.source;
@@ -149,7 +153,7 @@ impl Extractor {
         }
         let largest = self.spec.largest_lob_row;
         let sliced = fetch::sliced_row_bytes(&self.spec);
-        if source.dialect == Dialect::Postgres {
+        if matches!(source.dialect, Dialect::Postgres | Dialect::MariaDb) {
             let rows = lob_fetch_rows(Some(largest.unwrap_or(sliced).min(sliced)));
             let conn = source.connect(Purpose::Lobs { rows })?;
             let (task, subtask) = (&self.context.task, self.spec.id());
@@ -157,7 +161,7 @@ impl Extractor {
                 tracing::debug!(%task, %subtask, "LOB values read in slices of {} characters, by row address", fetch::LOB_SLICE);
                 return Ok((conn, true));
             }
-            tracing::debug!(%task, %subtask, "LOB values read whole: not a table (a view has no row address)");
+            tracing::debug!(%task, %subtask, "LOB values read whole: no row address (a PostgreSQL view, a MariaDB table without a key)");
         }
         let conn = source.connect(Purpose::Lobs {
             rows: lob_fetch_rows(largest),

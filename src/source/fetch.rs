@@ -9,12 +9,17 @@
 //!   holds what it fetches whole, several times over: the row brings each value's first
 //!   slice and the row's address (`tableoid`, `ctid`); a longer value's other slices come
 //!   from one more query by that address, in the same snapshot, one result row per slice.
+//!   From a MariaDB table read in key ranges (its driver holds every result whole) the
+//!   address is the row's key, and each further slice is a query of its own
+//!   ([`MARIADB_SLICE_BYTES`]), in the range's transaction.
 //! - **Key ranges**: the driver cannot stream (MariaDB Connector/ODBC 3.1 buffers every
 //!   result); the table is read as `WHERE key > last ORDER BY key LIMIT n` queries, each
 //!   read by one of the two ways above.
 //!
 //! Rows go to a [`RowSink`] (the CSV encoder), which is told after every block so it can
 //! hand the block downstream and say whether to go on.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 use odbc_api::parameter::{Binary, Text, VarCell};
@@ -31,11 +36,15 @@ const BLOCK_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 const MAX_BLOCK_ROWS: usize = 65_536;
 /// Piece size for streaming LOB values.
 const LOB_PIECE_BYTES: usize = 256 * 1024;
-/// Rows per key-range query: enough to amortise the query, small enough that a driver
-/// which buffers the whole result stays within a few tens of MB. An unpartitioned table
-/// holds two ranges at once (see [`read_key_ranges_overlapped`]), so each gets this half of
-/// 24 MiB; a partition, read on one connection (partitions overlap one another), gets 24.
-const RANGE_BUDGET_BYTES: usize = 12 * 1024 * 1024;
+/// Bytes of key-range results (which a driver that cannot stream holds whole) this process
+/// holds at once, shared by the subtasks reading from a source ([`Reading`]): enough rows
+/// per query to amortise it, and a few tens of MB whatever the number of partitions. A
+/// subtask gets at most half (24 MiB), so one or two subtasks read as they would alone; an
+/// unpartitioned table holds two ranges at once (see [`read_key_ranges_overlapped`]), each
+/// half of its share; a partition reads on one connection (partitions overlap one another).
+const RANGE_BUDGET_BYTES: usize = 48 * 1024 * 1024;
+/// Subtasks of this process reading from a source right now (see [`Reading`]).
+static READING: AtomicUsize = AtomicUsize::new(0);
 /// Rows per key-range query for tables with LOBs (whose rows can be any size).
 const RANGE_ROWS_WITH_LOBS: usize = 8;
 /// A PostgreSQL LOB value is selected in slices of this many characters (bytes for
@@ -43,6 +52,9 @@ const RANGE_ROWS_WITH_LOBS: usize = 8;
 pub const LOB_SLICE: usize = 256 * 1024;
 /// The most bytes of one slice: four bytes per UTF-8 character.
 pub const LOB_SLICE_BYTES: u64 = 4 * LOB_SLICE as u64;
+/// A MariaDB LOB value's further slices, in bytes: each is a query of its own (the driver
+/// holds one result at a time, whole).
+const MARIADB_SLICE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A value handed to the sink.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,15 +100,39 @@ pub enum ReadMethod {
     KeyRanges { rows_per_query: usize },
 }
 
+/// A subtask reading from a source, counted while it lives: key ranges share
+/// [`RANGE_BUDGET_BYTES`] among the subtasks reading. Taken before connecting, so the
+/// partitions a run starts together count one another from their first range.
+pub struct Reading(());
+
+impl Reading {
+    pub fn start() -> Reading {
+        READING.fetch_add(1, Ordering::Relaxed);
+        Reading(())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl ReadMethod {
     pub fn for_subtask(source: &Source, spec: &SubtaskSpec) -> ReadMethod {
+        Self::sharing(source, spec, READING.load(Ordering::Relaxed))
+    }
+
+    /// The read method of a subtask while `readers` subtasks (itself included) read.
+    fn sharing(source: &Source, spec: &SubtaskSpec, readers: usize) -> ReadMethod {
         if !source.dialect.streams_results() && spec.key.is_some() {
             let rows_per_query = if spec.has_lobs() {
                 RANGE_ROWS_WITH_LOBS
             } else {
+                let share = RANGE_BUDGET_BYTES / readers.max(2);
                 let budget = match spec.partition {
-                    None => RANGE_BUDGET_BYTES,
-                    Some(_) => 2 * RANGE_BUDGET_BYTES,
+                    None => share / 2,
+                    Some(_) => share,
                 };
                 (budget / row_buffer_bytes(spec).max(1)).clamp(1000, 100_000)
             };
@@ -133,13 +169,14 @@ pub fn select_sql(source: &Source, spec: &SubtaskSpec) -> String {
     select_read(source, spec, false)
 }
 
-/// The `SELECT` the ODBC read runs: with `sliced`, the row's address first (`tableoid`,
-/// `ctid`) and each LOB value's first slice in place of the value.
+/// The `SELECT` the ODBC read runs: with `sliced`, the row's address first (see
+/// [`address_items`]) and each LOB value's first slice in place of the value.
 fn select_read(source: &Source, spec: &SubtaskSpec, sliced: bool) -> String {
-    let mut items = Vec::with_capacity(spec.columns.len() + SLICE_ADDRESS_COLUMNS);
-    if sliced {
-        items.extend(["tableoid".to_string(), "ctid".to_string()]);
-    }
+    let mut items = if sliced {
+        address_items(source, spec)
+    } else {
+        Vec::new()
+    };
     for column in &spec.columns {
         items.push(if sliced && column.fetch.is_lob() {
             slice_expr(source, column, "1")
@@ -150,15 +187,20 @@ fn select_read(source: &Source, spec: &SubtaskSpec, sliced: bool) -> String {
     select_from(source, spec, &items)
 }
 
-/// Whether a subtask's LOBs are read in slices: a PostgreSQL table (a view has no `ctid`)
-/// with LOB columns.
+/// Whether a subtask's LOBs are read in slices: a PostgreSQL table (a view has no `ctid`),
+/// or a MariaDB table or view read in key ranges, with LOB columns.
 pub fn sliceable(
     conn: &Connection<'_>,
     source: &Source,
     spec: &SubtaskSpec,
 ) -> Result<bool, SourceError> {
-    if source.dialect != super::Dialect::Postgres || !spec.has_lobs() {
+    if !spec.has_lobs() {
         return Ok(false);
+    }
+    match source.dialect {
+        super::Dialect::Postgres => {}
+        super::Dialect::MariaDb => return Ok(spec.key.is_some()),
+        _ => return Ok(false),
     }
     let kind = super::catalog::query_text(
         conn,
@@ -174,15 +216,24 @@ pub fn sliced_row_bytes(spec: &SubtaskSpec) -> u64 {
     spec.columns.iter().filter(|c| c.fetch.is_lob()).count() as u64 * LOB_SLICE_BYTES
 }
 
-/// The columns a sliced read puts before the subtask's own: `tableoid`, `ctid`.
-const SLICE_ADDRESS_COLUMNS: usize = 2;
+/// The columns a sliced read puts before the subtask's own, by which a row is found again:
+/// PostgreSQL's `tableoid` and `ctid`, MariaDB's key.
+fn address_items(source: &Source, spec: &SubtaskSpec) -> Vec<String> {
+    match source.dialect {
+        super::Dialect::MariaDb => key_names(source, spec),
+        _ => vec!["tableoid".to_string(), "ctid".to_string()],
+    }
+}
 
 /// `substr(value, start, LOB_SLICE)`: text by characters (any type as its text output,
 /// which is what the driver would print), `bytea` by bytes. Not `substring(… FOR …)`:
 /// psqlODBC takes a `FOR` in a query for `FOR UPDATE` and then reads the result whole.
+/// MariaDB's `SUBSTRING` is by characters of text and bytes of a `BLOB` alike.
 fn slice_expr(source: &Source, column: &crate::model::ColumnSpec, start: &str) -> String {
     let quoted = source.quote_ident(&column.name);
-    if column.fetch.is_binary() {
+    if source.dialect == super::Dialect::MariaDb {
+        format!("SUBSTRING({quoted}, {start}, {LOB_SLICE})")
+    } else if column.fetch.is_binary() {
         format!("substr({quoted}, {start}, {LOB_SLICE})")
     } else {
         format!("substr(CAST({quoted} AS text), {start}, {LOB_SLICE})")
@@ -195,24 +246,41 @@ pub struct LobSlices<'c> {
     table: String,
     /// Per subtask column, a LOB's value as bytes (text in UTF-8).
     values: Vec<Option<String>>,
-    tableoid: Vec<u8>,
-    ctid: Vec<u8>,
+    /// The current row's address, as the columns of [`address_items`] gave it.
+    address: Vec<Vec<u8>>,
+    /// MariaDB: the key's columns, quoted, which the address holds the values of. `None`
+    /// for PostgreSQL (`tableoid`, `ctid`).
+    key: Option<Vec<String>>,
 }
 
 impl<'c> LobSlices<'c> {
-    /// Slices for a subtask that is [`sliceable`]. Sets the session to `REPEATABLE READ`
-    /// so a row's slices come from one snapshot.
+    /// Slices for a subtask that is [`sliceable`], so that a row's slices come from one
+    /// snapshot: a PostgreSQL session is set to `REPEATABLE READ` (the read is one query);
+    /// a MariaDB one too, without autocommit, and [`Self::end_range`] commits after each
+    /// key range (whose query and slice queries are then one transaction).
     fn prepare(
         conn: &'c Connection<'c>,
         source: &Source,
         spec: &SubtaskSpec,
     ) -> Result<LobSlices<'c>, SourceError> {
-        conn.execute(
-            "SET default_transaction_isolation = 'repeatable read'",
-            (),
-            None,
-        )
-        .map_err(|e| SourceError::odbc("setting the session to read one snapshot", e))?;
+        let maria = source.dialect == super::Dialect::MariaDb;
+        let snapshot = |e| SourceError::odbc("setting the session to read one snapshot", e);
+        if maria {
+            conn.execute(
+                "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                (),
+                None,
+            )
+            .map_err(snapshot)?;
+            conn.set_autocommit(false).map_err(snapshot)?;
+        } else {
+            conn.execute(
+                "SET default_transaction_isolation = 'repeatable read'",
+                (),
+                None,
+            )
+            .map_err(snapshot)?;
+        }
         let values = spec
             .columns
             .iter()
@@ -220,37 +288,160 @@ impl<'c> LobSlices<'c> {
                 let quoted = source.quote_ident(&column.name);
                 // Bytes either way, so a slice's start is found without counting
                 // characters from the beginning (long values would be quadratic).
-                column.fetch.is_lob().then(|| {
-                    if column.fetch.is_binary() {
-                        format!("{quoted} || ''::bytea")
-                    } else {
-                        format!("convert_to(CAST({quoted} AS text), 'UTF8')")
-                    }
-                })
+                column
+                    .fetch
+                    .is_lob()
+                    .then(|| match (maria, column.fetch.is_binary()) {
+                        (true, true) => quoted,
+                        (true, false) => format!("CAST(CONVERT({quoted} USING utf8mb4) AS BINARY)"),
+                        (false, true) => format!("{quoted} || ''::bytea"),
+                        (false, false) => format!("convert_to(CAST({quoted} AS text), 'UTF8')"),
+                    })
             })
             .collect();
+        let address = address_items(source, spec);
         Ok(LobSlices {
             conn,
             table: source.qualified(&spec.table),
             values,
-            tableoid: Vec::new(),
-            ctid: Vec::new(),
+            address: vec![Vec::new(); address.len()],
+            key: maria.then_some(address),
         })
     }
 
-    /// The query for the slices of `column`'s value in the current row from byte `start`
-    /// on: the value made once out of TOAST (slicing a compressed value would decompress
-    /// it again per slice), then one row per slice, `(start, bytes)`. A value that ends
-    /// where the first slice did gives one empty slice; no row at all means the row
-    /// changed or went away. Literals, not parameters: psqlODBC reads a prepared
-    /// statement's result whole, and the address is checked to be numbers.
-    fn query(&self, column: usize, start: usize) -> Option<String> {
-        let value = self.values[column].as_deref()?;
-        slices_sql(&self.table, value, &self.tableoid, &self.ctid, start)
+    /// A key range is read: its transaction ends (MariaDB).
+    fn end_range(&self) -> Result<(), SourceError> {
+        if self.key.is_some() {
+            self.conn
+                .commit()
+                .map_err(|e| SourceError::odbc("ending a key range's transaction", e))?;
+        }
+        Ok(())
+    }
+
+    /// The current row's address, for messages.
+    fn shown_address(&self) -> String {
+        let values: Vec<_> = self
+            .address
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        match &self.key {
+            Some(names) => format!("with key ({}) = ({})", names.join(", "), values.join(", ")),
+            None => format!("at ctid {}", values.get(1).map_or("", String::as_str)),
+        }
+    }
+
+    /// Stream the rest of `column`'s value in the current row from byte `start` on into
+    /// `sink`; returns its bytes.
+    fn read_rest(
+        &self,
+        column: usize,
+        start: usize,
+        piece: &mut [u8],
+        sink: &mut impl RowSink,
+        table: &str,
+    ) -> Result<usize, SourceError> {
+        let what = || format!("fetching the slices of a LOB value of {table}");
+        let changed = || SourceError::Odbc {
+            what: what(),
+            detail: format!(
+                "the row {} changed or went away while its value was read in slices; \
+                 run the subtask again",
+                self.shown_address()
+            ),
+        };
+        let odbc = |e| SourceError::odbc(what(), e);
+        let value = self.values[column].as_deref().ok_or_else(changed)?;
+        let mut received = 0usize;
+        if let Some(key) = &self.key {
+            // MariaDB: the value made once, by the key, into a session variable (asking the
+            // table for each slice would make the whole value again per slice), then one
+            // query per slice until a slice comes short; the variable is emptied after.
+            let predicate: Vec<_> = key.iter().map(|name| format!("{name} = ?")).collect();
+            let params: Vec<_> = self
+                .address
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned().into_parameter())
+                .collect();
+            let set = format!(
+                "SET @dbhaul_lob = (SELECT {value} FROM {} WHERE {})",
+                self.table,
+                predicate.join(" AND ")
+            );
+            self.conn.execute(&set, &params[..], None).map_err(odbc)?;
+            let streamed = (|| loop {
+                let sql = format!(
+                    "SELECT SUBSTRING(@dbhaul_lob, {}, {MARIADB_SLICE_BYTES})",
+                    start + received
+                );
+                let mut cursor = self
+                    .conn
+                    .execute(&sql, (), None)
+                    .map_err(odbc)?
+                    .ok_or_else(changed)?;
+                let mut row = cursor.next_row().map_err(odbc)?.ok_or_else(changed)?;
+                let slice = stream_value(&mut row, 1, piece, sink, true, false, table)?
+                    .ok_or_else(changed)?;
+                received += slice.bytes;
+                if slice.bytes < MARIADB_SLICE_BYTES {
+                    return Ok(received);
+                }
+            })();
+            self.conn
+                .execute("SET @dbhaul_lob = NULL", (), None)
+                .map_err(odbc)?;
+            return streamed;
+        }
+        // PostgreSQL: one query, one row per slice.
+        let sql = slices_sql(
+            &self.table,
+            value,
+            &self.address[0],
+            &self.address[1],
+            start,
+        )
+        .ok_or_else(changed)?;
+        let mut cursor = self
+            .conn
+            .execute(&sql, (), None)
+            .map_err(odbc)?
+            .ok_or_else(changed)?;
+        let mut rows = 0usize;
+        let mut position = Vec::new();
+        while let Some(mut row) = cursor.next_row().map_err(odbc)? {
+            row.get_text(1, &mut position).map_err(odbc)?;
+            // The slices come in the order generate_series gives them; make sure.
+            let expected = start + received;
+            if position != expected.to_string().as_bytes() {
+                return Err(SourceError::Odbc {
+                    what: what(),
+                    detail: format!(
+                        "slice at {} where {expected} was expected",
+                        String::from_utf8_lossy(&position),
+                    ),
+                });
+            }
+            // Bytes, for text too (its UTF-8, as the driver gives text).
+            let slice =
+                stream_value(&mut row, 2, piece, sink, true, false, table)?.ok_or_else(changed)?;
+            received += slice.bytes;
+            rows += 1;
+        }
+        if rows == 0 {
+            return Err(changed());
+        }
+        Ok(received)
     }
 }
 
-/// See [`LobSlices::query`]: `None` unless the address is numbers (`tableoid`, `(block,item)`).
+/// The query for the slices of a PostgreSQL LOB value (`value`, as bytes) in the row at
+/// `tableoid`, `ctid`, from byte `start` on: the value made once out of TOAST (slicing a
+/// compressed value would decompress it again per slice), then one row per slice, `(start,
+/// bytes)`. A value that ends where the first slice did gives one empty slice; no row at
+/// all means the row changed or went away. Literals, not parameters: psqlODBC reads a
+/// prepared statement's result whole. `None` unless the address is numbers (`tableoid`,
+/// `(block,item)`).
 fn slices_sql(
     table: &str,
     value: &str,
@@ -395,7 +586,23 @@ pub fn read_subtask<'e>(
                     &table,
                     sink,
                 ),
-                None => read_key_ranges(conn, source, spec, rows_per_query, after, &table, sink),
+                None => {
+                    let slices = if sliced {
+                        Some(LobSlices::prepare(conn, source, spec)?)
+                    } else {
+                        None
+                    };
+                    read_key_ranges(
+                        conn,
+                        source,
+                        spec,
+                        rows_per_query,
+                        after,
+                        &table,
+                        slices,
+                        sink,
+                    )
+                }
             }
         }
         ReadMethod::Blocks | ReadMethod::RowWise => {
@@ -418,6 +625,7 @@ pub fn read_subtask<'e>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_key_ranges(
     conn: &Connection<'_>,
     source: &Source,
@@ -425,10 +633,11 @@ fn read_key_ranges(
     rows_per_query: usize,
     after: Option<Vec<String>>,
     table: &str,
+    mut slices: Option<LobSlices<'_>>,
     sink: &mut impl RowSink,
 ) -> Result<ReadSummary, SourceError> {
     let key_names = key_names(source, spec);
-    let base = select_sql(source, spec);
+    let base = select_read(source, spec, slices.is_some());
     let joiner = if base.contains(" WHERE ") {
         " AND "
     } else {
@@ -445,7 +654,10 @@ fn read_key_ranges(
                 (format!("{base}{joiner}({predicate}){order}"), params)
             }
         };
-        let outcome = run_query(conn, &sql, &params, spec, table, None, sink)?;
+        let outcome = run_query(conn, &sql, &params, spec, table, slices.as_mut(), sink)?;
+        if let Some(slices) = &slices {
+            slices.end_range()?;
+        }
         summary.rows += outcome.count;
         summary.queries += 1;
         if outcome.count < rows_per_query as u64 {
@@ -898,15 +1110,12 @@ fn read_row_wise(
         last_key: None,
     };
     let mut block_bytes = 0usize;
-    let first = if slices.is_some() {
-        SLICE_ADDRESS_COLUMNS
-    } else {
-        0
-    };
+    let first = slices.as_ref().map_or(0, |s| s.address.len());
     while let Some(mut row) = cursor.next_row().map_err(fetch_error)? {
         if let Some(slices) = slices.as_deref_mut() {
-            row.get_text(1, &mut slices.tableoid).map_err(fetch_error)?;
-            row.get_text(2, &mut slices.ctid).map_err(fetch_error)?;
+            for (i, value) in slices.address.iter_mut().enumerate() {
+                row.get_text(i as u16 + 1, value).map_err(fetch_error)?;
+            }
         }
         for (i, column) in spec.columns.iter().enumerate() {
             let col = (first + i + 1) as u16;
@@ -1010,49 +1219,7 @@ fn read_lob(
         return Ok(0);
     };
     if let (Some(slices), true) = (slices, total.units == LOB_SLICE) {
-        let what = || format!("fetching the slices of a LOB value of {table}");
-        let changed = || SourceError::Odbc {
-            what: what(),
-            detail: format!(
-                "the row at ctid {} changed or went away while its value was read in slices; \
-                 run the subtask again",
-                String::from_utf8_lossy(&slices.ctid)
-            ),
-        };
-        let sql = slices.query(column, total.bytes + 1).ok_or_else(changed)?;
-        let mut cursor = slices
-            .conn
-            .execute(&sql, (), None)
-            .map_err(|e| SourceError::odbc(what(), e))?
-            .ok_or_else(changed)?;
-        let mut received = 0usize;
-        let mut position = Vec::new();
-        while let Some(mut row) = cursor
-            .next_row()
-            .map_err(|e| SourceError::odbc(what(), e))?
-        {
-            row.get_text(1, &mut position)
-                .map_err(|e| SourceError::odbc(what(), e))?;
-            // The slices come in the order generate_series gives them; make sure.
-            if position != (total.bytes + 1).to_string().as_bytes() {
-                return Err(SourceError::Odbc {
-                    what: what(),
-                    detail: format!(
-                        "slice at {} where {} was expected",
-                        String::from_utf8_lossy(&position),
-                        total.bytes + 1
-                    ),
-                });
-            }
-            // Bytes, for text too (its UTF-8, as the driver gives text).
-            let slice =
-                stream_value(&mut row, 2, piece, sink, true, false, table)?.ok_or_else(changed)?;
-            total.bytes += slice.bytes;
-            received += 1;
-        }
-        if received == 0 {
-            return Err(changed());
-        }
+        total.bytes += slices.read_rest(column, total.bytes + 1, piece, sink, table)?;
     }
     sink.end_stream();
     Ok(total.bytes)
@@ -1198,6 +1365,32 @@ mod tests {
             ReadMethod::for_subtask(&maria, &unkeyed),
             ReadMethod::Blocks
         );
+        // Ranges share the process's budget: a partition alone or beside one other gets 24
+        // MiB; four at once, 12 each; an unpartitioned table's two ranges, half its share.
+        let mut wide = spec(&[("a", 4), ("pad", 12)], &[0]);
+        let key_bytes = row_buffer_bytes(&spec(&[("a", 4)], &[0]));
+        wide.columns[1].fetch = FetchKind::Text {
+            max_bytes: 1024 - 9 - key_bytes,
+        };
+        let rows = |partitioned: bool, readers| {
+            let mut spec = wide.clone();
+            if partitioned {
+                spec.partition = Some(crate::model::PartitionSpec::new(
+                    "part-001".into(),
+                    "a",
+                    "`a`",
+                    crate::model::PartitionBound::Below("10".into()),
+                ));
+            }
+            match ReadMethod::sharing(&maria, &spec, readers) {
+                ReadMethod::KeyRanges { rows_per_query } => rows_per_query,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(row_buffer_bytes(&wide), 1024);
+        assert_eq!([rows(true, 1), rows(true, 2)], [24 * 1024, 24 * 1024]);
+        assert_eq!([rows(true, 4), rows(true, 8)], [12 * 1024, 6 * 1024]);
+        assert_eq!([rows(false, 1), rows(false, 4)], [12 * 1024, 6 * 1024]);
     }
 
     #[test]
