@@ -616,7 +616,12 @@ pub fn read_subtask<'e>(
             } else {
                 (select_read(source, spec, sliced), Vec::new())
             };
-            let outcome = run_query(conn, &sql, &params, spec, &table, slices.as_mut(), sink)?;
+            let outcome = if spec.has_lobs() {
+                run_query(conn, &sql, &params, spec, &table, slices.as_mut(), sink)?
+            } else {
+                let cursor = execute(conn, &sql, &params, &table)?;
+                read_blocks_overlapped(cursor, spec, &table, sink)?
+            };
             Ok(ReadSummary {
                 rows: outcome.count,
                 queries: 1,
@@ -941,21 +946,29 @@ fn run_query(
     slices: Option<&mut LobSlices<'_>>,
     sink: &mut impl RowSink,
 ) -> Result<QueryOutcome, SourceError> {
-    let query_error = |e: odbc_api::Error| classify_query_error(e, table, sql);
-    let params: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
-    let cursor = conn.execute(sql, &params[..], None).map_err(query_error)?;
-    let Some(cursor) = cursor else {
-        return Err(SourceError::Odbc {
-            what: format!("reading {table}"),
-            detail: format!("`{sql}` returned no result set"),
-        });
-    };
+    let cursor = execute(conn, sql, params, table)?;
     // A result with LOB columns is read value by value; one without, in blocks.
     if spec.has_lobs() {
         read_row_wise(cursor, spec, table, slices, sink)
     } else {
         read_blocks(cursor, spec, table, sink)
     }
+}
+
+/// Run a subtask's query; its cursor.
+fn execute<'c>(
+    conn: &'c Connection<'_>,
+    sql: &str,
+    params: &[String],
+    table: &str,
+) -> Result<odbc_api::CursorImpl<odbc_api::handles::StatementImpl<'c>>, SourceError> {
+    let query_error = |e: odbc_api::Error| classify_query_error(e, table, sql);
+    let params: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
+    let cursor = conn.execute(sql, &params[..], None).map_err(query_error)?;
+    cursor.ok_or_else(|| SourceError::Odbc {
+        what: format!("reading {table}"),
+        detail: format!("`{sql}` returned no result set"),
+    })
 }
 
 fn classify_query_error(error: odbc_api::Error, table: &str, sql: &str) -> SourceError {
@@ -978,6 +991,76 @@ fn read_blocks(
     table: &str,
     sink: &mut impl RowSink,
 ) -> Result<QueryOutcome, SourceError> {
+    let mut block_cursor = cursor
+        .bind_buffer(block_buffer(spec, table)?)
+        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
+    let mut outcome = QueryOutcome {
+        count: 0,
+        last_key: None,
+    };
+    while let Some(block) = fetch_block(&mut block_cursor, spec, table)? {
+        convert_block(block, spec, &mut outcome, sink)?;
+    }
+    Ok(outcome)
+}
+
+/// [`read_blocks`] on two threads: this one fetches into one buffer while a second converts
+/// the block fetched before it into the sink, so the driver's work and dbhaul's overlap
+/// (the driver's share of a block read is most of it, and a single-threaded read waits on
+/// the conversion in between). Two buffers, handed back and forth; blocks reach the sink in
+/// the order fetched, so chunks close where a single-threaded read closes them.
+fn read_blocks_overlapped(
+    cursor: impl Cursor,
+    spec: &SubtaskSpec,
+    table: &str,
+    sink: &mut (impl RowSink + Send),
+) -> Result<QueryOutcome, SourceError> {
+    use std::sync::mpsc::sync_channel;
+    let bind_error = |e| SourceError::odbc(format!("binding fetch buffers for {table}"), e);
+    let (spare, first) = (block_buffer(spec, table)?, block_buffer(spec, table)?);
+    let mut block_cursor = cursor.bind_buffer(first).map_err(bind_error)?;
+    let (full_tx, full_rx) = sync_channel::<ColumnarDynBuffer>(1);
+    let (empty_tx, empty_rx) = sync_channel::<ColumnarDynBuffer>(2);
+    empty_tx.send(spare).expect("the channel has room");
+    std::thread::scope(|scope| {
+        let converter = scope.spawn(move || {
+            let mut outcome = QueryOutcome {
+                count: 0,
+                last_key: None,
+            };
+            for buffer in full_rx {
+                convert_block(&buffer, spec, &mut outcome, sink)?;
+                if empty_tx.send(buffer).is_err() {
+                    break;
+                }
+            }
+            Ok(outcome)
+        });
+        let fetched = (|| {
+            while fetch_block(&mut block_cursor, spec, table)?.is_some() {
+                let (cursor, filled) = block_cursor.unbind().map_err(bind_error)?;
+                // A converter that stopped (the sink asked to, or it failed) says why below.
+                let Ok(()) = full_tx.send(filled) else {
+                    return Ok(());
+                };
+                let Ok(empty) = empty_rx.recv() else {
+                    return Ok(());
+                };
+                block_cursor = cursor.bind_buffer(empty).map_err(bind_error)?;
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        drop(empty_rx);
+        let converted = converter
+            .join()
+            .expect("the block converter does not panic");
+        fetched.and(converted)
+    })
+}
+
+/// A fetch buffer of [`block_rows`] rows for the subtask's columns (none of them a LOB).
+fn block_buffer(spec: &SubtaskSpec, table: &str) -> Result<ColumnarDynBuffer, SourceError> {
     let descs: Vec<BufferDesc> = spec
         .columns
         .iter()
@@ -993,75 +1076,81 @@ fn read_blocks(
             }
         })
         .collect();
-    let batch_rows = block_rows(spec);
-    let buffer = ColumnarDynBuffer::try_from_descs(batch_rows, descs)
-        .map_err(|e| SourceError::odbc(format!("allocating fetch buffers for {table}"), e))?;
-    let mut block_cursor = cursor
-        .bind_buffer(buffer)
-        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
-    let key = spec.key.as_ref();
-    let mut outcome = QueryOutcome {
-        count: 0,
-        last_key: None,
-    };
-    loop {
-        let batch = match block_cursor.fetch_with_truncation_check(true) {
-            Ok(Some(batch)) => batch,
-            Ok(None) => break,
-            Err(odbc_api::Error::TooLargeValueForBuffer { buffer_index, .. }) => {
-                let column = &spec.columns[buffer_index];
-                let max_bytes = match column.fetch {
-                    FetchKind::Text { max_bytes } | FetchKind::Binary { max_bytes } => max_bytes,
-                    _ => 0,
-                };
-                return Err(SourceError::Truncated {
-                    table: table.to_string(),
-                    column: column.name.clone(),
-                    max_bytes,
-                });
+    ColumnarDynBuffer::try_from_descs(block_rows(spec), descs)
+        .map_err(|e| SourceError::odbc(format!("allocating fetch buffers for {table}"), e))
+}
+
+/// Fetch the next block into the bound buffer, with the truncation check on; `None` at the
+/// end of the result.
+fn fetch_block<'b, C: Cursor>(
+    block_cursor: &'b mut odbc_api::BlockCursor<C, ColumnarDynBuffer>,
+    spec: &SubtaskSpec,
+    table: &str,
+) -> Result<Option<&'b ColumnarDynBuffer>, SourceError> {
+    match block_cursor.fetch_with_truncation_check(true) {
+        Ok(block) => Ok(block),
+        Err(odbc_api::Error::TooLargeValueForBuffer { buffer_index, .. }) => {
+            let column = &spec.columns[buffer_index];
+            let max_bytes = match column.fetch {
+                FetchKind::Text { max_bytes } | FetchKind::Binary { max_bytes } => max_bytes,
+                _ => 0,
+            };
+            Err(SourceError::Truncated {
+                table: table.to_string(),
+                column: column.name.clone(),
+                max_bytes,
+            })
+        }
+        Err(e) => Err(SourceError::odbc(format!("fetching rows of {table}"), e)),
+    }
+}
+
+/// Hand one fetched block's rows to the sink, then tell it the block ended (with the key of
+/// its last row when the table has a key).
+fn convert_block(
+    block: &ColumnarDynBuffer,
+    spec: &SubtaskSpec,
+    outcome: &mut QueryOutcome,
+    sink: &mut impl RowSink,
+) -> Result<(), SourceError> {
+    let n_rows = block.num_rows();
+    let views: Vec<ColumnView<'_>> = spec
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.fetch {
+            FetchKind::Binary { .. } => {
+                ColumnView::Binary(block.column(i).as_binary().expect("binary buffer"))
             }
-            Err(e) => return Err(SourceError::odbc(format!("fetching rows of {table}"), e)),
-        };
-        let n_rows = batch.num_rows();
-        let views: Vec<ColumnView<'_>> = spec
+            FetchKind::Float64 => {
+                ColumnView::Float64(block.column(i).as_nullable_slice().expect("f64 buffer"))
+            }
+            FetchKind::Float32 => {
+                ColumnView::Float32(block.column(i).as_nullable_slice().expect("f32 buffer"))
+            }
+            _ => ColumnView::Text(block.column(i).as_text().expect("text buffer")),
+        })
+        .collect();
+    for row in 0..n_rows {
+        for view in &views {
+            sink.field(view.get(row));
+        }
+        sink.end_row();
+    }
+    if let (Some(key), Some(last)) = (spec.key.as_ref(), n_rows.checked_sub(1)) {
+        outcome.last_key = key
             .columns
             .iter()
-            .enumerate()
-            .map(|(i, c)| match c.fetch {
-                FetchKind::Binary { .. } => {
-                    ColumnView::Binary(batch.column(i).as_binary().expect("binary buffer"))
-                }
-                FetchKind::Float64 => {
-                    ColumnView::Float64(batch.column(i).as_nullable_slice().expect("f64 buffer"))
-                }
-                FetchKind::Float32 => {
-                    ColumnView::Float32(batch.column(i).as_nullable_slice().expect("f32 buffer"))
-                }
-                _ => ColumnView::Text(batch.column(i).as_text().expect("text buffer")),
+            .map(|i| match views[*i].get(last) {
+                // A key that is not UTF-8 could not be compared again: none.
+                Field::Text(v) => std::str::from_utf8(v).ok().map(str::to_owned),
+                _ => None,
             })
             .collect();
-        for row in 0..n_rows {
-            for view in &views {
-                sink.field(view.get(row));
-            }
-            sink.end_row();
-        }
-        if let (Some(key), Some(last)) = (key, n_rows.checked_sub(1)) {
-            outcome.last_key = key
-                .columns
-                .iter()
-                .map(|i| match views[*i].get(last) {
-                    // A key that is not UTF-8 could not be compared again: none.
-                    Field::Text(v) => std::str::from_utf8(v).ok().map(str::to_owned),
-                    _ => None,
-                })
-                .collect();
-        }
-        outcome.count += n_rows as u64;
-        sink.end_block(outcome.last_key.as_deref())
-            .map_err(|Stop| SourceError::Cancelled)?;
     }
-    Ok(outcome)
+    outcome.count += n_rows as u64;
+    sink.end_block(outcome.last_key.as_deref())
+        .map_err(|Stop| SourceError::Cancelled)
 }
 
 enum ColumnView<'a> {
