@@ -349,7 +349,9 @@ fn kill_mid_copy(controller: &Controller, task: &str, agent: &mut Agent) {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0)
+                // A subtask copying now: rows in, not yet completed (one already copied
+                // would not run again after the kill).
+                .any(|s| s["copy"]["rows"].as_u64().unwrap_or(0) > 0 && s["state"] == "Running")
     });
     assert_ne!(
         view["state"], "Completed",

@@ -669,7 +669,7 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
         subtasks: task
             .subtasks
             .iter()
-            .map(|s| s.shown(task.handoff))
+            .map(|s| s.shown(task.handoff).into_owned())
             .collect(),
         ..task_summary(task)
     }
@@ -678,20 +678,30 @@ pub fn task_view(task: &TaskRecord) -> TaskView {
 /// A task's state and figures without its subtasks (the tasks list: a page polls it, and a
 /// task of 10,000 subtasks would be megabytes each time).
 pub fn task_summary(task: &TaskRecord) -> TaskView {
-    let shown: Vec<SubtaskStatus> = task
+    let shown: Vec<_> = task
         .subtasks
         .iter()
         .map(|s| s.shown(task.handoff))
         .collect();
-    let subtasks: Vec<&SubtaskStatus> = shown.iter().collect();
+    let subtasks: Vec<&SubtaskStatus> = shown.iter().map(AsRef::as_ref).collect();
     let state = task_state(task);
     let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
     let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();
-    let started_at = subtasks.iter().filter_map(|s| s.started_at.clone()).min();
+    let started_at = subtasks
+        .iter()
+        .filter_map(|s| s.started_at.as_deref())
+        .min()
+        .map(str::to_owned);
     let finished_at = state
         .is_final()
-        .then(|| subtasks.iter().filter_map(|s| s.finished_at.clone()).max())
-        .flatten();
+        .then(|| {
+            subtasks
+                .iter()
+                .filter_map(|s| s.finished_at.as_deref())
+                .max()
+        })
+        .flatten()
+        .map(str::to_owned);
     let elapsed_s = match &started_at {
         Some(start) => seconds_between(start, finished_at.as_deref()),
         None => 0.0,

@@ -246,6 +246,8 @@ pub struct LobSlices<'c> {
     table: String,
     /// Per subtask column, a LOB's value as bytes (text in UTF-8).
     values: Vec<Option<String>>,
+    /// Per subtask column, its name quoted.
+    names: Vec<String>,
     /// The current row's address, as the columns of [`address_items`] gave it.
     address: Vec<Vec<u8>>,
     /// MariaDB: the key's columns, quoted, which the address holds the values of. `None`
@@ -304,6 +306,11 @@ impl<'c> LobSlices<'c> {
             conn,
             table: source.qualified(&spec.table),
             values,
+            names: spec
+                .columns
+                .iter()
+                .map(|c| source.quote_ident(&c.name))
+                .collect(),
             address: vec![Vec::new(); address.len()],
             key: maria.then_some(address),
         })
@@ -359,16 +366,17 @@ impl<'c> LobSlices<'c> {
             // table for each slice would make the whole value again per slice), then one
             // query per slice until a slice comes short; the variable is emptied after.
             let predicate: Vec<_> = key.iter().map(|name| format!("{name} = ?")).collect();
-            let params: Vec<_> = self
+            let key_values: Vec<String> = self
                 .address
                 .iter()
-                .map(|v| String::from_utf8_lossy(v).into_owned().into_parameter())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
                 .collect();
-            let set = format!(
-                "SET @dbhaul_lob = (SELECT {value} FROM {} WHERE {})",
-                self.table,
-                predicate.join(" AND ")
-            );
+            let params: Vec<_> = key_values
+                .iter()
+                .map(|v| v.as_str().into_parameter())
+                .collect();
+            let by_key = format!("FROM {} WHERE {}", self.table, predicate.join(" AND "));
+            let set = format!("SET @dbhaul_lob = (SELECT {value} {by_key})");
             self.conn.execute(&set, &params[..], None).map_err(odbc)?;
             let streamed = (|| loop {
                 let sql = format!(
@@ -381,8 +389,32 @@ impl<'c> LobSlices<'c> {
                     .map_err(odbc)?
                     .ok_or_else(changed)?;
                 let mut row = cursor.next_row().map_err(odbc)?.ok_or_else(changed)?;
-                let slice = stream_value(&mut row, 1, piece, sink, true, false, table)?
-                    .ok_or_else(changed)?;
+                let Some(slice) = stream_value(&mut row, 1, piece, sink, true, false, table)?
+                else {
+                    // The variable is NULL: the row went away, or the server would not make
+                    // a value larger than its max_allowed_packet (it gives NULL instead).
+                    let sql = format!(
+                        "SELECT OCTET_LENGTH({}), @@max_allowed_packet {by_key}",
+                        self.names[column]
+                    );
+                    let sizes = super::catalog::query_text(self.conn, &sql, &key_values)?;
+                    let number = |i: usize| sizes.first()?.get(i)?.as_deref()?.parse::<u64>().ok();
+                    return Err(match (number(0), number(1)) {
+                        (Some(bytes), Some(max)) if bytes > max => SourceError::Odbc {
+                            what: what(),
+                            detail: format!(
+                                "the value of {} in the row {} is {bytes} bytes, more than \
+                                 the server's max_allowed_packet ({max}), so MariaDB will not \
+                                 hand it out; raise it on the server (SET GLOBAL \
+                                 max_allowed_packet = 1073741824, the most) and run the \
+                                 subtask again",
+                                self.names[column],
+                                self.shown_address()
+                            ),
+                        },
+                        _ => changed(),
+                    });
+                };
                 received += slice.bytes;
                 if slice.bytes < MARIADB_SLICE_BYTES {
                     return Ok(received);

@@ -1,6 +1,8 @@
 //! What the daemons keep in their stores, one record type per table. These are storage
 //! formats: a new field gets `#[serde(default)]` so older stores still read.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::Table;
@@ -151,11 +153,13 @@ pub struct CopyLeg {
 impl SubtaskRecord {
     /// The subtask as users see it: in a hand-off task, the front agent's extract and
     /// upload with the copy agent's copy; completed only once copied.
-    pub fn shown(&self, handoff: bool) -> SubtaskStatus {
-        let mut status = self.status.clone();
+    /// Borrowed as recorded unless the task is a hand-off: the tasks list and the status
+    /// page ask for every subtask of every task, and a clone of 10,000 each time showed.
+    pub fn shown(&self, handoff: bool) -> Cow<'_, SubtaskStatus> {
         if !handoff {
-            return status;
+            return Cow::Borrowed(&self.status);
         }
+        let mut status = self.status.clone();
         let leg = self.copy_leg.as_ref();
         let copied = leg.and_then(|l| l.status.as_ref());
         status.copy = Some(copied.and_then(|s| s.copy).unwrap_or_default());
@@ -173,6 +177,6 @@ impl SubtaskRecord {
                 }
             }
         }
-        status
+        Cow::Owned(status)
     }
 }
