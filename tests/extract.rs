@@ -830,27 +830,8 @@ fn postgres_lobs_longer_than_a_slice_come_out_byte_for_byte_as_read_whole() {
         bytes_plus = (4 * SLICE + SLICE) / 2 + 1,
     ))
     .unwrap();
-    let tables =
-        "[[tables]]\nname = \"src_pg.sliced\"\n[[tables]]\nname = \"src_pg.sliced_whole\"\n";
-    let job = sandbox.job("sliced", &job_text("sliced", &pg_odbc(), tables, ""));
-    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
-    run.assert_ok();
-    assert_eq!(
-        run.stderr.matches("LOB values read in slices").count(),
-        1,
-        "the table, not the view, is read in slices:\n{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("LOB values read whole"),
-        "{}",
-        run.stderr
-    );
+    let (sliced, whole) = read_sliced_and_whole(&sandbox, &pg_odbc(), "src_pg.sliced");
     let dir = sandbox.work_dir().join("sliced");
-    let (sliced, whole) = (
-        chunk_bytes(&dir.join("src_pg.sliced")),
-        chunk_bytes(&dir.join("src_pg.sliced_whole")),
-    );
     assert!(sliced.len() > 8 * SLICE, "{}", sliced.len());
     assert!(
         sliced == whole,
@@ -910,21 +891,7 @@ fn mariadb_lobs_longer_than_a_slice_come_out_byte_for_byte_as_read_whole() {
          CREATE VIEW {t}_whole AS SELECT * FROM {t};",
         exact = (SLICE + BYTES) / 2,
     ));
-    let tables = format!("[[tables]]\nname = \"{t}\"\n[[tables]]\nname = \"{t}_whole\"\n");
-    let job = sandbox.job("sliced", &job_text("sliced", &maria_odbc(), &tables, ""));
-    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
-    run.assert_ok();
-    assert_eq!(
-        run.stderr.matches("LOB values read in slices").count(),
-        1,
-        "the table, not the view, is read in slices:\n{}",
-        run.stderr
-    );
-    let dir = sandbox.work_dir().join("sliced");
-    let (sliced, whole) = (
-        chunk_bytes(&dir.join(&t)),
-        chunk_bytes(&dir.join(format!("{t}_whole"))),
-    );
+    let (sliced, whole) = read_sliced_and_whole(&sandbox, &maria_odbc(), &t);
     assert!(sliced.len() > 4 * BYTES, "{}", sliced.len());
     assert_eq!(
         sliced.len(),
@@ -946,6 +913,31 @@ fn mariadb_lobs_longer_than_a_slice_come_out_byte_for_byte_as_read_whole() {
         text.contains(&format!("o'k,\"{}€\",", "é".repeat(SLICE))),
         "the quoted key"
     );
+}
+
+/// Extract `table` (LOBs read in slices) and the view `<table>_whole` over it (no row
+/// address: read whole) in one job; both subtasks' CSV bytes.
+fn read_sliced_and_whole(sandbox: &Sandbox, connection: &str, table: &str) -> (Vec<u8>, Vec<u8>) {
+    let tables = format!("[[tables]]\nname = \"{table}\"\n[[tables]]\nname = \"{table}_whole\"\n");
+    let job = sandbox.job("sliced", &job_text("sliced", connection, &tables, ""));
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
+    run.assert_ok();
+    assert_eq!(
+        run.stderr.matches("LOB values read in slices").count(),
+        1,
+        "the table, not the view, is read in slices:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("LOB values read whole"),
+        "{}",
+        run.stderr
+    );
+    let dir = sandbox.work_dir().join("sliced");
+    (
+        chunk_bytes(&dir.join(table)),
+        chunk_bytes(&dir.join(format!("{table}_whole"))),
+    )
 }
 
 fn run_lob(sandbox: &Sandbox, rows: &[fixtures::Row]) -> String {
