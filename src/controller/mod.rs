@@ -648,11 +648,16 @@ pub fn task_state(task: &TaskRecord) -> State {
         .iter()
         .map(|s| s.shown(task.handoff).state)
         .collect();
+    state_of(task.started, &states)
+}
+
+/// A task's state from its subtasks' states as shown, and whether it was started.
+fn state_of(started: bool, states: &[State]) -> State {
     if states.contains(&State::Running) {
         State::Running
     } else if !states.is_empty() && states.iter().all(|s| *s == State::Completed) {
         State::Completed
-    } else if task.started && states.contains(&State::Pending) {
+    } else if started && states.contains(&State::Pending) {
         State::Running
     } else if states.contains(&State::Failed) {
         State::Failed
@@ -684,7 +689,9 @@ pub fn task_summary(task: &TaskRecord) -> TaskView {
         .map(|s| s.shown(task.handoff))
         .collect();
     let subtasks: Vec<&SubtaskStatus> = shown.iter().map(AsRef::as_ref).collect();
-    let state = task_state(task);
+    // From the statuses shown above: a hand-off task's are merged copies, made once.
+    let states: Vec<State> = subtasks.iter().map(|s| s.state).collect();
+    let state = state_of(task.started, &states);
     let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
     let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();
     let started_at = subtasks

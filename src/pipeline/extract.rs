@@ -144,8 +144,7 @@ impl Extractor {
     /// The subtask's ODBC connection, and whether its LOBs are read in slices. With LOBs,
     /// the driver's rows per round trip follow the most LOB bytes a row can bring: a slice
     /// per LOB where they are read in slices (a PostgreSQL table, a MariaDB table with a
-    /// key), else the largest row of
-    /// the planner's sample.
+    /// key), else the largest row of the planner's sample.
     fn connect(&self) -> Result<(odbc_api::Connection<'static>, bool), SourceError> {
         let source = &self.context.source;
         if !self.spec.has_lobs() {
