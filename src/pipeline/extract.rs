@@ -168,9 +168,9 @@ impl Extractor {
         Ok((conn, false))
     }
 
-    /// Read through PostgreSQL's own COPY when it writes what the ODBC path would; `None`
-    /// when the ODBC path is to read (not PostgreSQL, a type only ODBC writes alike, a
-    /// resumable read, `source.native_copy = false`, or the native login failing).
+    /// Read through PostgreSQL's own COPY; `None` when the ODBC path is to read (not
+    /// PostgreSQL, a setting only the ODBC path honours, `source.native_copy = false`, or
+    /// the native login failing).
     fn extract_native(&self) -> Result<Option<u64>, SourceError> {
         let context = &self.context;
         let subtask = self.spec.id();
@@ -180,18 +180,18 @@ impl Extractor {
         let Some(params) = context.source.postgres_params() else {
             return Ok(None);
         };
-        let sql = match pg_copy::copy_sql(
+        // Settings first: no connection for a subtask the native path cannot read.
+        let checked = pg_copy::plan(
             &context.source,
             &self.spec,
             &context.files,
-            self.order.ordered,
-        ) {
-            Ok(sql) => sql,
-            Err(why) => {
-                tracing::debug!(task = %context.task, subtask = %subtask, "read through ODBC: {why}");
-                return Ok(None);
-            }
-        };
+            &self.order,
+            false,
+        );
+        if let Err(why) = checked {
+            tracing::debug!(task = %context.task, subtask = %subtask, "read through ODBC: {why}");
+            return Ok(None);
+        }
         let reader = match pg_copy::NativeReader::open(&params) {
             Ok(reader) => reader,
             Err(e) => {
@@ -199,12 +199,28 @@ impl Extractor {
                 return Ok(None);
             }
         };
-        tracing::debug!(task = %context.task, subtask = %subtask, "extract started (native COPY)");
+        let table = context.source.qualified(&self.spec.table);
+        let row_address = self.spec.has_lobs() && reader.has_row_address(&table)?;
+        let plan = pg_copy::plan(
+            &context.source,
+            &self.spec,
+            &context.files,
+            &self.order,
+            row_address,
+        )
+        .map_err(|why| SourceError::Odbc {
+            what: format!("planning the native read of {table}"),
+            detail: why,
+        })?;
+        if self.spec.has_lobs() && !row_address {
+            tracing::debug!(task = %context.task, subtask = %subtask, "a view: large values come whole in their rows");
+        }
+        tracing::debug!(task = %context.task, subtask = %subtask, keyed = plan.key.is_some(), large_values_aside = plan.marker, "extract started (native COPY)");
         let mut out = NativeOut {
             out: &self.out,
             cancel: &self.cancel,
         };
-        let rows = reader.read(&self.spec, &sql, &mut out)?;
+        let rows = reader.read(&self.spec, &plan, &context.files, &mut out)?;
         self.out
             .send_blocking(|credit| CsvBatch {
                 bytes: Vec::new(),
@@ -228,7 +244,13 @@ struct NativeOut<'a> {
 }
 
 impl pg_copy::BatchOut for NativeOut<'_> {
-    fn batch(&mut self, bytes: Vec<u8>, rows: u64) -> Result<(), Stop> {
+    fn batch(
+        &mut self,
+        bytes: Vec<u8>,
+        rows: u64,
+        ends_row: bool,
+        last_key: Option<Vec<String>>,
+    ) -> Result<(), Stop> {
         if self.cancel.is_cancelled() {
             return Err(Stop);
         }
@@ -236,9 +258,9 @@ impl pg_copy::BatchOut for NativeOut<'_> {
             .send_blocking(|credit| CsvBatch {
                 bytes,
                 rows,
-                ends_row: true,
+                ends_row,
                 last: false,
-                last_key: None,
+                last_key,
                 lob: None,
                 credit,
             })

@@ -175,8 +175,10 @@ fn plan_table(
     request: &TableRequest,
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
     let mut all_columns = catalog::columns(conn, source, &table)?;
-    if source.dialect == Dialect::Sqlite {
-        fit_sqlite_columns(source, conn, &table, &mut all_columns)?;
+    match source.dialect {
+        Dialect::Sqlite => fit_sqlite_columns(source, conn, &table, &mut all_columns)?,
+        Dialect::Postgres => fit_postgres_columns(&mut all_columns),
+        _ => {}
     }
     if all_columns.is_empty() {
         return Err(PlanError::Invalid(format!(
@@ -342,6 +344,34 @@ fn plan_table(
 /// into text with 15 digits. So floats are selected as exact text (see
 /// `source::fetch::select_item`), and text buffers are sized from the longest value stored
 /// rather than from the declaration, measured in one scan.
+/// PostgreSQL columns read as the server's text on the ODBC path (see
+/// `source::pg_copy::pg_text_item`) are fetched as text, with room for that text: `money`
+/// (which psqlODBC would read as a float, and then as 0 from its text) and other
+/// non-float types it calls floats; an unconstrained `numeric`, whose digits the catalog
+/// does not bound, up to 1,000 characters (a longer value fails the subtask naming the
+/// column; the native path has no limit).
+fn fit_postgres_columns(columns: &mut [ColumnSpec]) {
+    for column in columns.iter_mut() {
+        let ty = column.source_type.to_ascii_lowercase();
+        let float = matches!(
+            ty.as_str(),
+            "float4" | "float8" | "real" | "double precision"
+        );
+        match column.fetch {
+            FetchKind::Float64 | FetchKind::Float32 if !float => {
+                column.fetch = FetchKind::Text { max_bytes: 64 }
+            }
+            FetchKind::Text { max_bytes } if ty == "numeric" && max_bytes < 1024 => {
+                let constrained = column.size.is_some_and(|digits| digits <= 1000);
+                if !constrained {
+                    column.fetch = FetchKind::Text { max_bytes: 1024 };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn fit_sqlite_columns(
     source: &Source,
     conn: &Connection<'_>,

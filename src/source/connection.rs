@@ -211,12 +211,14 @@ impl Source {
         }
     }
 
-    /// How to reach a PostgreSQL source without ODBC (the native COPY path), when its
-    /// connection string names the server and the database (not a DSN).
+    /// How to reach a PostgreSQL source without ODBC (the native COPY path): from the
+    /// connection string, or for a `DSN=` string from the DSN's entry in `odbc.ini` as
+    /// the driver manager finds it (the string's own attributes first, as psqlODBC does).
     pub fn postgres_params(&self) -> Option<super::pg_copy::PgParams> {
         if self.dialect != Dialect::Postgres {
             return None;
         }
+        let dsn = attribute(&self.attributes, &["dsn"]);
         let value = |names: &[&str]| {
             let braced = self
                 .attributes
@@ -225,6 +227,12 @@ impl Source {
                 .is_some_and(|(_, v)| v.trim_start().starts_with('{'));
             attribute(&self.attributes, names)
                 .map(|v| if braced { v.replace("}}", "}") } else { v })
+                .or_else(|| {
+                    let dsn = dsn.as_deref()?;
+                    names
+                        .iter()
+                        .find_map(|name| super::odbc_ini::dsn_value(dsn, name))
+                })
         };
         let port = match value(&["port"]) {
             Some(port) => port.trim().parse().ok()?,

@@ -26,6 +26,7 @@ use odbc_api::parameter::{Binary, Text, VarCell};
 use odbc_api::{Connection, Cursor, CursorRow, IntoParameter, Nullable};
 
 use super::connection::Source;
+use super::pg_copy::Path;
 use super::{SourceError, error::describe};
 use crate::model::subtask::sql;
 use crate::model::{FetchKind, SubtaskSpec, ValueFamily};
@@ -45,8 +46,13 @@ const LOB_PIECE_BYTES: usize = 256 * 1024;
 const RANGE_BUDGET_BYTES: usize = 48 * 1024 * 1024;
 /// Subtasks of this process reading from a source right now (see [`Reading`]).
 static READING: AtomicUsize = AtomicUsize::new(0);
-/// Rows per key-range query for tables with LOBs (whose rows can be any size).
+/// Rows per key-range query for tables with LOBs read whole (whose rows can be any size).
 const RANGE_ROWS_WITH_LOBS: usize = 8;
+/// A MariaDB LOB value (`TEXT`, `BLOB` …) up to this many bytes comes in its row, read in
+/// blocks like any bounded column; a longer one is left out of the row (NULL and a flag)
+/// and read in slices by the row's key. Ordinary `TEXT` values are short: most tables
+/// never take the slow way.
+pub const INLINE_LOB_BYTES: usize = 16 * 1024;
 /// A PostgreSQL LOB value is selected in slices of this many characters (bytes for
 /// `bytea`): at most 1 MiB per slice, whatever the characters.
 pub const LOB_SLICE: usize = 256 * 1024;
@@ -126,7 +132,7 @@ impl ReadMethod {
     /// The read method of a subtask while `readers` subtasks (itself included) read.
     fn sharing(source: &Source, spec: &SubtaskSpec, readers: usize) -> ReadMethod {
         if !source.dialect.streams_results() && spec.key.is_some() {
-            let rows_per_query = if spec.has_lobs() {
+            let rows_per_query = if spec.has_lobs() && !inline_lobs(source, spec) {
                 RANGE_ROWS_WITH_LOBS
             } else {
                 let share = RANGE_BUDGET_BYTES / readers.max(2);
@@ -134,7 +140,11 @@ impl ReadMethod {
                     None => share / 2,
                     Some(_) => share,
                 };
-                (budget / row_buffer_bytes(spec).max(1)).clamp(1000, 100_000)
+                let row_bytes = match spec.has_lobs() {
+                    true => row_buffer_bytes(&inline_spec(spec)),
+                    false => row_buffer_bytes(spec),
+                };
+                (budget / row_bytes.max(1)).clamp(1000, 100_000)
             };
             return ReadMethod::KeyRanges { rows_per_query };
         }
@@ -162,6 +172,37 @@ fn row_buffer_bytes(spec: &SubtaskSpec) -> usize {
             FetchKind::LongText | FetchKind::LongBinary => 1024,
         })
         .sum()
+}
+
+/// Whether a subtask's LOB values come in their rows up to [`INLINE_LOB_BYTES`] and are
+/// read in blocks ([`read_inline_lobs`]): a MariaDB table with a key and LOB columns.
+pub fn inline_lobs(source: &Source, spec: &SubtaskSpec) -> bool {
+    source.dialect == super::Dialect::MariaDb && spec.key.is_some() && spec.has_lobs()
+}
+
+/// The subtask as its rows are fetched when LOBs come inline: each LOB column bounded to
+/// [`INLINE_LOB_BYTES`], and after the columns one flag per LOB column (`1`: the value
+/// was longer and is read in slices).
+fn inline_spec(spec: &SubtaskSpec) -> SubtaskSpec {
+    let mut fetched = spec.clone();
+    for column in fetched.columns.iter_mut() {
+        column.fetch = match column.fetch {
+            FetchKind::LongText => FetchKind::Text {
+                max_bytes: INLINE_LOB_BYTES,
+            },
+            FetchKind::LongBinary => FetchKind::Binary {
+                max_bytes: INLINE_LOB_BYTES,
+            },
+            other => other,
+        };
+    }
+    for column in spec.columns.iter().filter(|c| c.fetch.is_lob()) {
+        let mut flag = column.clone();
+        flag.name = format!("{} (longer than {INLINE_LOB_BYTES} bytes)", column.name);
+        flag.fetch = FetchKind::Text { max_bytes: 8 };
+        fetched.columns.push(flag);
+    }
+    fetched
 }
 
 /// The `SELECT` of a subtask, without key-range additions.
@@ -509,15 +550,20 @@ pub fn select_from(source: &Source, spec: &SubtaskSpec, items: &[String]) -> Str
     sql
 }
 
-/// How a column is selected. SQLite turns REAL into text with 15 significant digits
+/// How a column is selected. PostgreSQL's as [`super::pg_copy::pg_text_item`] gives them
+/// (the server's text where psqlODBC would convert, so both paths write the same text).
+/// SQLite turns REAL into text with 15 significant digits
 /// whatever the driver asks for, so its floats are printed by SQLite with 17 (exact) and
 /// fetched as text (the planner's `fit_sqlite_columns` sets that up).
 fn select_item(source: &Source, column: &crate::model::ColumnSpec) -> String {
     let quoted = source.quote_ident(&column.name);
-    if source.dialect == super::Dialect::Sqlite && column.family() == ValueFamily::Float {
-        return format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE printf('%!.17g', {quoted}) END");
+    match source.dialect {
+        super::Dialect::Sqlite if column.family() == ValueFamily::Float => {
+            format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE printf('%!.17g', {quoted}) END")
+        }
+        super::Dialect::Postgres => super::pg_copy::pg_text_item(source, column, Path::Odbc),
+        _ => quoted,
     }
-    quoted
 }
 
 fn predicates(spec: &SubtaskSpec) -> Vec<String> {
@@ -555,11 +601,18 @@ pub fn always_in_key_order(source: &Source, spec: &SubtaskSpec) -> bool {
 }
 
 /// The key columns of a subtask, quoted for the source, in key order.
-fn key_names(source: &Source, spec: &SubtaskSpec) -> Vec<String> {
+///
+/// PostgreSQL's are qualified by the table: a select item such as `CAST("id" AS text)` is
+/// named `id`, and `ORDER BY "id"` would sort by that text rather than by the column.
+pub(super) fn key_names(source: &Source, spec: &SubtaskSpec) -> Vec<String> {
     let key = spec.key.as_ref().expect("a key");
+    let table = match source.dialect {
+        super::Dialect::Postgres => format!("{}.", source.qualified(&spec.table)),
+        _ => String::new(),
+    };
     key.columns
         .iter()
-        .map(|i| source.quote_ident(&spec.columns[*i].name))
+        .map(|i| format!("{table}{}", source.quote_ident(&spec.columns[*i].name)))
         .collect()
 }
 
@@ -674,7 +727,11 @@ fn read_key_ranges(
     sink: &mut impl RowSink,
 ) -> Result<ReadSummary, SourceError> {
     let key_names = key_names(source, spec);
-    let base = select_read(source, spec, slices.is_some());
+    let inline = slices.is_some() && inline_lobs(source, spec);
+    let base = match inline {
+        true => select_inline(source, spec),
+        false => select_read(source, spec, slices.is_some()),
+    };
     let joiner = if base.contains(" WHERE ") {
         " AND "
     } else {
@@ -691,7 +748,12 @@ fn read_key_ranges(
                 (format!("{base}{joiner}({predicate}){order}"), params)
             }
         };
-        let outcome = run_query(conn, &sql, &params, spec, table, slices.as_mut(), sink)?;
+        let outcome = match (&mut slices, inline) {
+            (Some(slices), true) => {
+                read_inline_lobs(conn, &sql, &params, spec, table, slices, sink)?
+            }
+            _ => run_query(conn, &sql, &params, spec, table, slices.as_mut(), sink)?,
+        };
         if let Some(slices) = &slices {
             slices.end_range()?;
         }
@@ -956,12 +1018,111 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
     (alternatives.join(" OR "), params)
 }
 
-fn is_plain_number(value: &str) -> bool {
+pub(super) fn is_plain_number(value: &str) -> bool {
     let digits = value.strip_prefix('-').unwrap_or(value);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     !int.is_empty()
         && int.bytes().all(|b| b.is_ascii_digit())
         && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The `SELECT` of a subtask whose LOBs come inline ([`inline_lobs`]): each LOB value in
+/// its place when it is short, else NULL, and after the columns a flag per LOB column. A
+/// text's limit is in characters (four bytes each at most in utf8mb4, whatever the
+/// column's own character set), a binary's in bytes.
+fn select_inline(source: &Source, spec: &SubtaskSpec) -> String {
+    let long = |column: &crate::model::ColumnSpec| {
+        let quoted = source.quote_ident(&column.name);
+        match column.fetch.is_binary() {
+            true => format!("OCTET_LENGTH({quoted}) > {INLINE_LOB_BYTES}"),
+            false => format!("CHAR_LENGTH({quoted}) > {}", INLINE_LOB_BYTES / 4),
+        }
+    };
+    let mut items: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|column| match column.fetch.is_lob() {
+            true => format!(
+                "IF({}, NULL, {})",
+                long(column),
+                source.quote_ident(&column.name)
+            ),
+            false => select_item(source, column),
+        })
+        .collect();
+    items.extend(spec.columns.iter().filter(|c| c.fetch.is_lob()).map(long));
+    select_from(source, spec, &items)
+}
+
+/// Read one query of [`select_inline`] in blocks: short LOB values from the block (as
+/// streamed values, so `files.lob_objects` and the quoting of LOBs hold), long ones in
+/// slices by the row's key, in the query's transaction.
+fn read_inline_lobs(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[String],
+    spec: &SubtaskSpec,
+    table: &str,
+    slices: &mut LobSlices<'_>,
+    sink: &mut impl RowSink,
+) -> Result<QueryOutcome, SourceError> {
+    let fetched = inline_spec(spec);
+    let cursor = execute(conn, sql, params, table)?;
+    let mut block_cursor = cursor
+        .bind_buffer(block_buffer(&fetched, table)?)
+        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
+    let key = spec.key.as_ref().expect("inline LOBs need a key");
+    let n = spec.columns.len();
+    let mut outcome = QueryOutcome {
+        count: 0,
+        last_key: None,
+    };
+    let mut piece = vec![0u8; LOB_PIECE_BYTES];
+    while let Some(block) = fetch_block(&mut block_cursor, &fetched, table)? {
+        let views = column_views(block, &fetched);
+        let n_rows = block.num_rows();
+        for row in 0..n_rows {
+            let mut flag = n;
+            for (i, column) in spec.columns.iter().enumerate() {
+                if !column.fetch.is_lob() {
+                    sink.field(views[i].get(row));
+                    continue;
+                }
+                let long = views[flag].get(row) == Field::Text(b"1");
+                flag += 1;
+                let binary = column.fetch.is_binary();
+                match (long, views[i].get(row)) {
+                    (false, Field::Text(value) | Field::Binary(value)) => {
+                        sink.begin_stream(binary);
+                        sink.piece(value).map_err(|Stop| SourceError::Cancelled)?;
+                        sink.end_stream();
+                    }
+                    (false, _) => sink.field(Field::Null),
+                    (true, _) => {
+                        slices.address = key
+                            .columns
+                            .iter()
+                            .map(|k| match views[*k].get(row) {
+                                Field::Text(v) | Field::Binary(v) => v.to_vec(),
+                                _ => Vec::new(),
+                            })
+                            .collect();
+                        sink.begin_stream(binary);
+                        slices.read_rest(i, 1, &mut piece, sink, table)?;
+                        sink.end_stream();
+                    }
+                }
+            }
+            sink.end_row();
+        }
+        if let Some(last) = n_rows.checked_sub(1) {
+            outcome.last_key = last_key_of(&views, spec, last);
+        }
+        outcome.count += n_rows as u64;
+        sink.end_block(outcome.last_key.as_deref())
+            .map_err(|Stop| SourceError::Cancelled)?;
+    }
+    Ok(outcome)
 }
 
 struct QueryOutcome {
@@ -1146,8 +1307,38 @@ fn convert_block(
     sink: &mut impl RowSink,
 ) -> Result<(), SourceError> {
     let n_rows = block.num_rows();
-    let views: Vec<ColumnView<'_>> = spec
+    let views = column_views(block, spec);
+    for row in 0..n_rows {
+        for view in &views {
+            sink.field(view.get(row));
+        }
+        sink.end_row();
+    }
+    if let Some(last) = n_rows.checked_sub(1) {
+        outcome.last_key = last_key_of(&views, spec, last);
+    }
+    outcome.count += n_rows as u64;
+    sink.end_block(outcome.last_key.as_deref())
+        .map_err(|Stop| SourceError::Cancelled)
+}
+
+/// The key of row `row` of a block, when the table has a key and its values are text.
+fn last_key_of(views: &[ColumnView<'_>], spec: &SubtaskSpec, row: usize) -> Option<Vec<String>> {
+    spec.key
+        .as_ref()?
         .columns
+        .iter()
+        .map(|i| match views[*i].get(row) {
+            // A key that is not UTF-8 could not be compared again: none.
+            Field::Text(v) => std::str::from_utf8(v).ok().map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A view of each column of a fetched block, as the spec's fetch kinds bound them.
+fn column_views<'b>(block: &'b ColumnarDynBuffer, spec: &SubtaskSpec) -> Vec<ColumnView<'b>> {
+    spec.columns
         .iter()
         .enumerate()
         .map(|(i, c)| match c.fetch {
@@ -1162,27 +1353,7 @@ fn convert_block(
             }
             _ => ColumnView::Text(block.column(i).as_text().expect("text buffer")),
         })
-        .collect();
-    for row in 0..n_rows {
-        for view in &views {
-            sink.field(view.get(row));
-        }
-        sink.end_row();
-    }
-    if let (Some(key), Some(last)) = (spec.key.as_ref(), n_rows.checked_sub(1)) {
-        outcome.last_key = key
-            .columns
-            .iter()
-            .map(|i| match views[*i].get(last) {
-                // A key that is not UTF-8 could not be compared again: none.
-                Field::Text(v) => std::str::from_utf8(v).ok().map(str::to_owned),
-                _ => None,
-            })
-            .collect();
-    }
-    outcome.count += n_rows as u64;
-    sink.end_block(outcome.last_key.as_deref())
-        .map_err(|Stop| SourceError::Cancelled)
+        .collect()
 }
 
 enum ColumnView<'a> {

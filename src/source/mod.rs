@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod connection;
 mod error;
 pub mod fetch;
+mod odbc_ini;
 pub mod pg_copy;
 
 pub use connection::{Dialect, Source, holds_password, redact};

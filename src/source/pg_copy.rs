@@ -1,28 +1,48 @@
 //! The native path for PostgreSQL sources: `COPY (SELECT …) TO STDOUT (FORMAT csv)` over
 //! PostgreSQL's own protocol (tokio-postgres), instead of psqlODBC parsing and re-printing
-//! every value on one core (STACK.md trap 16). The server writes the CSV; dbhaul only
-//! counts rows and hands the bytes to the compressor.
+//! every value on one core (STACK.md traps 16–18). The server writes the CSV; dbhaul counts
+//! rows, notes the key of each batch's last row when the read is in key order, and hands
+//! the bytes to the compressor.
 //!
-//! It writes the same bytes as the ODBC path, chunk for chunk, or it is not used: only when
-//! every column has a type whose text PostgreSQL prints as the ODBC path writes it (a
-//! boolean as 1/0, a `timestamptz` in UTC without offset and a uuid in capitals, as
-//! psqlODBC gives them; floats
-//! as PostgreSQL prints them, which the CSV encoder copies), no column is a LOB (COPY sends
-//! a row as one message: a 100 MB value would be held whole), the connection string names
-//! its server (not a DSN), and the read is unordered (a keyed, resumable read stays on the
-//! ODBC path, which tracks each block's last key). Batches hold exactly as many rows as the
-//! ODBC path's fetch blocks, so chunks close after the same rows. Anything else, or
-//! `source.native_copy = false`, takes the ODBC path, which remains for every source.
+//! Every column type takes this path (`text`, `jsonb`, arrays, enums, domains, ranges,
+//! composites, `xml`, `bytea` …): a value is written as the server's own text for it,
+//! through [`pg_text_item`], which the ODBC path uses too where psqlODBC would convert, so
+//! both paths write the same text. Only what this path cannot honour goes to the ODBC
+//! path: another database, `files.null_string` set, `files.lob_objects`, or
+//! `source.native_copy = false`. A `DSN=` connection string is resolved through the driver
+//! manager's `odbc.ini` ([`super::connection::Source::postgres_params`]).
+//!
+//! **Large values.** COPY sends a row as one message, held whole by the client: a row with a
+//! 100 MB value would be held once by the protocol and again in the batch. So a column
+//! that can hold large values (a LOB in the catalog: unbounded text, `bytea`, `json`,
+//! arrays …) is selected as `CASE WHEN <value is larger than LARGE_VALUE_BYTES> THEN NULL
+//! ELSE <value> END`, and a first, hidden field says which values of the row were left out
+//! and where the row lives (`tableoid:ctid:flags`; NULL for the usual row, which costs one
+//! byte). Such a row is rebuilt on our side: its small fields are copied, each large value
+//! is read on a second connection **in the same snapshot** (`pg_export_snapshot`) in 1 MiB
+//! slices by the row's address, and written quoted (text) or as hex (bytea), passing the
+//! batch on every few MB. A view has no row address: its values come in the row, held
+//! once.
 
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::connection::Source;
-use super::fetch::block_rows;
+use super::fetch::{KeyOrder, block_rows};
 use super::{Dialect, SourceError};
 use crate::config::FileSettings;
+use crate::model::chunk::BinaryFormat;
 use crate::model::{ColumnSpec, SubtaskSpec};
 
-/// How to reach the server, from the ODBC connection string.
+/// A value larger than this (its text, in bytes; a `bytea` half this) is not sent in its
+/// row but read in slices on the side.
+pub const LARGE_VALUE_BYTES: u64 = 1024 * 1024;
+/// Bytes of one slice of a large value.
+const SLICE_BYTES: u64 = 1024 * 1024;
+/// With large values about, a batch is passed on once it holds this many bytes.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How to reach the server, from the ODBC connection string (or the DSN it names).
 #[derive(Clone)]
 pub struct PgParams {
     pub host: String,
@@ -34,81 +54,256 @@ pub struct PgParams {
     pub sslmode: String,
 }
 
-/// The `COPY` statement of a subtask on the native path, or why it takes the ODBC path.
-pub fn copy_sql(
+/// How a subtask is read on the native path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativePlan {
+    /// The `COPY … TO STDOUT` statement.
+    pub sql: String,
+    /// Each row starts with the hidden field of large values (see the module doc).
+    pub marker: bool,
+    /// Per subtask column: how a large value of it is read on the side.
+    pub large: Vec<Option<LargeValue>>,
+    /// The key's positions among the subtask's columns, when the read is in key order.
+    pub key: Option<Vec<usize>>,
+    /// The table, quoted, as the side reads name it.
+    pub table: String,
+    /// What comes before the hex digits of a `bytea` (`files.binary_format`).
+    pub binary_prefix: Vec<u8>,
+}
+
+/// A column whose large values are read on the side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LargeValue {
+    /// The value's bytes as the row would have held them: its text in UTF-8 (already
+    /// trimmed with `files.rtrim`), or a `bytea`'s bytes.
+    bytes: String,
+    binary: bool,
+}
+
+/// The native read of a subtask, or why it takes the ODBC path. `row_address`: the
+/// relation has `tableoid` and `ctid` (a table, not a view), so large values can be read
+/// on the side.
+pub fn plan(
     source: &Source,
     spec: &SubtaskSpec,
     files: &FileSettings,
-    ordered: bool,
-) -> Result<String, String> {
+    order: &KeyOrder,
+    row_address: bool,
+) -> Result<NativePlan, String> {
     if source.dialect != Dialect::Postgres {
         return Err("not a PostgreSQL source".into());
-    }
-    if ordered {
-        return Err("read in key order (resumable): the ODBC path tracks each block's key".into());
     }
     if !files.null_string.is_empty() {
         // PostgreSQL leaves "" unquoted when NULL is written otherwise; the encoder quotes it.
         return Err("files.null_string is set".into());
     }
-    let mut items = Vec::with_capacity(spec.columns.len());
-    for column in &spec.columns {
-        items.push(select_item(source, column, files)?);
+    if files.lob_objects_over.is_some() && spec.has_lobs() {
+        return Err("files.lob_objects sends LOB values to objects of their own".into());
     }
-    let select = super::fetch::select_from(source, spec, &items);
-    Ok(format!(
-        "COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {}, NULL {}, QUOTE '\"')",
-        literal(&(files.delimiter as char).to_string()),
-        literal(&files.null_string)
-    ))
-}
-
-/// A column as the native path selects it, so its text is the ODBC path's byte for byte.
-fn select_item(
-    source: &Source,
-    column: &ColumnSpec,
-    files: &FileSettings,
-) -> Result<String, String> {
-    let name = source.quote_ident(&column.name);
-    let unsupported = || {
-        Err(format!(
-            "column `{}` has type {}, which only the ODBC path writes",
-            column.name, column.source_type
-        ))
-    };
-    if column.fetch.is_lob() {
-        return Err(format!("column `{}` is a LOB", column.name));
-    }
-    let ty = column.source_type.to_ascii_lowercase();
-    let item = match ty.as_str() {
-        "int2" | "int4" | "int8" | "smallint" | "integer" | "bigint" | "numeric" | "date"
-        | "timestamp" => name,
-        // psqlODBC reads a uuid as an SQL_GUID and prints it in capitals.
-        "uuid" => format!("upper({name}::text)"),
-        "float4" | "float8" | "real" | "double precision" => name,
-        "varchar" | "bpchar" | "char" | "text" | "character varying" | "character" | "name" => {
-            if files.rtrim {
-                format!("rtrim({name}, ' ')")
-            } else {
-                name
-            }
+    let key_columns: Vec<usize> = spec
+        .key
+        .as_ref()
+        .map(|k| k.columns.clone())
+        .unwrap_or_default();
+    let mut items = Vec::with_capacity(spec.columns.len() + 1);
+    let mut large = Vec::with_capacity(spec.columns.len());
+    let mut conditions = Vec::new();
+    for (i, column) in spec.columns.iter().enumerate() {
+        let item = pg_text_item(source, column, Path::Native(files));
+        let side = row_address && column.fetch.is_lob() && !key_columns.contains(&i);
+        if !side {
+            items.push(item);
+            large.push(None);
+            continue;
         }
-        "bool" | "boolean" => format!("CASE WHEN {name} THEN '1' WHEN NOT {name} THEN '0' END"),
-        "timestamptz" => format!("({name} AT TIME ZONE 'UTC')"),
-        _ => return unsupported(),
-    };
-    Ok(item)
+        let condition = too_large(source, column);
+        items.push(format!("CASE WHEN {condition} THEN NULL ELSE {item} END"));
+        conditions.push(condition);
+        large.push(Some(LargeValue {
+            bytes: value_bytes(source, column, files),
+            binary: column.fetch.is_binary(),
+        }));
+    }
+    let marker = !conditions.is_empty();
+    if marker {
+        let flags: Vec<String> = conditions
+            .iter()
+            .map(|c| format!("CASE WHEN {c} THEN '1' ELSE '0' END"))
+            .collect();
+        items.insert(
+            0,
+            format!(
+                "CASE WHEN {} THEN tableoid::text || ':' || ctid::text || ':' || {} END",
+                conditions.join(" OR "),
+                flags.join(" || ")
+            ),
+        );
+    }
+    let mut select = super::fetch::select_from(source, spec, &items);
+    let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
+    if keyed {
+        let names = super::fetch::key_names(source, spec);
+        if let Some(after) = &order.after {
+            let joiner = if select.contains(" WHERE ") {
+                " AND "
+            } else {
+                " WHERE "
+            };
+            select = format!("{select}{joiner}({})", after_literals(spec, &names, after));
+        }
+        select.push_str(" ORDER BY ");
+        select.push_str(&names.join(", "));
+    }
+    Ok(NativePlan {
+        sql: format!(
+            "COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {}, NULL '', QUOTE '\"')",
+            literal(&(files.delimiter as char).to_string()),
+        ),
+        marker,
+        large,
+        key: keyed.then_some(key_columns),
+        table: source.qualified(&spec.table),
+        binary_prefix: files.binary_format.prefix().to_vec(),
+    })
 }
 
-/// A PostgreSQL string literal.
+/// Which read a column's select item is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Path<'f> {
+    /// The server's COPY: it prints every value itself, trimmed and in the binary format
+    /// the file settings ask for.
+    Native(&'f FileSettings),
+    /// psqlODBC: it converts dates, times, numbers and money it knows (and changes some:
+    /// `infinity`, BC dates, years past 9999, money extremes), so those are asked for as
+    /// text; strings, floats (fetched as numbers) and `bytea` (as bytes) come as they are.
+    Odbc,
+}
+
+/// A PostgreSQL column as selected so that its text is the same on both paths and is the
+/// server's own: booleans as 1/0, a `timestamptz` in UTC without offset and a uuid in
+/// capitals (as psqlODBC has always given them, so files of earlier runs still match);
+/// `xml` as its stored text (the output function drops a prolog); every other type as its
+/// output function prints it.
+pub fn pg_text_item(source: &Source, column: &ColumnSpec, path: Path<'_>) -> String {
+    let name = source.quote_ident(&column.name);
+    let ty = column.source_type.to_ascii_lowercase();
+    let as_text = |expr: String| match path {
+        Path::Native(_) => expr,
+        Path::Odbc => format!("CAST({expr} AS text)"),
+    };
+    match ty.as_str() {
+        _ if is_character(&ty) => match path {
+            Path::Native(files) if files.rtrim => format!("rtrim({name}, ' ')"),
+            _ => name,
+        },
+        "float4" | "float8" | "real" | "double precision" => name,
+        "bytea" => match path {
+            Path::Native(files) if files.binary_format == BinaryFormat::Hex => {
+                format!("encode({name}, 'hex')")
+            }
+            _ => name,
+        },
+        "bool" | "boolean" => format!("CASE WHEN {name} THEN '1' WHEN NOT {name} THEN '0' END"),
+        "uuid" => format!("upper({name}::text)"),
+        "timestamptz" | "timestamp with time zone" => {
+            as_text(format!("({name} AT TIME ZONE 'UTC')"))
+        }
+        "xml" => format!("CAST({name} AS text)"),
+        // Their cast to text differs from their output (`/32` is added), and psqlODBC
+        // passes them through untouched.
+        "inet" | "cidr" => name,
+        // Types psqlODBC passes through untouched would be fine as they are; asking for
+        // text costs the server little and covers domains over the types it converts.
+        _ => as_text(name),
+    }
+}
+
+fn is_character(ty: &str) -> bool {
+    matches!(
+        ty,
+        "varchar"
+            | "bpchar"
+            | "char"
+            | "text"
+            | "character varying"
+            | "character"
+            | "name"
+            | "citext"
+    )
+}
+
+/// The SQL condition "this value is too large to come in its row". Cheap where it can be:
+/// the length of a string or `bytea` is read from its header; for other types the stored
+/// size stands in (their text is larger, by a factor this allows for).
+fn too_large(source: &Source, column: &ColumnSpec) -> String {
+    let name = source.quote_ident(&column.name);
+    let ty = column.source_type.to_ascii_lowercase();
+    match ty.as_str() {
+        _ if is_character(&ty) => format!("octet_length({name}) > {LARGE_VALUE_BYTES}"),
+        "bytea" => format!("octet_length({name}) > {}", LARGE_VALUE_BYTES / 2),
+        "json" | "xml" => format!("octet_length(CAST({name} AS text)) > {LARGE_VALUE_BYTES}"),
+        _ => format!("pg_column_size({name}) > {}", LARGE_VALUE_BYTES / 4),
+    }
+}
+
+/// The bytes of a large value as the row would have brought them, for the side read.
+fn value_bytes(source: &Source, column: &ColumnSpec, files: &FileSettings) -> String {
+    let name = source.quote_ident(&column.name);
+    if column.source_type.eq_ignore_ascii_case("bytea") {
+        return format!("{name} || ''::bytea");
+    }
+    let text = match pg_text_item(source, column, Path::Native(files)) {
+        item if item == name => format!("CAST({name} AS text)"),
+        item => format!("CAST({item} AS text)"),
+    };
+    format!("convert_to({text}, 'UTF8')")
+}
+
+/// `(k1 > 'v1') OR (k1 = 'v1' AND k2 > 'v2') …` with the values as literals (COPY takes no
+/// parameters); plain numbers bare, everything else quoted, which PostgreSQL converts to
+/// the column's type.
+fn after_literals(spec: &SubtaskSpec, names: &[String], values: &[String]) -> String {
+    let key = spec.key.as_ref().expect("a key");
+    let render = |i: usize| {
+        let column = &spec.columns[key.columns[i]];
+        let numeric = matches!(
+            column.family(),
+            crate::model::ValueFamily::Integer | crate::model::ValueFamily::Decimal
+        );
+        if numeric && super::fetch::is_plain_number(&values[i]) {
+            values[i].clone()
+        } else {
+            literal(&values[i])
+        }
+    };
+    let mut alternatives = Vec::new();
+    for i in 0..names.len() {
+        let mut terms: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", names[j], render(j)))
+            .collect();
+        terms.push(format!("{} > {}", names[i], render(i)));
+        alternatives.push(format!("({})", terms.join(" AND ")));
+    }
+    alternatives.join(" OR ")
+}
+
+/// A PostgreSQL string literal (the session has `standard_conforming_strings` on).
 fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Where the native path's batches go: `(bytes, rows)`, each batch ending at a row; an
-/// `Err` stops the read.
+/// Where the native path's batches go; an `Err` stops the read.
 pub trait BatchOut {
-    fn batch(&mut self, bytes: Vec<u8>, rows: u64) -> Result<(), super::fetch::Stop>;
+    /// `rows` rows end in `bytes`; with `ends_row` false the last of them goes on in the
+    /// next batch (a large value passed on mid-row). `last_key`: the key of the last row
+    /// ended, when the read is in key order.
+    fn batch(
+        &mut self,
+        bytes: Vec<u8>,
+        rows: u64,
+        ends_row: bool,
+        last_key: Option<Vec<String>>,
+    ) -> Result<(), super::fetch::Stop>;
 }
 
 /// A connection for the native path, on a runtime of its own: it blocks the calling
@@ -116,6 +311,7 @@ pub trait BatchOut {
 pub struct NativeReader {
     runtime: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
+    params: PgParams,
 }
 
 impl NativeReader {
@@ -128,50 +324,358 @@ impl NativeReader {
                 detail: e.to_string(),
             })?;
         let client = runtime.block_on(connect(params))?;
-        Ok(NativeReader { runtime, client })
+        Ok(NativeReader {
+            runtime,
+            client,
+            params: params.clone(),
+        })
     }
 
-    /// Run `sql` (from [`copy_sql`]) and pass its rows on in batches of [`block_rows`]
-    /// rows. Returns the rows read.
+    /// Whether `table` (quoted) is a relation with row addresses (a table, a partitioned
+    /// table, a materialized view), not a view.
+    pub fn has_row_address(&self, table: &str) -> Result<bool, SourceError> {
+        self.runtime.block_on(async {
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+                    &[&table],
+                )
+                .await
+                .map_err(|e| pg_error(&e, &format!("looking up {table}"), ""))?;
+            let kind: Option<String> = row.map(|r| r.get(0));
+            Ok(matches!(kind.as_deref(), Some("r" | "p" | "m")))
+        })
+    }
+
+    /// Run the plan's COPY in one snapshot and pass its rows on in batches of
+    /// [`block_rows`] rows (and of a few MB where large values are about). Returns the
+    /// rows read.
     pub fn read(
         &self,
         spec: &SubtaskSpec,
-        sql: &str,
+        plan: &NativePlan,
+        files: &FileSettings,
         out: &mut impl BatchOut,
     ) -> Result<u64, SourceError> {
         let table = spec.table.to_string();
         let batch_rows = block_rows(spec) as u64;
+        let flush_bytes = if spec.has_lobs() {
+            FLUSH_BYTES
+        } else {
+            usize::MAX
+        };
+        let delimiter = files.delimiter;
         self.runtime.block_on(async {
+            let setup = |e: tokio_postgres::Error| pg_error(&e, "starting the read's snapshot", "");
+            self.client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(setup)?;
+            let mut side = match plan.marker {
+                true => {
+                    let row = self
+                        .client
+                        .query_one("SELECT pg_export_snapshot()", &[])
+                        .await
+                        .map_err(setup)?;
+                    Some(SideReader {
+                        params: &self.params,
+                        snapshot: row.get(0),
+                        client: None,
+                    })
+                }
+                false => None,
+            };
+            let sql = &plan.sql;
             let stream = self
                 .client
-                .copy_out(sql)
+                .copy_out(sql.as_str())
                 .await
                 .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), &table))?;
             let mut stream = std::pin::pin!(stream);
             let mut total = 0u64;
             let mut rows = 0u64;
             let mut bytes = Vec::with_capacity(4 << 20);
+            let mut last_row = Bytes::new();
+            let key_of = |row: &Bytes| -> Option<Vec<String>> {
+                let key = plan.key.as_ref()?;
+                let fields = split_fields(row, delimiter);
+                let skip = usize::from(plan.marker);
+                key.iter()
+                    .map(|i| fields.get(i + skip).cloned().flatten())
+                    .collect()
+            };
             while let Some(row) = stream.next().await {
                 let row =
                     row.map_err(|e| pg_error(&e, &format!("reading rows of {table}"), &table))?;
                 // One CopyData message is one row.
-                bytes.extend_from_slice(&row);
+                match (&mut side, row.first()) {
+                    (Some(_), Some(first)) if *first == delimiter => {
+                        bytes.extend_from_slice(&row[1..])
+                    }
+                    (Some(side), _) => {
+                        let mut pending = Pending {
+                            bytes: &mut bytes,
+                            rows: &mut rows,
+                            total: &mut total,
+                        };
+                        rebuild_row(&row, plan, delimiter, side, &mut pending, out, &table).await?
+                    }
+                    (None, _) => bytes.extend_from_slice(&row),
+                }
                 rows += 1;
-                if rows == batch_rows {
-                    let capacity = bytes.capacity();
+                if plan.key.is_some() {
+                    last_row = row;
+                }
+                if rows >= batch_rows || bytes.len() >= flush_bytes {
+                    let capacity = bytes.capacity().min(8 << 20);
                     let full = std::mem::replace(&mut bytes, Vec::with_capacity(capacity));
-                    out.batch(full, rows).map_err(|_| SourceError::Cancelled)?;
+                    out.batch(full, rows, true, key_of(&last_row))
+                        .map_err(|_| SourceError::Cancelled)?;
                     total += rows;
                     rows = 0;
                 }
             }
-            if rows > 0 {
-                out.batch(bytes, rows).map_err(|_| SourceError::Cancelled)?;
+            if rows > 0 || !bytes.is_empty() {
+                out.batch(bytes, rows, true, key_of(&last_row))
+                    .map_err(|_| SourceError::Cancelled)?;
                 total += rows;
             }
+            self.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| pg_error(&e, "ending the read's snapshot", ""))?;
             Ok(total)
         })
     }
+}
+
+/// The second connection of a read with large values: in the read's snapshot, opened at
+/// the first large value.
+struct SideReader<'p> {
+    params: &'p PgParams,
+    snapshot: String,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl SideReader<'_> {
+    async fn client(&mut self) -> Result<&tokio_postgres::Client, SourceError> {
+        if self.client.is_none() {
+            let client = connect(self.params).await?;
+            client
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                    literal(&self.snapshot)
+                ))
+                .await
+                .map_err(|e| {
+                    pg_error(&e, "joining the read's snapshot to read large values", "")
+                })?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("opened above"))
+    }
+}
+
+/// What a read has gathered and not passed on yet.
+struct Pending<'a> {
+    bytes: &'a mut Vec<u8>,
+    /// Rows ended in `bytes`.
+    rows: &'a mut u64,
+    /// Rows passed on so far.
+    total: &'a mut u64,
+}
+
+impl Pending<'_> {
+    /// Pass on what is gathered, in the middle of a row.
+    fn pass_on_mid_row(&mut self, out: &mut impl BatchOut) -> Result<(), SourceError> {
+        let capacity = self.bytes.capacity();
+        let full = std::mem::replace(self.bytes, Vec::with_capacity(capacity));
+        out.batch(full, *self.rows, false, None)
+            .map_err(|_| SourceError::Cancelled)?;
+        *self.total += *self.rows;
+        *self.rows = 0;
+        Ok(())
+    }
+}
+
+/// Write a row whose hidden first field names large values: its other fields as the
+/// server wrote them, each large value read on the side in slices, passing what is
+/// gathered on mid-value whenever it grows past [`FLUSH_BYTES`].
+async fn rebuild_row(
+    row: &[u8],
+    plan: &NativePlan,
+    delimiter: u8,
+    side: &mut SideReader<'_>,
+    pending: &mut Pending<'_>,
+    out: &mut impl BatchOut,
+    table: &str,
+) -> Result<(), SourceError> {
+    let spans = field_spans(row, delimiter);
+    let bad = || SourceError::Odbc {
+        what: format!("reading {table}"),
+        detail: format!(
+            "a row's large-value marker cannot be read ({} fields); this is a bug, please \
+             report it",
+            spans.len()
+        ),
+    };
+    if spans.len() != plan.large.len() + 1 {
+        return Err(bad());
+    }
+    let marker = unquote(&row[spans[0].clone()]).ok_or_else(bad)?;
+    let mut parts = marker.rsplitn(3, ':');
+    let (flags, ctid, tableoid) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    let address = RowAddress::parse(tableoid, ctid).ok_or_else(bad)?;
+    let mut flags = flags.bytes();
+    for (i, span) in spans[1..].iter().enumerate() {
+        if i > 0 {
+            pending.bytes.push(delimiter);
+        }
+        let large = match &plan.large[i] {
+            Some(large) if flags.next().ok_or_else(bad)? == b'1' => large,
+            _ => {
+                pending.bytes.extend_from_slice(&row[span.clone()]);
+                continue;
+            }
+        };
+        let what = || format!("reading a large value of {table} at ctid {address}");
+        let sql = format!(
+            "SELECT g::int8, substr(v.c, g, {SLICE_BYTES}) FROM (SELECT {} AS c FROM {} \
+             WHERE tableoid = {} AND ctid = '{address}' OFFSET 0) AS v, \
+             generate_series(1, greatest(octet_length(v.c), 1), {SLICE_BYTES}) AS g",
+            large.bytes, plan.table, address.tableoid
+        );
+        let client = side.client().await?;
+        let stream = client
+            .query_raw(sql.as_str(), std::iter::empty::<&str>())
+            .await
+            .map_err(|e| pg_error(&e, &what(), table))?;
+        let mut stream = std::pin::pin!(stream);
+        match large.binary {
+            true => pending.bytes.extend_from_slice(&plan.binary_prefix),
+            false => pending.bytes.push(b'"'),
+        }
+        let mut expected = 1i64;
+        while let Some(slice) = stream.next().await {
+            let slice = slice.map_err(|e| pg_error(&e, &what(), table))?;
+            let start: i64 = slice.get(0);
+            if start != expected {
+                return Err(SourceError::Odbc {
+                    what: what(),
+                    detail: format!("slice at {start} where {expected} was expected"),
+                });
+            }
+            let piece: &[u8] = slice.get(1);
+            expected += SLICE_BYTES as i64;
+            if large.binary {
+                let at = pending.bytes.len();
+                pending.bytes.resize(at + piece.len() * 2, 0);
+                hex::encode_to_slice(piece, &mut pending.bytes[at..]).expect("sized for hex");
+            } else {
+                quoted_body(piece, pending.bytes);
+            }
+            if pending.bytes.len() >= FLUSH_BYTES {
+                pending.pass_on_mid_row(out)?;
+            }
+        }
+        if expected == 1 {
+            return Err(SourceError::Odbc {
+                what: what(),
+                detail: "the row changed or went away while it was read; run the subtask again"
+                    .into(),
+            });
+        }
+        if !large.binary {
+            pending.bytes.push(b'"');
+        }
+    }
+    pending.bytes.push(b'\n');
+    Ok(())
+}
+
+/// Where a row lives: `tableoid` and `ctid`, numbers only (they go into SQL).
+struct RowAddress {
+    tableoid: u32,
+    block: u32,
+    item: u16,
+}
+
+impl std::fmt::Display for RowAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({},{})", self.block, self.item)
+    }
+}
+
+impl RowAddress {
+    fn parse(tableoid: &str, ctid: &str) -> Option<RowAddress> {
+        let (block, item) = ctid.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+        Some(RowAddress {
+            tableoid: tableoid.parse().ok()?,
+            block: block.parse().ok()?,
+            item: item.parse().ok()?,
+        })
+    }
+}
+
+/// The inside of a quoted CSV field: quotes doubled.
+fn quoted_body(value: &[u8], out: &mut Vec<u8>) {
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|b| *b == b'"') {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(b'"');
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// The byte ranges of the fields of one CSV row as PostgreSQL writes it (quotes `"`,
+/// doubled inside; the row's `\n` at the end, a CR or LF inside a value quoted).
+fn field_spans(row: &[u8], delimiter: u8) -> Vec<std::ops::Range<usize>> {
+    let end = row.len() - usize::from(row.last() == Some(&b'\n'));
+    let mut spans = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, b) in row[..end].iter().enumerate() {
+        match *b {
+            b'"' => quoted = !quoted,
+            b if b == delimiter && !quoted => {
+                spans.push(start..i);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    spans.push(start..end);
+    spans
+}
+
+/// A field's value: unquoted text, `None` for NULL (an empty unquoted field).
+fn unquote(field: &[u8]) -> Option<String> {
+    if field.is_empty() {
+        return None;
+    }
+    let text = match field
+        .strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+    {
+        Some(inner) => String::from_utf8_lossy(inner).replace("\"\"", "\""),
+        None => String::from_utf8_lossy(field).into_owned(),
+    };
+    Some(text)
+}
+
+/// The fields of one CSV row, unquoted; `None` for NULL.
+fn split_fields(row: &[u8], delimiter: u8) -> Vec<Option<String>> {
+    field_spans(row, delimiter)
+        .into_iter()
+        .map(|span| unquote(&row[span]))
+        .collect()
 }
 
 async fn connect(params: &PgParams) -> Result<tokio_postgres::Client, SourceError> {
@@ -208,7 +712,7 @@ async fn connect(params: &PgParams) -> Result<tokio_postgres::Client, SourceErro
     client
         .batch_execute(
             "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; \
-             SET bytea_output = 'hex'",
+             SET bytea_output = 'hex'; SET standard_conforming_strings = on",
         )
         .await
         .map_err(|e| pg_error(&e, "setting up the native COPY session", ""))?;
@@ -255,67 +759,156 @@ mod tests {
         ColumnSpec::from_catalog(name.into(), ty.into(), sql_type, Some(size), Some(0))
     }
 
-    #[test]
-    fn the_native_copy_selects_each_type_as_the_odbc_path_writes_it() {
-        let pg = Source::offline(Dialect::Postgres, '"');
-        let spec = SubtaskSpec {
+    fn spec(columns: Vec<ColumnSpec>, key: Option<Vec<usize>>) -> SubtaskSpec {
+        SubtaskSpec {
             table: TableRef {
                 catalog: None,
                 schema: Some("public".into()),
                 name: "t".into(),
             },
-            columns: vec![
+            columns,
+            left_out: Vec::new(),
+            filter: Some("id > 0".into()),
+            partition: None,
+            key: key.map(|columns| crate::model::KeyKind { columns }),
+            estimated_rows: None,
+            largest_lob_row: None,
+        }
+    }
+
+    #[test]
+    fn the_native_copy_selects_each_type_as_the_odbc_path_writes_it() {
+        let pg = Source::offline(Dialect::Postgres, '"');
+        let spec = spec(
+            vec![
                 column("id", "int8", sql::BIGINT, 19),
                 column("s", "varchar", sql::VARCHAR, 10),
                 column("bo", "bool", sql::VARCHAR, 5),
                 column("tz", "timestamptz", sql::TYPE_TIMESTAMP, 26),
+                column("d", "date", sql::TYPE_DATE, 10),
+                column("x", "xml", sql::LONGVARCHAR, 8190),
             ],
-            left_out: Vec::new(),
-            filter: Some("id > 0".into()),
-            partition: None,
-            key: None,
-            estimated_rows: None,
-            largest_lob_row: None,
-        };
+            None,
+        );
         let files = FileSettings {
             delimiter: b'|',
             ..FileSettings::default()
         };
+        let unordered = KeyOrder::default();
         assert_eq!(
-            copy_sql(&pg, &spec, &files, false).unwrap(),
+            plan(&pg, &spec, &files, &unordered, false).unwrap().sql,
             "COPY (SELECT \"id\", \"s\", CASE WHEN \"bo\" THEN '1' WHEN NOT \"bo\" THEN '0' END, \
-             (\"tz\" AT TIME ZONE 'UTC') FROM \"public\".\"t\" WHERE (id > 0)) TO STDOUT \
-             (FORMAT csv, DELIMITER '|', NULL '', QUOTE '\"')"
+             (\"tz\" AT TIME ZONE 'UTC'), \"d\", CAST(\"x\" AS text) FROM \"public\".\"t\" \
+             WHERE (id > 0)) TO STDOUT (FORMAT csv, DELIMITER '|', NULL '', QUOTE '\"')"
         );
-        // What the native path cannot write alike goes the ODBC way, with the reason.
-        assert!(
-            copy_sql(&pg, &spec, &files, true)
-                .unwrap_err()
-                .contains("key order")
-        );
-        let mut interval = spec.clone();
-        interval
+        // The ODBC path asks for the same text where psqlODBC would convert.
+        let odbc: Vec<String> = spec
             .columns
-            .push(column("i", "interval", sql::VARCHAR, 30));
-        assert!(
-            copy_sql(&pg, &interval, &files, false)
-                .unwrap_err()
-                .contains("type interval")
+            .iter()
+            .map(|c| pg_text_item(&pg, c, Path::Odbc))
+            .collect();
+        assert_eq!(
+            odbc,
+            [
+                "CAST(\"id\" AS text)",
+                "\"s\"",
+                "CASE WHEN \"bo\" THEN '1' WHEN NOT \"bo\" THEN '0' END",
+                "CAST((\"tz\" AT TIME ZONE 'UTC') AS text)",
+                "CAST(\"d\" AS text)",
+                "CAST(\"x\" AS text)",
+            ]
         );
-        let mut lob = spec.clone();
-        lob.columns
-            .push(column("body", "text", sql::LONGVARCHAR, 8190));
-        assert!(
-            copy_sql(&pg, &lob, &files, false)
-                .unwrap_err()
-                .contains("LOB")
-        );
+        // What the native path cannot honour goes the ODBC way, with the reason.
         let maria = Source::offline(Dialect::MariaDb, '`');
-        assert!(copy_sql(&maria, &spec, &files, false).is_err());
+        assert!(plan(&maria, &spec, &files, &unordered, false).is_err());
         let null_word = FileSettings {
             null_string: "\\N".into(),
             ..FileSettings::default()
         };
-        assert!(copy_sql(&pg, &spec, &null_word, false).is_err());
+        assert!(plan(&pg, &spec, &null_word, &unordered, false).is_err());
+    }
+
+    #[test]
+    fn large_values_are_left_out_of_their_rows_only_where_rows_have_an_address() {
+        let pg = Source::offline(Dialect::Postgres, '"');
+        let spec = spec(
+            vec![
+                column("id", "int8", sql::BIGINT, 19),
+                column("body", "text", sql::LONGVARCHAR, 8190),
+                column("blob", "bytea", sql::LONGVARBINARY, 0),
+                column("doc", "jsonb", sql::LONGVARCHAR, 0),
+            ],
+            Some(vec![0]),
+        );
+        let files = FileSettings::default();
+        let table = plan(&pg, &spec, &files, &KeyOrder::default(), true).unwrap();
+        assert!(table.marker);
+        assert_eq!(
+            table.large.iter().map(Option::is_some).collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
+        assert!(table.sql.starts_with(
+            "COPY (SELECT CASE WHEN octet_length(\"body\") > 1048576 OR octet_length(\"blob\") > \
+             524288 OR pg_column_size(\"doc\") > 262144 THEN tableoid::text || ':' || \
+             ctid::text || ':' || CASE WHEN octet_length(\"body\") > 1048576 THEN '1' ELSE '0' END"
+        ));
+        assert!(
+            table
+                .sql
+                .contains("CASE WHEN octet_length(\"body\") > 1048576 THEN NULL ELSE \"body\" END")
+        );
+        // A view: values come whole, no marker.
+        let view = plan(&pg, &spec, &files, &KeyOrder::default(), false).unwrap();
+        assert!(!view.marker && view.large.iter().all(Option::is_none));
+        assert!(
+            view.sql
+                .starts_with("COPY (SELECT \"id\", \"body\", \"blob\", \"doc\" FROM")
+        );
+    }
+
+    #[test]
+    fn a_keyed_read_orders_by_the_table_columns_and_resumes_after_literal_keys() {
+        let pg = Source::offline(Dialect::Postgres, '"');
+        let spec = spec(
+            vec![
+                column("id", "int8", sql::BIGINT, 19),
+                column("name", "varchar", sql::VARCHAR, 10),
+                column("v", "text", sql::LONGVARCHAR, 8190),
+            ],
+            Some(vec![0, 1]),
+        );
+        let order = KeyOrder {
+            ordered: true,
+            after: Some(vec!["7".into(), "it's".into()]),
+        };
+        let keyed = plan(&pg, &spec, &FileSettings::default(), &order, false).unwrap();
+        assert_eq!(keyed.key, Some(vec![0, 1]));
+        assert!(keyed.sql.contains(
+            "WHERE (id > 0) AND ((\"public\".\"t\".\"id\" > 7) OR (\"public\".\"t\".\"id\" = 7 \
+             AND \"public\".\"t\".\"name\" > 'it''s')) ORDER BY \"public\".\"t\".\"id\", \
+             \"public\".\"t\".\"name\") TO STDOUT"
+        ));
+    }
+
+    #[test]
+    fn rows_split_into_fields_as_postgresql_quotes_them() {
+        let row = b"1,\"a,\"\"b\"\"\nc\",,\"\",x\n";
+        assert_eq!(
+            split_fields(row, b','),
+            [
+                Some("1".to_string()),
+                Some("a,\"b\"\nc".to_string()),
+                None,
+                Some(String::new()),
+                Some("x".to_string())
+            ]
+        );
+        let address = RowAddress::parse("16384", "(12,3)").unwrap();
+        assert_eq!(
+            (address.tableoid, address.to_string()),
+            (16384, "(12,3)".to_string())
+        );
+        assert!(RowAddress::parse("1; DROP", "(1,1)").is_none());
+        assert!(RowAddress::parse("1", "(1,1) OR true").is_none());
     }
 }
