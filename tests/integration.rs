@@ -15,3 +15,4 @@ mod resilience;
 mod stages;
 mod tables;
 mod transfer;
+mod types;

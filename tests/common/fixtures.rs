@@ -127,7 +127,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A text literal that survives any quoting rules: built from its UTF-8 bytes.
-fn text(db: Db, s: &str) -> String {
+pub fn text(db: Db, s: &str) -> String {
     match db {
         Db::Pg => format!(
             "convert_from(decode('{}', 'hex'), 'UTF8')",

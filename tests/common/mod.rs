@@ -75,6 +75,12 @@ pub fn pg() -> postgres::Client {
 
 /// Run SQL on MariaDB through the `mariadb` client; panics with its message on failure.
 pub fn maria(sql: &str) {
+    maria_database();
+    maria_raw(sql)
+}
+
+/// Create the MariaDB test database, once.
+fn maria_database() {
     static CREATED: OnceLock<()> = OnceLock::new();
     CREATED.get_or_init(|| {
         maria_raw(&format!(
@@ -82,7 +88,6 @@ pub fn maria(sql: &str) {
              SET GLOBAL max_allowed_packet = 1073741824;"
         ))
     });
-    maria_raw(sql)
 }
 
 fn maria_raw(sql: &str) {
@@ -102,8 +107,51 @@ pub fn sqlite(path: &Path, sql: &str) {
     pipe_sql("sqlite3", &[path.to_str().unwrap()], sql);
 }
 
-/// Feed SQL to a database client on its standard input; panic with its message on failure.
-fn pipe_sql(client: &str, args: &[&str], sql: &str) {
+/// The rows a MariaDB query returns, each field as the `mariadb` client prints it in batch
+/// mode, SQL NULL as `None`. Batch mode escapes tabs, newlines and backslashes and prints
+/// NULL and the text `NULL` alike, so select numbers or `HEX(...)` of anything else.
+pub fn maria_rows(sql: &str) -> Vec<Vec<Option<String>>> {
+    maria_database();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-u",
+        "root",
+        "--default-character-set=utf8mb4",
+        "--batch",
+        "--skip-column-names",
+    ];
+    batch_rows(&pipe_sql("mariadb", &args, sql))
+}
+
+/// The rows a SQLite query returns, as [`maria_rows`] does (tab-separated, `NULL` for SQL
+/// NULL): select numbers or `hex(...)` of anything else.
+pub fn sqlite_rows(path: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let args = [
+        "-batch",
+        "-noheader",
+        "-separator",
+        "\t",
+        "-nullvalue",
+        "NULL",
+        path.to_str().unwrap(),
+    ];
+    batch_rows(&pipe_sql("sqlite3", &args, sql))
+}
+
+fn batch_rows(out: &str) -> Vec<Vec<Option<String>>> {
+    out.lines()
+        .map(|line| {
+            line.split('\t')
+                .map(|f| (f != "NULL").then(|| f.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Feed SQL to a database client on its standard input and return what it printed; panic
+/// with its message on failure.
+fn pipe_sql(client: &str, args: &[&str], sql: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(client)
         .args(args)
@@ -124,6 +172,7 @@ fn pipe_sql(client: &str, args: &[&str], sql: &str) {
         "{client} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The text of a job file: `tables` is the `[[tables]]` (and any `[files]`) TOML, `extra`
@@ -225,6 +274,15 @@ impl Sandbox {
         self.run_job_env(job, work_dir, &[])
     }
 
+    /// `dbhaul run --json` against moto at `endpoint` (the S3 test environment), with
+    /// extra environment variables.
+    pub fn run_job_s3(&self, job: &Path, endpoint: &str, env: &[(&str, &str)]) -> Run {
+        let mut all = s3::s3_env(endpoint);
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.run_job_env(job, &self.work_dir(), &all)
+    }
+
     /// `dbhaul run --json` with extra environment variables.
     pub fn run_job_env(&self, job: &Path, work_dir: &Path, env: &[(&str, &str)]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_dbhaul"))
@@ -320,6 +378,66 @@ pub fn chunk_bytes(dir: &Path) -> Vec<u8> {
         }
     }
     all
+}
+
+/// The records of CSV as dbhaul writes it (RFC 4180, `\n` line ends): each field's
+/// bytes, unquoted, or `None` for the null string written unquoted. A general CSV reader
+/// would read NULL and a quoted `""` alike; this one keeps them apart. Panics on malformed
+/// CSV, naming the byte.
+pub fn csv_records(csv: &[u8], delimiter: u8, null: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut i = 0;
+    while i < csv.len() {
+        let quoted = csv[i] == b'"';
+        let mut field = Vec::new();
+        if quoted {
+            i += 1;
+            loop {
+                match (csv.get(i), csv.get(i + 1)) {
+                    (Some(b'"'), Some(b'"')) => {
+                        field.push(b'"');
+                        i += 2;
+                    }
+                    (Some(b'"'), _) => {
+                        i += 1;
+                        break;
+                    }
+                    (Some(b), _) => {
+                        field.push(*b);
+                        i += 1;
+                    }
+                    (None, _) => panic!("CSV: a quoted field opened is never closed"),
+                }
+            }
+        } else {
+            while i < csv.len() && csv[i] != delimiter && csv[i] != b'\n' {
+                field.push(csv[i]);
+                i += 1;
+            }
+        }
+        record.push((quoted || field != null).then_some(field));
+        match csv.get(i) {
+            Some(b) if *b == delimiter => i += 1,
+            Some(b'\n') | None => {
+                records.push(std::mem::take(&mut record));
+                i += 1;
+            }
+            Some(b) => panic!("CSV: byte {b:#04x} at {i} follows a quoted field"),
+        }
+    }
+    records
+}
+
+/// The `[target]` and `[warehouse]` sections of a job that uploads to `bucket` on moto's
+/// `endpoint` and copies into `schema` of the PostgreSQL test database.
+pub fn pg_warehouse_stages(endpoint: &str, bucket: &str, schema: &str) -> String {
+    format!(
+        "[target]\nurl = \"s3://{bucket}/exports\"\nendpoint = \"{endpoint}\"\n\
+         [warehouse]\nkind = \"postgres\"\nurl = \"postgresql://postgres@{}:5432/{TEST_DB}\"\n\
+         schema = \"{schema}\"\n",
+        pg_host()
+    )
 }
 
 /// Load a subtask's chunks into a PostgreSQL table with COPY ... FROM STDIN (FORMAT csv),
