@@ -11,6 +11,7 @@
 //! bookkeeping, in the same transaction. Rows dbhaul never loaded are left alone unless they
 //! match a subtask dbhaul loaded before.
 
+pub mod field_filter;
 pub mod postgres;
 pub mod redshift;
 pub mod types;
