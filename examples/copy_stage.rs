@@ -82,6 +82,7 @@ async fn main() {
         let table = TargetTable {
             qualified: table.clone(),
             columns,
+            left_out: Vec::new(),
             predicate: None,
         };
         let chunks: Vec<ChunkRecord> = manifest["chunks"]

@@ -338,6 +338,107 @@ fn missing_tables_are_created_from_the_source_types() {
     );
 }
 
+/// A warehouse table made with `pg_dump -s` of a source with a generated and an identity
+/// column, its columns in another order: COPY names the columns; the generated column is
+/// left out (its field stripped from the rows, once per subtask in the log) and computed by
+/// the warehouse; the identity column (`GENERATED ALWAYS`) gets the source's ids. Values
+/// holding the delimiter, quotes, a line break or `\.`, NULL and "" cross the stripping,
+/// and the chunk is larger than a piece COPY is fed.
+#[test]
+fn a_table_made_with_pg_dump_takes_the_rows_with_its_generated_and_identity_columns() {
+    let sandbox = Sandbox::new();
+    let table = "wh_dumped";
+    let rows = 30_000;
+    pg().batch_execute(&format!(
+        "DROP TABLE IF EXISTS src_pg.{table}; \
+         CREATE TABLE src_pg.{table} (\
+           id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item text, price numeric(10,2), \
+           qty integer, total numeric GENERATED ALWAYS AS (price * qty) STORED); \
+         INSERT INTO src_pg.{table} (id, item, price, qty) OVERRIDING SYSTEM VALUE \
+         SELECT 1000 + 3 * g, \
+           CASE g % 7 WHEN 0 THEN NULL WHEN 1 THEN '' WHEN 2 THEN E'a,b \"q\"\\n' || g \
+             WHEN 3 THEN '\\.' ELSE md5(g::text) END, \
+           CASE WHEN g % 11 = 0 THEN NULL ELSE (g % 1000) / 4.0 END, g % 13 \
+         FROM generate_series(1, {rows}) g"
+    ))
+    .unwrap();
+    let schema = "wh_dump";
+    let mut client = fresh_schema(schema);
+    // As `pg_dump -s` writes it, with the columns in another order than the source's.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.{table} (\
+               total numeric GENERATED ALWAYS AS ((price * (qty)::numeric)) STORED, \
+               qty integer, item text, id bigint NOT NULL, price numeric(10,2)); \
+             ALTER TABLE {schema}.{table} ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (\
+               SEQUENCE NAME {schema}.{table}_id_seq START WITH 1 INCREMENT BY 1 NO MINVALUE \
+               NO MAXVALUE CACHE 1); \
+             ALTER TABLE ONLY {schema}.{table} ADD CONSTRAINT {table}_pkey PRIMARY KEY (id);"
+        ))
+        .unwrap();
+    let moto = s3::moto();
+    let bucket = moto_bucket("dumped");
+    let job = pg_copy_job(
+        &sandbox,
+        "dumped",
+        &format!("[[tables]]\nname = \"src_pg.{table}\"\n"),
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    let mut env = s3::s3_env(&moto.endpoint());
+    env.push(("DBHAUL_LOG".into(), "dbhaul=info".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &env);
+    run.assert_ok();
+    let left_out = format!("column total of \"{schema}\".\"{table}\" is left out of the COPY");
+    assert_eq!(
+        run.stderr.matches(&left_out).count(),
+        1,
+        "{left_out:?} once in:\n{}",
+        run.stderr
+    );
+
+    let columns = "id, item, price, qty, total";
+    assert_eq!(
+        pg_difference(
+            &mut client,
+            &format!("(SELECT {columns} FROM {schema}.{table}) w"),
+            &format!("(SELECT {columns} FROM src_pg.{table}) s"),
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM {schema}.{table}")
+        ),
+        rows
+    );
+    // The ids are the source's, not numbered anew; the totals are the warehouse's own.
+    let (first, last): (i64, i64) = {
+        let row = client
+            .query_one(
+                &format!("SELECT min(id), max(id) FROM {schema}.{table}"),
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((first, last), (1003, 1000 + 3 * rows));
+    assert_eq!(
+        count(
+            &mut client,
+            &format!(
+                "SELECT count(*) FROM {schema}.{table} WHERE item = '\\.' AND \
+                 total IS NOT DISTINCT FROM price * qty"
+            )
+        ),
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM src_pg.{table} WHERE item = '\\.'")
+        )
+    );
+}
+
 /// `files.delimiter`, `null_string` and `rtrim` end to end: the chunk is written with `|`
 /// and `\N`, trailing spaces of text values are trimmed, and the copy stage reads it back
 /// with the same settings: a value holding the delimiter, a NULL, "", and the text `\N`
@@ -904,6 +1005,51 @@ fn a_missing_warehouse_table_is_named_with_the_fix() {
         .assert_stderr("set warehouse.create_tables = true");
     assert_no_chunks(&sandbox);
     assert!(s3::list_keys(&moto.endpoint(), &bucket, "").is_empty());
+}
+
+/// The warehouse table lacks a column the source has: the run is refused before any data
+/// moves, naming the column and what the table has; nothing is extracted, uploaded or
+/// loaded.
+#[test]
+fn a_warehouse_table_lacking_a_source_column_is_refused_naming_it_before_any_data_moves() {
+    let sandbox = Sandbox::new();
+    let moto = s3::moto();
+    let bucket = moto_bucket("nocolumn");
+    let schema = "wh_nocolumn";
+    let mut client = fresh_schema(schema);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (id bigint, note text, total bigint GENERATED ALWAYS AS \
+             (id * 2) STORED)"
+        ))
+        .unwrap();
+    let job = small_job(
+        &sandbox,
+        "no-column",
+        &stages_toml(&moto.endpoint(), &bucket, schema, ""),
+    );
+    run_with_s3(&sandbox, &job, &moto.endpoint())
+        .assert_code(2)
+        .assert_stderr(&format!(
+            "table {schema}.t has no column v (it has id, note, total); add it"
+        ));
+    assert_no_chunks(&sandbox);
+    assert!(s3::list_keys(&moto.endpoint(), &bucket, "").is_empty());
+    assert_eq!(
+        count(&mut client, &format!("SELECT count(*) FROM {schema}.t")),
+        0
+    );
+    let bookkeeping = count(
+        &mut client,
+        &format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' \
+             AND table_name = 'dbhaul_loads'"
+        ),
+    );
+    assert_eq!(
+        bookkeeping, 0,
+        "the refused run created the bookkeeping table"
+    );
 }
 
 #[test]

@@ -89,11 +89,23 @@ impl Actor for Copier {
         let settings = self.settings.clone();
         let spec = self.spec.clone();
         let dialect = self.context.source.dialect;
+        let task = self.context.task.clone();
         let open = async move {
             // The bookkeeping table and any missing tables were made once, before the run
             // (`warehouse::prepare`), not here by several copiers at once.
             let client = warehouse::connect(&settings).await?;
             let table = warehouse::resolve_table(&client, &settings, dialect, &spec).await?;
+            for left_out in &table.left_out {
+                tracing::info!(
+                    task = %task,
+                    subtask = %spec.id(),
+                    column = %left_out.column,
+                    "column {} of {} is left out of the COPY: the warehouse computes it (a \
+                     generated column), so its extracted values are not loaded",
+                    left_out.column,
+                    table.qualified,
+                );
+            }
             Ok::<_, WarehouseError>((client, table))
         };
         ctx.wait(

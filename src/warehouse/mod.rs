@@ -11,6 +11,7 @@
 //! bookkeeping, in the same transaction. Rows dbhaul never loaded are left alone unless they
 //! match a subtask dbhaul loaded before.
 
+pub mod field_filter;
 pub mod postgres;
 pub mod redshift;
 pub mod types;
@@ -249,15 +250,42 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
 pub struct TargetTable {
     /// `"schema"."table"`, quoted.
     pub qualified: String,
-    /// The target column for each extracted column, in the chunk's column order, quoted.
+    /// The target column COPY writes for each extracted column, in the chunk's column
+    /// order, quoted; columns the warehouse computes are not among them.
     pub columns: Vec<String>,
+    /// Extracted columns whose target column the warehouse computes: COPY leaves them out,
+    /// and their fields are stripped from the chunk's rows on the way in. Always empty on
+    /// Redshift, which has no generated columns.
+    pub left_out: Vec<LeftOut>,
     /// The subtask's rows in the warehouse's SQL (filter and partition), if any.
     pub predicate: Option<String>,
 }
 
+/// An extracted column COPY does not write: the warehouse computes its target column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Its field's position in the chunk's rows, from 0.
+    pub position: usize,
+    /// The target column's name, unquoted.
+    pub column: String,
+}
+
+/// A column of a warehouse table, as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetColumn {
+    pub name: String,
+    /// Computed by the warehouse (`GENERATED ALWAYS AS (...)`): COPY may not write it.
+    ///
+    /// Identity columns, even `GENERATED ALWAYS AS IDENTITY`, are not generated in this
+    /// sense: `COPY ... FROM` writes the values it is given into them, as
+    /// `INSERT ... OVERRIDING SYSTEM VALUE` does. dbhaul keeps them in the COPY, so the
+    /// source's ids are kept; leaving them out would number the rows anew on every load.
+    pub generated: bool,
+}
+
 /// Find (or, with `create_tables`, create) the warehouse table of a subtask: the table of
 /// the same name in `warehouse.schema`, matched exactly or else ignoring case, with a column
-/// for every extracted column, matched the same way.
+/// for every extracted column, matched the same way (see [`match_columns`]).
 pub async fn resolve_table(
     client: &Client,
     settings: &WarehouseSettings,
@@ -288,16 +316,17 @@ pub async fn resolve_table(
             )));
         }
     };
-    let target_columns = column_names(client, settings, &table).await?;
-    let columns = match_columns(&spec.columns, &target_columns).map_err(|missing| {
+    let target_columns = columns_of(client, settings, &table).await?;
+    let matched = match_columns(&spec.columns, &target_columns).map_err(|mismatch| {
         WarehouseError(format!(
-            "warehouse table {schema}.{table} has no column {missing} (it has {}); add it, or \
-             drop the table and let create_tables make it",
-            target_columns.join(", ")
+            "warehouse {}: {}",
+            settings.display_url(),
+            mismatch.describe(&format!("{schema}.{table}"), &target_columns)
         ))
     })?;
+    let target_names: Vec<String> = target_columns.into_iter().map(|c| c.name).collect();
     let partition_column = spec.partition.as_ref().map(|p| {
-        pick(&target_columns, &p.column)
+        pick(&target_names, &p.column)
             .map(|c| quote_ident(&c))
             .unwrap_or_else(|| quote_ident(&p.column))
     });
@@ -310,7 +339,8 @@ pub async fn resolve_table(
     }
     Ok(TargetTable {
         qualified: format!("{}.{}", quote_ident(schema), quote_ident(&table)),
-        columns,
+        columns: matched.columns,
+        left_out: matched.left_out,
         predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
     })
 }
@@ -333,21 +363,36 @@ async fn find_table(
     Ok(pick(&names, wanted))
 }
 
-/// The columns of a table of `warehouse.schema`, in order.
-async fn column_names(
+/// The columns of a table of `warehouse.schema`, in order, and which of them the
+/// warehouse computes. PostgreSQL's information schema says `is_generated = 'ALWAYS'` for
+/// a column whose `pg_attribute.attgenerated` is set (PostgreSQL 12 and later; older
+/// servers, which have no generated columns, say `NEVER`). Redshift has no generated
+/// columns and is asked only for the names.
+async fn columns_of(
     client: &Client,
     settings: &WarehouseSettings,
     table: &str,
-) -> Result<Vec<String>, WarehouseError> {
+) -> Result<Vec<TargetColumn>, WarehouseError> {
+    // Redshift is asked what it always was: the names.
+    let generated = match settings.kind {
+        WarehouseKind::Postgres => ", is_generated::text = 'ALWAYS'",
+        WarehouseKind::Redshift => "",
+    };
+    let sql = format!(
+        "SELECT column_name::text{generated} FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position"
+    );
     let rows = client
-        .query(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-            &[&settings.schema, &table],
-        )
+        .query(&sql, &[&settings.schema, &table])
         .await
         .map_err(|e| WarehouseError::from_pg(settings, "reading the catalog", &e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| TargetColumn {
+            name: r.get(0),
+            generated: !generated.is_empty() && r.get::<_, Option<bool>>(1) == Some(true),
+        })
+        .collect())
 }
 
 /// The name equal to `wanted`, else the one equal ignoring case.
@@ -359,16 +404,81 @@ fn pick(names: &[String], wanted: &str) -> Option<String> {
         .cloned()
 }
 
-/// The quoted target column for each source column, or the first source column missing.
-fn match_columns(source: &[ColumnSpec], target: &[String]) -> Result<Vec<String>, String> {
-    source
-        .iter()
-        .map(|c| {
-            pick(target, &c.name)
-                .map(|t| quote_ident(&t))
-                .ok_or_else(|| c.name.clone())
-        })
-        .collect()
+/// How a chunk's fields go into a warehouse table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MatchedColumns {
+    /// The quoted target columns COPY writes, in the chunk's order.
+    columns: Vec<String>,
+    left_out: Vec<LeftOut>,
+}
+
+/// Why a warehouse table cannot take a subtask's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ColumnMismatch {
+    /// Source columns without a target column, by their names.
+    Missing(Vec<String>),
+    /// Every source column's target column is generated: COPY would have nothing to write.
+    AllGenerated,
+}
+
+impl ColumnMismatch {
+    /// The problem with `table` (`schema.table`) and its fix.
+    fn describe(&self, table: &str, target: &[TargetColumn]) -> String {
+        let names: Vec<&str> = target.iter().map(|c| c.name.as_str()).collect();
+        match self {
+            ColumnMismatch::Missing(missing) => format!(
+                "table {table} has no column{} {} (it has {}); add {}, or drop the table and \
+                 let create_tables make it",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                names.join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+            ),
+            ColumnMismatch::AllGenerated => format!(
+                "every column of table {table} that the source has is generated by the \
+                 warehouse, so there is nothing to load; make at least one of them a plain \
+                 column"
+            ),
+        }
+    }
+}
+
+/// Match the extracted columns to a table's columns by name: exactly, else ignoring case,
+/// in whatever order the table has them. A target column the warehouse computes is left
+/// out of the COPY (its field is stripped from the rows); identity columns are written
+/// like any other (see [`TargetColumn::generated`]); target columns the source lacks are
+/// left to their defaults. Every source column missing from the table is named.
+fn match_columns(
+    source: &[ColumnSpec],
+    target: &[TargetColumn],
+) -> Result<MatchedColumns, ColumnMismatch> {
+    let mut matched = MatchedColumns {
+        columns: Vec::with_capacity(source.len()),
+        left_out: Vec::new(),
+    };
+    let mut missing = Vec::new();
+    for (position, column) in source.iter().enumerate() {
+        let found = target.iter().find(|t| t.name == column.name).or_else(|| {
+            target
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&column.name))
+        });
+        match found {
+            None => missing.push(column.name.clone()),
+            Some(t) if t.generated => matched.left_out.push(LeftOut {
+                position,
+                column: t.name.clone(),
+            }),
+            Some(t) => matched.columns.push(quote_ident(&t.name)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ColumnMismatch::Missing(missing));
+    }
+    if matched.columns.is_empty() && !source.is_empty() {
+        return Err(ColumnMismatch::AllGenerated);
+    }
+    Ok(matched)
 }
 
 /// The bookkeeping table, created if missing (PostgreSQL and Redshift alike).
@@ -527,12 +637,9 @@ pub async fn check_access(
             }
         }
         if !columns.is_empty() {
-            let target = column_names(client, settings, &table).await?;
-            if let Err(missing) = match_columns(columns, &target) {
-                problems.push(format!(
-                    "table {schema}.{table} has no column {missing}; add it, or drop the \
-                     table and let create_tables make it"
-                ));
+            let target = columns_of(client, settings, &table).await?;
+            if let Err(mismatch) = match_columns(columns, &target) {
+                problems.push(mismatch.describe(&format!("{schema}.{table}"), &target));
             }
         }
     }
@@ -601,4 +708,102 @@ async fn prepare_once(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(names: &[&str]) -> Vec<ColumnSpec> {
+        names
+            .iter()
+            .map(|n| ColumnSpec::from_catalog(n.to_string(), "int8".into(), -5, None, None))
+            .collect()
+    }
+
+    /// Target columns; a name ending in `*` is generated.
+    fn target(names: &[&str]) -> Vec<TargetColumn> {
+        names
+            .iter()
+            .map(|n| TargetColumn {
+                name: n.trim_end_matches('*').to_string(),
+                generated: n.ends_with('*'),
+            })
+            .collect()
+    }
+
+    /// What COPY writes (unquoted here) and what it leaves out, by position and name.
+    fn matched(columns: &[&str], left_out: &[(usize, &str)]) -> MatchedColumns {
+        MatchedColumns {
+            columns: columns.iter().map(|c| quote_ident(c)).collect(),
+            left_out: left_out
+                .iter()
+                .map(|(position, column)| LeftOut {
+                    position: *position,
+                    column: column.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn columns_match_by_name_and_generated_ones_are_left_out() {
+        let cases: &[(&[&str], &[&str], MatchedColumns)] = &[
+            // Same names, same order.
+            (&["id", "v"], &["id", "v"], matched(&["id", "v"], &[])),
+            // Another order: COPY names them in the chunk's order.
+            (&["id", "v"], &["v", "id"], matched(&["id", "v"], &[])),
+            // Exactly, else ignoring case; an exact match wins.
+            (
+                &["ID", "NOTE"],
+                &["id", "note", "NOTE"],
+                matched(&["id", "NOTE"], &[]),
+            ),
+            (&["Note"], &["note", "NOTE"], matched(&["note"], &[])),
+            // Extra target columns are left to their defaults.
+            (&["v"], &["id", "v", "loaded"], matched(&["v"], &[])),
+            // A generated target column is left out, with its field's position.
+            (
+                &["id", "price", "qty", "total"],
+                &["total*", "qty", "id", "price"],
+                matched(&["id", "price", "qty"], &[(3, "total")]),
+            ),
+            (
+                &["a", "b", "c"],
+                &["A*", "b", "C*"],
+                matched(&["b"], &[(0, "A"), (2, "C")]),
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(
+                match_columns(&source(from), &target(to)).as_ref(),
+                Ok(expected),
+                "{from:?} into {to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_that_cannot_take_the_rows_is_refused_naming_what_is_wrong() {
+        let mismatch = match_columns(&source(&["id", "v", "w"]), &target(&["id"])).unwrap_err();
+        assert_eq!(
+            mismatch,
+            ColumnMismatch::Missing(vec!["v".into(), "w".into()])
+        );
+        assert_eq!(
+            mismatch.describe("wh.t", &target(&["id"])),
+            "table wh.t has no columns v, w (it has id); add them, or drop the table and let \
+             create_tables make it"
+        );
+        let one = match_columns(&source(&["id", "v"]), &target(&["ID", "x"])).unwrap_err();
+        assert_eq!(
+            one.describe("wh.t", &target(&["ID", "x"])),
+            "table wh.t has no column v (it has ID, x); add it, or drop the table and let \
+             create_tables make it"
+        );
+        assert_eq!(
+            match_columns(&source(&["total"]), &target(&["id", "total*"])),
+            Err(ColumnMismatch::AllGenerated)
+        );
+    }
 }

@@ -2,6 +2,12 @@
 //! its SHA-256 in the manifest, decompressed as it streams, and fed to
 //! `COPY ... FROM STDIN (FORMAT csv)`. The chunk's rows and its bookkeeping row commit in
 //! one transaction: a chunk is in the warehouse once, or not at all.
+//!
+//! COPY names its columns, so a table may have them in any order and have more of them.
+//! A column the warehouse computes (`GENERATED ALWAYS AS (...) STORED`, as `pg_dump -s`
+//! writes it) cannot be written by COPY: it is left out of the column list and its field
+//! is stripped from every row on the way in ([`FieldFilter`]). Identity columns stay in:
+//! COPY writes the source's ids into them, even `GENERATED ALWAYS` ones.
 
 use std::io::Write;
 
@@ -10,6 +16,7 @@ use futures::SinkExt;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use super::field_filter::FieldFilter;
 use super::{TargetTable, WarehouseError, literal, loads_table, now_literal};
 use crate::config::{CopyOptions, FileSettings, WarehouseSettings};
 use crate::model::{ChunkRecord, Compression};
@@ -119,6 +126,7 @@ pub async fn load_chunk(
         .encryption_key
         .as_ref()
         .map(crate::target::encrypt::Decrypt::new);
+    let mut filter = field_filter(table, files);
     loop {
         let piece = tokio::select! {
             piece = body.try_next() => piece,
@@ -137,7 +145,7 @@ pub async fn load_chunk(
         }
         .map_err(|e| corrupt(load, e))?;
         if let Some(bytes) = decoder.take(COPY_PIECE) {
-            sink.send(bytes)
+            sink.send(leave_out(&mut filter, bytes, false))
                 .await
                 .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
         }
@@ -146,7 +154,11 @@ pub async fn load_chunk(
         let plain = decrypt.finish().map_err(|e| undecryptable(load, e))?;
         decoder.write_all(&plain).map_err(|e| corrupt(load, e))?;
     }
-    let rest = decoder.finish().map_err(|e| corrupt(load, e))?;
+    let rest = leave_out(
+        &mut filter,
+        Bytes::from(decoder.finish().map_err(|e| corrupt(load, e))?),
+        true,
+    );
     let sha256 = hex::encode(digest.finalize());
     if sha256 != load.chunk.sha256 {
         return Err(LoadError::Warehouse(WarehouseError(format!(
@@ -156,7 +168,7 @@ pub async fn load_chunk(
         ))));
     }
     if !rest.is_empty() {
-        sink.send(Bytes::from(rest))
+        sink.send(rest)
             .await
             .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
     }
@@ -191,6 +203,31 @@ pub async fn load_chunk(
         .await
         .map_err(|e| pg(&format!("committing {}", load.key), e))?;
     Ok(Loaded::Copied(copied))
+}
+
+/// The filter stripping the fields of left-out columns from the chunk's rows (a field for
+/// each column COPY writes and each left out), when the table has such columns.
+fn field_filter(table: &TargetTable, files: &FileSettings) -> Option<FieldFilter> {
+    if table.left_out.is_empty() {
+        return None;
+    }
+    let fields = table.columns.len() + table.left_out.len();
+    let positions: Vec<usize> = table.left_out.iter().map(|l| l.position).collect();
+    Some(FieldFilter::new(files.delimiter, fields, &positions))
+}
+
+/// Decompressed bytes as COPY takes them: without the left-out fields, if any. `last` is
+/// the end of the chunk.
+fn leave_out(filter: &mut Option<FieldFilter>, bytes: Bytes, last: bool) -> Bytes {
+    let Some(filter) = filter else {
+        return bytes;
+    };
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    filter.push(&bytes, &mut out);
+    if last {
+        filter.finish(&mut out);
+    }
+    Bytes::from(out)
 }
 
 /// A chunk's bytes as they arrive, decompressed into a buffer that COPY takes from.
@@ -359,6 +396,7 @@ mod tests {
         TargetTable {
             qualified: "\"public\".\"orders\"".into(),
             columns: vec!["\"id\"".into(), "\"note\"".into()],
+            left_out: Vec::new(),
             predicate: predicate.map(str::to_string),
         }
     }

@@ -203,6 +203,7 @@ mod tests {
         let table = TargetTable {
             qualified: "\"public\".\"orders\"".into(),
             columns: vec!["\"id\"".into(), "\"note\"".into()],
+            left_out: Vec::new(),
             predicate: Some("(\"id\" >= 10 AND \"id\" < 20)".into()),
         };
         let warehouse = WarehouseSettings {
