@@ -1398,25 +1398,28 @@ fn sqlite_columns() -> Vec<Column<Stored>> {
             "v_integer_holding_others",
             "INTEGER",
             AgainstDeclared,
-            raw(&["'abc'", "1.5", "X'6162'", "X'00FF'", "1e300", "''"]),
+            // Not here: a blob holding a NUL byte in a non-blob column (sqliteodbc cuts text
+            // at NUL; docs/type-map.md names the limit), nor -0.0 outside a REAL column
+            // (SQLite 3.40 prints it 0.0 whatever it is asked).
+            raw(&["'abc'", "1.5", "X'6162'", "X'FF01'", "1e300", "''"]),
         ),
         expressions(
             "v_real_holding_others",
             "REAL",
             AgainstDeclared,
-            raw(&["'abc'", "X'00FF'", "12", "'1e5'", "''"]),
+            raw(&["'abc'", "X'FF01'", "12", "'1e5'", "''"]),
         ),
         expressions(
             "v_text_holding_others",
             "TEXT",
             AgainstDeclared,
-            raw(&["X'00FF'", "X'6162'", "42", "1.5", "-0.0"]),
+            raw(&["X'FF01'", "X'6162'", "42", "1.5", "-0.0"]),
         ),
         expressions(
             "v_untyped",
             "",
             AgainstDeclared,
-            raw(&["1", "1.5", "'text'", "X'00FF'", "-0.0", "''"]),
+            raw(&["1", "1.5", "'text'", "X'FF01'", "-1.5", "''"]),
         ),
         expressions(
             "v_date",

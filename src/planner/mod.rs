@@ -177,7 +177,7 @@ fn plan_table(
     let mut all_columns = catalog::columns(conn, source, &table)?;
     match source.dialect {
         Dialect::Sqlite => fit_sqlite_columns(source, conn, &table, &mut all_columns)?,
-        Dialect::Postgres => fit_postgres_columns(&mut all_columns),
+        Dialect::Postgres => fit_postgres_columns(source, conn, &table, &mut all_columns)?,
         _ => {}
     }
     if all_columns.is_empty() {
@@ -347,29 +347,53 @@ fn plan_table(
 /// PostgreSQL columns read as the server's text on the ODBC path (see
 /// `source::pg_copy::pg_text_item`) are fetched as text, with room for that text: `money`
 /// (which psqlODBC would read as a float, and then as 0 from its text) and other
-/// non-float types it calls floats; an unconstrained `numeric`, whose digits the catalog
-/// does not bound, up to 1,000 characters (a longer value fails the subtask naming the
-/// column; the native path has no limit).
-fn fit_postgres_columns(columns: &mut [ColumnSpec]) {
+/// non-float types it calls floats; a `numeric` without a declared precision (or a domain
+/// over one), whose digits the driver under-reports, up to 1,024 characters (a longer value
+/// fails the subtask naming the column; the native path has no limit). The declared
+/// precision comes from the server's catalog, base types of domains included.
+fn fit_postgres_columns(
+    source: &Source,
+    conn: &Connection<'_>,
+    table: &TableRef,
+    columns: &mut [ColumnSpec],
+) -> Result<(), PlanError> {
+    let declared = catalog::query_text(
+        conn,
+        "SELECT a.attname::text, \
+           (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::regtype::text, \
+           CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = to_regclass(?) AND a.attnum > 0 AND NOT a.attisdropped",
+        &[source.qualified(table)],
+    )?;
     for column in columns.iter_mut() {
-        let ty = column.source_type.to_ascii_lowercase();
-        let float = matches!(
-            ty.as_str(),
-            "float4" | "float8" | "real" | "double precision"
-        );
+        let Some(row) = declared
+            .iter()
+            .find(|row| row.first().cloned().flatten().as_deref() == Some(column.name.as_str()))
+        else {
+            continue;
+        };
+        let base = row.get(1).cloned().flatten().unwrap_or_default();
+        let typmod: i64 = row
+            .get(2)
+            .cloned()
+            .flatten()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(-1);
+        let float = matches!(base.as_str(), "real" | "double precision");
         match column.fetch {
             FetchKind::Float64 | FetchKind::Float32 if !float => {
                 column.fetch = FetchKind::Text { max_bytes: 64 }
             }
-            FetchKind::Text { max_bytes } if ty == "numeric" && max_bytes < 1024 => {
-                let constrained = column.size.is_some_and(|digits| digits <= 1000);
-                if !constrained {
-                    column.fetch = FetchKind::Text { max_bytes: 1024 };
+            FetchKind::Text { max_bytes } if base == "numeric" && typmod < 0 => {
+                column.fetch = FetchKind::Text {
+                    max_bytes: max_bytes.max(1024),
                 }
             }
             _ => {}
         }
     }
+    Ok(())
 }
 
 fn fit_sqlite_columns(
@@ -384,11 +408,11 @@ fn fit_sqlite_columns(
     {
         column.fetch = FetchKind::Text { max_bytes: 32 };
     }
+    // Every bounded text column is measured as it is selected (a column may hold any
+    // storage class: a long text in a REAL column, a real printed with 20 digits in a
+    // TEXT one).
     let texts: Vec<usize> = (0..columns.len())
-        .filter(|i| {
-            columns[*i].family() == ValueFamily::Other
-                && matches!(columns[*i].fetch, FetchKind::Text { .. })
-        })
+        .filter(|i| matches!(columns[*i].fetch, FetchKind::Text { .. }))
         .collect();
     if texts.is_empty() {
         return Ok(());
@@ -398,7 +422,7 @@ fn fit_sqlite_columns(
         .map(|i| {
             format!(
                 "max(length(CAST({} AS BLOB)))",
-                source.quote_ident(&columns[*i].name)
+                crate::source::fetch::select_item(source, &columns[*i])
             )
         })
         .collect();

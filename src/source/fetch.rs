@@ -555,15 +555,27 @@ pub fn select_from(source: &Source, spec: &SubtaskSpec, items: &[String]) -> Str
 /// SQLite turns REAL into text with 15 significant digits
 /// whatever the driver asks for, so its floats are printed by SQLite with 17 (exact) and
 /// fetched as text (the planner's `fit_sqlite_columns` sets that up).
-fn select_item(source: &Source, column: &crate::model::ColumnSpec) -> String {
+pub fn select_item(source: &Source, column: &crate::model::ColumnSpec) -> String {
     let quoted = source.quote_ident(&column.name);
     match source.dialect {
-        super::Dialect::Sqlite if column.family() == ValueFamily::Float => {
-            format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE printf('%!.17g', {quoted}) END")
-        }
+        super::Dialect::Sqlite if !column.fetch.is_binary() => sqlite_text_item(&quoted),
         super::Dialect::Postgres => super::pg_copy::pg_text_item(source, column, Path::Odbc),
+        // Connector/ODBC hands a BIT(1) out as its raw byte, whatever it is asked for.
+        super::Dialect::MariaDb if column.sql_type == sql::BIT => format!("({quoted} + 0)"),
         _ => quoted,
     }
+}
+
+/// A SQLite value of a non-binary column as text, by what it holds (a column may hold any
+/// storage class, whatever its declared type): a real with 20 significant digits (SQLite's
+/// 17-digit printing can be one unit off in the last place; 20 read back to the same
+/// double), a blob as its bytes (sqliteodbc would print `X'…'`), anything else as SQLite
+/// gives it (an integer in a REAL or NUMERIC column stays `1`, a text stays itself).
+fn sqlite_text_item(quoted: &str) -> String {
+    format!(
+        "CASE typeof({quoted}) WHEN 'real' THEN printf('%!.20e', {quoted}) \
+         WHEN 'blob' THEN CAST({quoted} AS TEXT) ELSE {quoted} END"
+    )
 }
 
 fn predicates(spec: &SubtaskSpec) -> Vec<String> {
@@ -1263,7 +1275,9 @@ fn block_buffer(spec: &SubtaskSpec, table: &str) -> Result<ColumnarDynBuffer, So
             },
             FetchKind::Binary { max_bytes } => BufferDesc::Binary { max_bytes },
             FetchKind::Float64 => BufferDesc::F64 { nullable: true },
-            FetchKind::Float32 => BufferDesc::F32 { nullable: true },
+            // As a double, printed as a float: MariaDB Connector/ODBC 3.1 writes a REAL into
+            // a 4-byte column buffer at an 8-byte stride, so every other row came out 0.
+            FetchKind::Float32 => BufferDesc::F64 { nullable: true },
             FetchKind::LongText | FetchKind::LongBinary => {
                 unreachable!("LOB columns are read row-wise")
             }
@@ -1349,7 +1363,7 @@ fn column_views<'b>(block: &'b ColumnarDynBuffer, spec: &SubtaskSpec) -> Vec<Col
                 ColumnView::Float64(block.column(i).as_nullable_slice().expect("f64 buffer"))
             }
             FetchKind::Float32 => {
-                ColumnView::Float32(block.column(i).as_nullable_slice().expect("f32 buffer"))
+                ColumnView::Float32(block.column(i).as_nullable_slice().expect("f64 buffer"))
             }
             _ => ColumnView::Text(block.column(i).as_text().expect("text buffer")),
         })
@@ -1360,7 +1374,8 @@ enum ColumnView<'a> {
     Text(odbc_api::buffers::TextColumnSlice<'a, u8>),
     Binary(odbc_api::buffers::BinColumnSlice<'a>),
     Float64(odbc_api::buffers::NullableSlice<'a, f64>),
-    Float32(odbc_api::buffers::NullableSlice<'a, f32>),
+    /// A single-precision column, fetched as a double (exactly) and printed as a float.
+    Float32(odbc_api::buffers::NullableSlice<'a, f64>),
 }
 
 impl ColumnView<'_> {
@@ -1371,9 +1386,9 @@ impl ColumnView<'_> {
             ColumnView::Float64(slice) => {
                 slice.get(row).map_or(Field::Null, |v| Field::Float64(*v))
             }
-            ColumnView::Float32(slice) => {
-                slice.get(row).map_or(Field::Null, |v| Field::Float32(*v))
-            }
+            ColumnView::Float32(slice) => slice
+                .get(row)
+                .map_or(Field::Null, |v| Field::Float32(*v as f32)),
         }
     }
 }
@@ -1450,9 +1465,12 @@ fn read_row_wise(
                     sink.field(v.into_opt().map_or(Field::Null, Field::Float64));
                 }
                 FetchKind::Float32 => {
-                    let mut v = Nullable::<f32>::null();
+                    let mut v = Nullable::<f64>::null();
                     row.get_data(col, &mut v).map_err(fetch_error)?;
-                    sink.field(v.into_opt().map_or(Field::Null, Field::Float32));
+                    sink.field(
+                        v.into_opt()
+                            .map_or(Field::Null, |v| Field::Float32(v as f32)),
+                    );
                 }
                 FetchKind::LongText | FetchKind::LongBinary => {
                     block_bytes += read_lob(
