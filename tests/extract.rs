@@ -314,7 +314,7 @@ fn a_100_mb_text_and_a_50_mb_binary_come_out_whole_from_sqlite() {
 }
 
 #[test]
-fn lob_columns_are_left_out_and_recorded_without_extract_lobs() {
+fn large_objects_and_named_lob_columns_are_left_out_and_recorded_without_extract_lobs() {
     let sandbox = Sandbox::new();
     let (connection, namespace) = source_of(Db::Sqlite, &sandbox);
     create_in_source(
@@ -324,13 +324,48 @@ fn lob_columns_are_left_out_and_recorded_without_extract_lobs() {
         |t| fixtures::lob_sql(Db::Sqlite, t),
         "lobs",
     );
+    let kept_and_left_out = |task: &str, table: &str| {
+        extract(&sandbox, task, &connection, table, "extract_lobs = false");
+        let manifest = manifest(&sandbox.work_dir().join(task).join("main.lobs"));
+        let names = |key: &str| -> Vec<String> {
+            manifest[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        (names("columns"), names("left_out_columns"))
+    };
+    // A TEXT column is a string, however long its values may be: only the BLOB is a large
+    // object.
+    let (kept, left_out) = kept_and_left_out("strings", "[[tables]]\nname = \"lobs\"\n");
+    assert_eq!(
+        (kept, left_out),
+        (vec!["id".to_string(), "t".into()], vec!["bl".to_string()])
+    );
+    // A table's lob_columns makes a string column a large object too; a column it names that
+    // the table lacks is refused, named.
     extract(
         &sandbox,
         "nolobs",
         &connection,
-        "[[tables]]\nname = \"lobs\"\n",
+        "[[tables]]\nname = \"lobs\"\nlob_columns = [\"t\"]\n",
         "extract_lobs = false",
     );
+    let job = sandbox.job(
+        "typo",
+        &job_text(
+            "typo",
+            &connection,
+            "[[tables]]\nname = \"lobs\"\nlob_columns = [\"body\"]\n",
+            "extract_lobs = false",
+        ),
+    );
+    sandbox
+        .run_job(&job)
+        .assert_code(2)
+        .assert_stderr("tables.lob_columns names `body`, which table main.lobs does not have");
     let dir = sandbox.work_dir().join("nolobs/main.lobs");
     let manifest = manifest(&dir);
     let kept: Vec<&str> = manifest["columns"]

@@ -74,6 +74,8 @@ struct TableSection {
     #[serde(rename = "where")]
     filter: Option<String>,
     partition: Option<Spanned<PartitionSection>>,
+    #[serde(default)]
+    lob_columns: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +258,9 @@ pub struct TableRequest {
     pub name: String,
     pub filter: Option<String>,
     pub partition: Option<PartitionRequest>,
+    /// Columns taken as large objects although their type is a string (`text`, `TEXT`):
+    /// left out with `extract_lobs = false`.
+    pub lob_columns: Vec<String>,
 }
 
 impl TableRequest {
@@ -578,10 +583,22 @@ impl Job {
                 .filter
                 .map(|f| f.trim().to_string())
                 .filter(|f| !f.is_empty());
+            let lob_columns: Vec<String> = table
+                .lob_columns
+                .iter()
+                .map(|c| c.trim().to_string())
+                .collect();
+            if lob_columns.iter().any(String::is_empty) {
+                return Err(err(
+                    Some(table.name.span()),
+                    format!("tables.lob_columns of `{table_name}` holds an empty column name"),
+                ));
+            }
             tables.push(TableRequest {
                 name: table_name,
                 filter,
                 partition,
+                lob_columns,
             });
         }
         let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());

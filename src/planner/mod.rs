@@ -185,10 +185,25 @@ fn plan_table(
             "table {table} shows no columns to this login; check its privileges"
         )));
     }
+    if let Some(missing) = request.lob_columns.iter().find(|name| {
+        !all_columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+    }) {
+        return Err(PlanError::Invalid(format!(
+            "tables.lob_columns names `{missing}`, which table {table} does not have (it has {}); \
+             `dbhaul tables --source ...` lists its columns",
+            all_columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let (columns, left_out): (Vec<_>, Vec<_>) = all_columns
         .iter()
         .cloned()
-        .partition(|c| job.extract_lobs || !c.fetch.is_lob());
+        .partition(|c| job.extract_lobs || !is_large_object(c, &request.lob_columns));
     if columns.is_empty() {
         return Err(PlanError::Invalid(format!(
             "table {table} has only LOB columns and task.extract_lobs = false: nothing to extract"
@@ -344,6 +359,26 @@ fn plan_table(
 /// into text with 15 digits. So floats are selected as exact text (see
 /// `source::fetch::select_item`), and text buffers are sized from the longest value stored
 /// rather than from the declaration, measured in one scan.
+/// Whether `extract_lobs = false` leaves a column out: a large-object type (binary of
+/// unbounded or long size: `bytea`, `BLOB`, `LONGBLOB`, `image`; character large objects:
+/// `CLOB`, `NCLOB`, `DBCLOB`, `ntext`, `LONG`), or a column the table's `lob_columns`
+/// names. A string type is a string however long it may be (`text`, `varchar` without a
+/// length, MariaDB's `TEXT`, SQLite's `TEXT`): it stays.
+pub fn is_large_object(column: &ColumnSpec, lob_columns: &[String]) -> bool {
+    if lob_columns
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(&column.name))
+    {
+        return true;
+    }
+    let ty = column.source_type.to_ascii_lowercase();
+    column.fetch == FetchKind::LongBinary
+        || matches!(
+            ty.as_str(),
+            "clob" | "nclob" | "dbclob" | "ntext" | "long" | "long raw" | "image"
+        )
+}
+
 /// PostgreSQL columns read as the server's text on the ODBC path (see
 /// `source::pg_copy::pg_text_item`) are fetched as text, with room for that text: `money`
 /// (which psqlODBC would read as a float, and then as 0 from its text) and other

@@ -229,6 +229,7 @@ pub fn pattern_requests(patterns: &[String]) -> Vec<TableRequest> {
             name: p.clone(),
             filter: None,
             partition: None::<PartitionRequest>,
+            lob_columns: Vec::new(),
         })
         .collect()
 }
