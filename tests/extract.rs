@@ -1038,3 +1038,84 @@ fn key_ranges_read_on_two_connections_keep_key_order_and_every_row_once_from_mar
     assert_eq!(keys.len(), expected.len(), "rows");
     assert!(keys == expected, "rows out of key order, lost or doubled");
 }
+
+/// A `DSN=` connection string reads PostgreSQL through the native COPY too: the server,
+/// port, database and login come from the DSN's `odbc.ini` entry, found as the driver
+/// manager finds it (here `ODBCINI`); a key-ordered (resumable) read, with a `text` and a
+/// `jsonb` column, takes it as well, and writes what the ODBC path writes.
+#[test]
+fn a_dsn_and_a_key_ordered_read_take_the_native_copy_with_text_and_jsonb_columns() {
+    let sandbox = Sandbox::new();
+    pg().batch_execute(
+        "DROP TABLE IF EXISTS src_pg.by_dsn;
+         CREATE TABLE src_pg.by_dsn (id int PRIMARY KEY, t text, j jsonb, a text[]);
+         INSERT INTO src_pg.by_dsn SELECT i, CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN ''
+             ELSE md5(i::text) || E',\"\\n' END, jsonb_build_object('i', i, 'q', 'a\"b'),
+             ARRAY['x,y', NULL, '']
+           FROM generate_series(1, 20000) AS i;",
+    )
+    .unwrap();
+    let ini = sandbox.path("odbc.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[dbhaul_test_pg]\nDriver = PostgreSQL Unicode\nServername = {}\nPort = 5432\n\
+             Database = {TEST_DB}\nUsername = postgres\n",
+            pg_host()
+        ),
+    )
+    .unwrap();
+    let ini = ini.to_str().unwrap().to_string();
+    let tables = "[[tables]]\nname = \"src_pg.by_dsn\"\n[files]\nchunk_mb = 1\n";
+    let run = |task: &str, connection: &str, native: bool| {
+        let source = format!("native_copy = {native}\n{tables}");
+        let job = sandbox.job(
+            task,
+            &job_text(task, connection, &source, "sorting = \"if_possible\""),
+        );
+        let run = sandbox.run_job_env(
+            &job,
+            &sandbox.work_dir(),
+            &[("DBHAUL_LOG", "dbhaul=debug"), ("ODBCINI", &ini)],
+        );
+        run.assert_ok();
+        run.stderr
+    };
+    let by_dsn = run("by-dsn", "DSN=dbhaul_test_pg;", true);
+    assert!(
+        by_dsn.contains("extract started (native COPY)") && by_dsn.contains("keyed=true"),
+        "{by_dsn}"
+    );
+    run("by-odbc", &pg_odbc(), false);
+    let schema = "chk_by_dsn";
+    let mut client = fresh_schema(schema);
+    for task in ["by-dsn", "by-odbc"] {
+        let table = format!("{schema}.{}", task.replace('-', "_"));
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id int, t text, j jsonb, a text[])"
+            ))
+            .unwrap();
+        let dir = sandbox.work_dir().join(task).join("src_pg.by_dsn");
+        copy_into_pg(&mut client, &table, "id, t, j, a", &dir);
+        let differing: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {table} l FULL JOIN src_pg.by_dsn s USING (id)
+                     WHERE l.id IS NULL OR s.id IS NULL OR l.t IS DISTINCT FROM s.t
+                        OR l.j IS DISTINCT FROM s.j OR l.a IS DISTINCT FROM s.a"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(differing, 0, "{task}");
+    }
+    // In key order, chunk after chunk: the first chunk starts at the first key.
+    let first = chunk_bytes(&sandbox.work_dir().join("by-dsn/src_pg.by_dsn"));
+    assert!(
+        first.starts_with(b"1,\"\","),
+        "{}",
+        String::from_utf8_lossy(&first[..40])
+    );
+}

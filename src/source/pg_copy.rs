@@ -331,10 +331,27 @@ impl NativeReader {
         })
     }
 
-    /// Whether `table` (quoted) is a relation with row addresses (a table, a partitioned
-    /// table, a materialized view), not a view.
+    /// Whether large values of `table` (quoted) can be read aside: it is a relation with
+    /// row addresses (a table, a partitioned table, a materialized view; not a view), and
+    /// the server exports snapshots for a second connection to join (a server that will
+    /// not, or a view, sends its values whole in their rows).
     pub fn has_row_address(&self, table: &str) -> Result<bool, SourceError> {
         self.runtime.block_on(async {
+            let exported = self
+                .client
+                .batch_execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                     SELECT pg_export_snapshot(); ROLLBACK",
+                )
+                .await;
+            if let Err(e) = exported {
+                tracing::debug!("the source exports no snapshot ({e}): large values come whole");
+                self.client
+                    .batch_execute("ROLLBACK")
+                    .await
+                    .map_err(|e| pg_error(&e, "ending a snapshot probe", ""))?;
+                return Ok(false);
+            }
             let row = self
                 .client
                 .query_opt(
