@@ -1119,3 +1119,54 @@ fn a_dsn_and_a_key_ordered_read_take_the_native_copy_with_text_and_jsonb_columns
         String::from_utf8_lossy(&first[..40])
     );
 }
+
+/// A MariaDB `TEXT` column of ordinary values is read in blocks, with key ranges of a
+/// thousand rows and more on two connections (LOB rows went 8 to a query): only a value
+/// longer than 4,096 characters takes the slices, by its row's key, and comes out whole.
+#[test]
+fn mariadb_text_columns_of_ordinary_values_are_read_in_blocks_and_long_ones_whole() {
+    let sandbox = Sandbox::new();
+    let t = format!("{TEST_DB}.text_blocks");
+    maria(&format!(
+        "DROP TABLE IF EXISTS {t};
+         CREATE TABLE {t} (id INT PRIMARY KEY, c TEXT, l LONGTEXT, b BLOB) DEFAULT CHARSET utf8mb4;
+         INSERT INTO {t} SELECT seq, CONCAT('row ', seq, ' \"q\", x'),
+             IF(seq % 5000 = 0, REPEAT('é', 4097), IF(seq % 7 = 0, NULL, IF(seq % 11 = 0, '', 'ok'))),
+             IF(seq % 10000 = 0, UNHEX(REPEAT('ab', 16385)), UNHEX(HEX(seq)))
+           FROM {TEST_DB}.seq_1_to_40000;"
+    ));
+    let tables = format!("[[tables]]\nname = \"{t}\"\n");
+    let job = sandbox.job(
+        "text-blocks",
+        &job_text("text-blocks", &maria_odbc(), &tables, ""),
+    );
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
+    assert_eq!(run.assert_ok()["rows"], 40_000);
+    let queries: u64 = run
+        .stderr
+        .split("queries=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no query count in the log:\n{}", run.stderr));
+    assert!(queries <= 100, "{queries} queries for 40,000 rows");
+    let csv = String::from_utf8(chunk_bytes(
+        &sandbox.work_dir().join("text-blocks").join(&t),
+    ))
+    .unwrap();
+    let long_text = format!("\"{}\"", "é".repeat(4097));
+    let long_blob = format!("\\x{}", "ab".repeat(16385));
+    assert_eq!(csv.matches(&long_text).count(), 8, "the long texts, whole");
+    assert_eq!(csv.matches(&long_blob).count(), 4, "the long blobs, whole");
+    assert!(
+        csv.starts_with("1,\"row 1 \"\"q\"\", x\",\"ok\",\\x01\n"),
+        "{}",
+        &csv[..60]
+    );
+    assert!(csv.contains("\n7,\"row 7 \"\"q\"\", x\",,\\x07\n"), "NULL");
+    assert!(
+        csv.contains("\n11,\"row 11 \"\"q\"\", x\",\"\",\\x0B\n")
+            || csv.contains("\n11,\"row 11 \"\"q\"\", x\",\"\",\\x0b\n"),
+        "empty"
+    );
+}

@@ -673,7 +673,7 @@ pub fn read_subtask<'e>(
     match ReadMethod::for_subtask(source, spec) {
         ReadMethod::KeyRanges { rows_per_query } => {
             let after = order.after.clone();
-            match spare.filter(|_| !spec.has_lobs()) {
+            match spare.filter(|_| !spec.has_lobs() || (sliced && inline_lobs(source, spec))) {
                 Some(spare) => read_key_ranges_overlapped(
                     [conn, spare],
                     source,
@@ -762,7 +762,8 @@ fn read_key_ranges(
         };
         let outcome = match (&mut slices, inline) {
             (Some(slices), true) => {
-                read_inline_lobs(conn, &sql, &params, spec, table, slices, sink)?
+                let cursor = execute(conn, &sql, &params, table)?;
+                read_inline_lobs(cursor, spec, table, slices, sink)?
             }
             _ => run_query(conn, &sql, &params, spec, table, slices.as_mut(), sink)?,
         };
@@ -894,7 +895,18 @@ fn range_reader<S: RowSink>(
         .map(|i| select_item(source, &spec.columns[*i]))
         .collect();
     let bound_base = select_from(source, spec, &key_items);
-    let base = select_sql(source, spec);
+    // LOBs inline (MariaDB): a longer value is read in slices on this reader's connection,
+    // in its range's transaction.
+    let inline = inline_lobs(source, spec);
+    let base = match inline {
+        true => select_inline(source, spec),
+        false => select_sql(source, spec),
+    };
+    let conn: &Connection<'_> = conn;
+    let mut slices = match inline {
+        true => Some(LobSlices::prepare(conn, source, spec)?),
+        false => None,
+    };
     let and_or_where = |sql: &str| {
         if sql.contains(" WHERE ") {
             " AND "
@@ -984,8 +996,14 @@ fn range_reader<S: RowSink>(
         }
         let outcome = {
             let mut sink = relay.sink.lock().expect("sink lock");
-            read_blocks(cursor, spec, table, &mut **sink)?
+            match &mut slices {
+                Some(slices) => read_inline_lobs(cursor, spec, table, slices, &mut **sink)?,
+                None => read_blocks(cursor, spec, table, &mut **sink)?,
+            }
         };
+        if let Some(slices) = &slices {
+            slices.end_range()?;
+        }
         let mut state = relay.state.lock().expect("relay lock");
         state.rows += outcome.count;
         state.queries += 2;
@@ -1070,16 +1088,13 @@ fn select_inline(source: &Source, spec: &SubtaskSpec) -> String {
 /// streamed values, so `files.lob_objects` and the quoting of LOBs hold), long ones in
 /// slices by the row's key, in the query's transaction.
 fn read_inline_lobs(
-    conn: &Connection<'_>,
-    sql: &str,
-    params: &[String],
+    cursor: impl Cursor,
     spec: &SubtaskSpec,
     table: &str,
     slices: &mut LobSlices<'_>,
     sink: &mut impl RowSink,
 ) -> Result<QueryOutcome, SourceError> {
     let fetched = inline_spec(spec);
-    let cursor = execute(conn, sql, params, table)?;
     let mut block_cursor = cursor
         .bind_buffer(block_buffer(&fetched, table)?)
         .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
