@@ -162,7 +162,12 @@ fn lob_round_trip(db: Db) {
         .iter()
         .map(|c| c["lob"].as_bool().unwrap())
         .collect();
-    assert_eq!(lob_flags, [false, true, true]);
+    // SQLite's TEXT and BLOB columns whose values are all short are read in blocks.
+    let expected = match db {
+        Db::Sqlite => [false, false, false],
+        _ => [false, true, true],
+    };
+    assert_eq!(lob_flags, expected);
     copy_into_pg(&mut client, &format!("{schema}.loaded"), "id, t, bl", &dir);
     assert_eq!(
         pg_difference(

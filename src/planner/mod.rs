@@ -9,6 +9,7 @@ pub mod tasks;
 use odbc_api::Connection;
 
 use crate::config::{Job, PartitionRequest, Rule, TableRequest, like};
+use crate::model::subtask::sql;
 use crate::model::{ColumnSpec, FetchKind, KeyKind, SubtaskSpec, TableRef, ValueFamily};
 use crate::source::{Dialect, Source, SourceError, catalog};
 
@@ -176,7 +177,11 @@ fn plan_table(
 ) -> Result<Vec<SubtaskSpec>, PlanError> {
     let mut all_columns = catalog::columns(conn, source, &table)?;
     match source.dialect {
-        Dialect::Sqlite => fit_sqlite_columns(source, conn, &table, &mut all_columns)?,
+        Dialect::Sqlite => {
+            // With files.lob_objects a LOB value is streamed, to go to its own object.
+            let lobs_in_blocks = job.files.lob_objects_over.is_none();
+            fit_sqlite_columns(source, conn, &table, &mut all_columns, lobs_in_blocks)?
+        }
         Dialect::Postgres => fit_postgres_columns(source, conn, &table, &mut all_columns)?,
         _ => {}
     }
@@ -372,7 +377,15 @@ pub fn is_large_object(column: &ColumnSpec, lob_columns: &[String]) -> bool {
         return true;
     }
     let ty = column.source_type.to_ascii_lowercase();
+    let binary = matches!(
+        column.sql_type,
+        sql::BINARY | sql::VARBINARY | sql::LONGVARBINARY
+    );
+    let long = column
+        .size
+        .is_none_or(|n| n > crate::model::subtask::LOB_THRESHOLD);
     column.fetch == FetchKind::LongBinary
+        || (binary && long)
         || matches!(
             ty.as_str(),
             "clob" | "nclob" | "dbclob" | "ntext" | "long" | "long raw" | "image"
@@ -431,11 +444,17 @@ fn fit_postgres_columns(
     Ok(())
 }
 
+/// A SQLite TEXT or BLOB column whose longest value is at most this many bytes is read in
+/// blocks (a value that grows past it before the read fails the subtask, naming the
+/// column; nothing is cut).
+const SQLITE_BLOCK_LOB_BYTES: usize = 64 * 1024;
+
 fn fit_sqlite_columns(
     source: &Source,
     conn: &Connection<'_>,
     table: &TableRef,
     columns: &mut [ColumnSpec],
+    lobs_in_blocks: bool,
 ) -> Result<(), PlanError> {
     for column in columns
         .iter_mut()
@@ -443,11 +462,12 @@ fn fit_sqlite_columns(
     {
         column.fetch = FetchKind::Text { max_bytes: 32 };
     }
-    // Every bounded text column is measured as it is selected (a column may hold any
-    // storage class: a long text in a REAL column, a real printed with 20 digits in a
-    // TEXT one).
+    // Every text column is measured as it is selected (a column may hold any storage
+    // class: a long text in a REAL column, a real printed with 20 digits in a TEXT one);
+    // so are TEXT and BLOB columns, which are read in blocks like bounded ones when their
+    // longest value is at most SQLITE_BLOCK_LOB_BYTES (ordinary values: block speed).
     let texts: Vec<usize> = (0..columns.len())
-        .filter(|i| matches!(columns[*i].fetch, FetchKind::Text { .. }))
+        .filter(|i| !matches!(columns[*i].fetch, FetchKind::Float64 | FetchKind::Float32))
         .collect();
     if texts.is_empty() {
         return Ok(());
@@ -472,9 +492,26 @@ fn fit_sqlite_columns(
         .unwrap_or_default();
     for (i, longest) in texts.iter().zip(row) {
         let longest: usize = longest.and_then(|v| v.parse().ok()).unwrap_or(0);
-        if let FetchKind::Text { max_bytes } = &mut columns[*i].fetch {
-            *max_bytes = (*max_bytes).max(longest);
-        }
+        let column = &mut columns[*i];
+        column.fetch = match column.fetch {
+            FetchKind::Text { max_bytes } => FetchKind::Text {
+                max_bytes: max_bytes.max(longest),
+            },
+            FetchKind::Binary { max_bytes } => FetchKind::Binary {
+                max_bytes: max_bytes.max(longest),
+            },
+            FetchKind::LongText if lobs_in_blocks && longest <= SQLITE_BLOCK_LOB_BYTES => {
+                FetchKind::Text {
+                    max_bytes: longest.max(1),
+                }
+            }
+            FetchKind::LongBinary if lobs_in_blocks && longest <= SQLITE_BLOCK_LOB_BYTES => {
+                FetchKind::Binary {
+                    max_bytes: longest.max(1),
+                }
+            }
+            other => other,
+        };
     }
     Ok(())
 }
