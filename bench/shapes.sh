@@ -66,7 +66,7 @@ SELECT i,
         FROM generate_series(1, 3 + (i + floor(random() * 6)::int) % 6)),
   jsonb_build_object(
     'id', i,
-    'sku', 'SKU-' || lpad((i * 7919 % 10000000)::text, 7, '0'),
+    'sku', 'SKU-' || lpad((i::bigint * 7919 % 10000000)::text, 7, '0'),
     'name', initcap(w[1 + floor(random() * 40)::int]) || ' ' || w[1 + floor(random() * 40)::int],
     'price', round((random() * 1000)::numeric, 2),
     'active', random() < 0.8,

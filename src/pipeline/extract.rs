@@ -202,7 +202,7 @@ impl Extractor {
             }
         };
         let table = context.source.qualified(&self.spec.table);
-        let row_address = self.spec.has_lobs() && reader.has_row_address(&table)?;
+        let row_address = self.spec.has_lobs() && reader.can_read_large_values_aside(&table)?;
         let plan = pg_copy::plan(
             &context.source,
             &self.spec,
@@ -215,7 +215,7 @@ impl Extractor {
             detail: why,
         })?;
         if self.spec.has_lobs() && !row_address {
-            tracing::debug!(task = %context.task, subtask = %subtask, "a view: large values come whole in their rows");
+            tracing::debug!(task = %context.task, subtask = %subtask, "no value to read aside (a view, or no value stored out of line): large values come whole in their rows");
         }
         tracing::debug!(task = %context.task, subtask = %subtask, keyed = plan.key.is_some(), large_values_aside = plan.marker, "extract started (native COPY)");
         let mut out = NativeOut {
@@ -454,5 +454,9 @@ impl RowSink for BatchSink<'_> {
     fn end_block(&mut self, last_key: Option<&[String]>) -> Result<(), Stop> {
         let last_key = last_key.filter(|_| self.keyed).map(<[String]>::to_vec);
         self.send(true, false, last_key)
+    }
+
+    fn streams_lobs(&self) -> bool {
+        self.lobs.is_some()
     }
 }

@@ -89,6 +89,11 @@ pub trait RowSink {
     /// Called after every block of rows, with the key of the block's last row when the
     /// table has a key; an `Err` stops the read.
     fn end_block(&mut self, last_key: Option<&[String]>) -> Result<(), Stop>;
+    /// Whether LOB values that come whole in a block are still to be handed over as
+    /// streams (the sink may send long ones to files of their own); else as fields.
+    fn streams_lobs(&self) -> bool {
+        true
+    }
 }
 
 /// What a finished read reports.
@@ -141,7 +146,7 @@ impl ReadMethod {
                     Some(_) => share,
                 };
                 let row_bytes = match spec.has_lobs() {
-                    true => row_buffer_bytes(&inline_spec(spec)),
+                    true => row_buffer_bytes(&inline_spec(spec, INLINE_LOB_BYTES)),
                     false => row_buffer_bytes(spec),
                 };
                 (budget / row_bytes.max(1)).clamp(1000, 100_000)
@@ -183,26 +188,61 @@ pub fn inline_lobs(source: &Source, spec: &SubtaskSpec) -> bool {
 /// The subtask as its rows are fetched when LOBs come inline: each LOB column bounded to
 /// [`INLINE_LOB_BYTES`], and after the columns one flag per LOB column (`1`: the value
 /// was longer and is read in slices).
-fn inline_spec(spec: &SubtaskSpec) -> SubtaskSpec {
+fn inline_spec(spec: &SubtaskSpec, limit: usize) -> SubtaskSpec {
     let mut fetched = spec.clone();
     for column in fetched.columns.iter_mut() {
         column.fetch = match column.fetch {
-            FetchKind::LongText => FetchKind::Text {
-                max_bytes: INLINE_LOB_BYTES,
-            },
-            FetchKind::LongBinary => FetchKind::Binary {
-                max_bytes: INLINE_LOB_BYTES,
-            },
+            FetchKind::LongText => FetchKind::Text { max_bytes: limit },
+            FetchKind::LongBinary => FetchKind::Binary { max_bytes: limit },
             other => other,
         };
     }
     for column in spec.columns.iter().filter(|c| c.fetch.is_lob()) {
         let mut flag = column.clone();
-        flag.name = format!("{} (longer than {INLINE_LOB_BYTES} bytes)", column.name);
+        flag.name = format!("{} (longer than {limit} bytes)", column.name);
         flag.fetch = FetchKind::Text { max_bytes: 8 };
         fetched.columns.push(flag);
     }
     fetched
+}
+
+/// How long an inline LOB value may be, and so how many rows a key range holds, from the
+/// values seen so far: a range's rows times its limit stay within the share of the range
+/// budget the read started with, whatever the values. Ordinary `TEXT` values (tens or
+/// hundreds of bytes) make ranges of tens of thousands of rows (a range is two queries:
+/// few and large is what makes the read fast); a value longer than the limit of its range
+/// still comes whole, in slices, and widens the limit of the ranges after it.
+struct InlineSizing {
+    /// Bytes of results one range may hold.
+    share: usize,
+    /// The longest inline LOB value seen lately, in bytes (the last range's longest, or a
+    /// quarter of the one before, whichever is more).
+    seen: AtomicUsize,
+}
+
+impl InlineSizing {
+    fn new(spec: &SubtaskSpec, rows_per_query: usize) -> InlineSizing {
+        InlineSizing {
+            share: rows_per_query * row_buffer_bytes(&inline_spec(spec, INLINE_LOB_BYTES)),
+            seen: AtomicUsize::new(INLINE_LOB_BYTES),
+        }
+    }
+
+    /// The next range's limit on an inline value, and its rows.
+    fn next(&self, spec: &SubtaskSpec) -> (usize, usize) {
+        let seen = self.seen.load(Ordering::Relaxed);
+        let limit = seen.saturating_mul(2).clamp(256, INLINE_LOB_BYTES);
+        let rows = self.share / row_buffer_bytes(&inline_spec(spec, limit)).max(1);
+        (limit, rows.clamp(1000, 100_000))
+    }
+
+    /// A range was read whose longest LOB value that came in its row had `longest` bytes
+    /// (one read in slices does not count: a few long values among many short ones should
+    /// not keep every range small).
+    fn record(&self, longest: usize) {
+        let before = self.seen.load(Ordering::Relaxed);
+        self.seen.store(longest.max(before / 4), Ordering::Relaxed);
+    }
 }
 
 /// The `SELECT` of a subtask, without key-range additions.
@@ -740,19 +780,24 @@ fn read_key_ranges(
 ) -> Result<ReadSummary, SourceError> {
     let key_names = key_names(source, spec);
     let inline = slices.is_some() && inline_lobs(source, spec);
-    let base = match inline {
-        true => select_inline(source, spec),
-        false => select_read(source, spec, slices.is_some()),
-    };
-    let joiner = if base.contains(" WHERE ") {
-        " AND "
-    } else {
-        " WHERE "
-    };
-    let order = format!(" ORDER BY {} LIMIT {rows_per_query}", key_names.join(", "));
+    let sizing = InlineSizing::new(spec, rows_per_query);
     let mut summary = ReadSummary::default();
     let mut last_key: Option<Vec<String>> = after;
     loop {
+        let (limit, rows_per_query) = match inline {
+            true => sizing.next(spec),
+            false => (0, rows_per_query),
+        };
+        let base = match inline {
+            true => select_inline(source, spec, limit),
+            false => select_read(source, spec, slices.is_some()),
+        };
+        let joiner = if base.contains(" WHERE ") {
+            " AND "
+        } else {
+            " WHERE "
+        };
+        let order = format!(" ORDER BY {} LIMIT {rows_per_query}", key_names.join(", "));
         let (sql, params) = match &last_key {
             None => (format!("{base}{order}"), Vec::new()),
             Some(values) => {
@@ -763,7 +808,10 @@ fn read_key_ranges(
         let outcome = match (&mut slices, inline) {
             (Some(slices), true) => {
                 let cursor = execute(conn, &sql, &params, table)?;
-                read_inline_lobs(cursor, spec, table, slices, sink)?
+                let (outcome, longest) =
+                    read_inline_lobs(cursor, spec, limit, table, slices, sink)?;
+                sizing.record(longest);
+                outcome
             }
             _ => run_query(conn, &sql, &params, spec, table, slices.as_mut(), sink)?,
         };
@@ -837,13 +885,16 @@ fn read_key_ranges_overlapped<'e>(
         changed: std::sync::Condvar::new(),
         sink: std::sync::Mutex::new(sink),
     };
+    let sizing = InlineSizing::new(spec, rows_per_query);
     let results: Vec<Result<(), SourceError>> = std::thread::scope(|scope| {
         let readers: Vec<_> = conns
             .into_iter()
             .map(|conn| {
                 let relay = &relay;
+                let sizing = &sizing;
                 scope.spawn(move || {
-                    let result = range_reader(conn, relay, source, spec, rows_per_query, table);
+                    let result =
+                        range_reader(conn, relay, source, spec, rows_per_query, sizing, table);
                     if result.is_err() {
                         let mut state = relay.state.lock().expect("relay lock");
                         state.failed = true;
@@ -885,6 +936,7 @@ fn range_reader<S: RowSink>(
     source: &Source,
     spec: &SubtaskSpec,
     rows_per_query: usize,
+    sizing: &InlineSizing,
     table: &str,
 ) -> Result<(), SourceError> {
     let key_names = key_names(source, spec);
@@ -898,10 +950,6 @@ fn range_reader<S: RowSink>(
     // LOBs inline (MariaDB): a longer value is read in slices on this reader's connection,
     // in its range's transaction.
     let inline = inline_lobs(source, spec);
-    let base = match inline {
-        true => select_inline(source, spec),
-        false => select_sql(source, spec),
-    };
     let conn: &Connection<'_> = conn;
     let mut slices = match inline {
         true => Some(LobSlices::prepare(conn, source, spec)?),
@@ -934,7 +982,16 @@ fn range_reader<S: RowSink>(
                 state = relay.changed.wait(state).expect("relay lock");
             }
         };
-        // Its end: the n-th key from its start, or none (the last range).
+        // Its size (with LOBs inline, from the values seen so far), then its end: the n-th
+        // key from its start, or none (the last range).
+        let (limit, rows_per_query) = match inline {
+            true => sizing.next(spec),
+            false => (0, rows_per_query),
+        };
+        let base = match inline {
+            true => select_inline(source, spec, limit),
+            false => select_sql(source, spec),
+        };
         let (lower, mut params) = match &start {
             Some(values) => after_key(spec, &key_names, values),
             None => (String::new(), Vec::new()),
@@ -997,7 +1054,12 @@ fn range_reader<S: RowSink>(
         let outcome = {
             let mut sink = relay.sink.lock().expect("sink lock");
             match &mut slices {
-                Some(slices) => read_inline_lobs(cursor, spec, table, slices, &mut **sink)?,
+                Some(slices) => {
+                    let (outcome, longest) =
+                        read_inline_lobs(cursor, spec, limit, table, slices, &mut **sink)?;
+                    sizing.record(longest);
+                    outcome
+                }
                 None => read_blocks(cursor, spec, table, &mut **sink)?,
             }
         };
@@ -1060,24 +1122,30 @@ pub(super) fn is_plain_number(value: &str) -> bool {
 /// its place when it is short, else NULL, and after the columns a flag per LOB column. A
 /// text's limit is in characters (four bytes each at most in utf8mb4, whatever the
 /// column's own character set), a binary's in bytes.
-fn select_inline(source: &Source, spec: &SubtaskSpec) -> String {
+fn select_inline(source: &Source, spec: &SubtaskSpec, limit: usize) -> String {
     let long = |column: &crate::model::ColumnSpec| {
         let quoted = source.quote_ident(&column.name);
         match column.fetch.is_binary() {
-            true => format!("OCTET_LENGTH({quoted}) > {INLINE_LOB_BYTES}"),
-            false => format!("CHAR_LENGTH({quoted}) > {}", INLINE_LOB_BYTES / 4),
+            true => format!("OCTET_LENGTH({quoted}) > {limit}"),
+            false => format!("CHAR_LENGTH({quoted}) > {}", limit / 4),
         }
     };
     let mut items: Vec<String> = spec
         .columns
         .iter()
-        .map(|column| match column.fetch.is_lob() {
-            true => format!(
-                "IF({}, NULL, {})",
-                long(column),
-                source.quote_ident(&column.name)
-            ),
-            false => select_item(source, column),
+        .map(|column| {
+            let quoted = source.quote_ident(&column.name);
+            match (column.fetch.is_lob(), column.fetch.is_binary()) {
+                // A VARCHAR to the driver, which reads it faster than a TEXT; never cut,
+                // since only values up to the length come.
+                (true, false) => format!(
+                    "CAST(IF({}, NULL, {quoted}) AS CHAR({}))",
+                    long(column),
+                    limit / 4
+                ),
+                (true, true) => format!("IF({}, NULL, {quoted})", long(column)),
+                (false, _) => select_item(source, column),
+            }
         })
         .collect();
     items.extend(spec.columns.iter().filter(|c| c.fetch.is_lob()).map(long));
@@ -1090,11 +1158,14 @@ fn select_inline(source: &Source, spec: &SubtaskSpec) -> String {
 fn read_inline_lobs(
     cursor: impl Cursor,
     spec: &SubtaskSpec,
+    limit: usize,
     table: &str,
     slices: &mut LobSlices<'_>,
     sink: &mut impl RowSink,
-) -> Result<QueryOutcome, SourceError> {
-    let fetched = inline_spec(spec);
+) -> Result<(QueryOutcome, usize), SourceError> {
+    let fetched = inline_spec(spec, limit);
+    let mut longest = 0usize;
+    let streams = sink.streams_lobs();
     let mut block_cursor = cursor
         .bind_buffer(block_buffer(&fetched, table)?)
         .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
@@ -1119,7 +1190,12 @@ fn read_inline_lobs(
                 flag += 1;
                 let binary = column.fetch.is_binary();
                 match (long, views[i].get(row)) {
-                    (false, Field::Text(value) | Field::Binary(value)) => {
+                    (false, field @ (Field::Text(value) | Field::Binary(value))) => {
+                        longest = longest.max(value.len());
+                        if !streams {
+                            sink.field(field);
+                            continue;
+                        }
                         sink.begin_stream(binary);
                         sink.piece(value).map_err(|Stop| SourceError::Cancelled)?;
                         sink.end_stream();
@@ -1149,7 +1225,7 @@ fn read_inline_lobs(
         sink.end_block(outcome.last_key.as_deref())
             .map_err(|Stop| SourceError::Cancelled)?;
     }
-    Ok(outcome)
+    Ok((outcome, longest))
 }
 
 struct QueryOutcome {

@@ -335,7 +335,7 @@ impl NativeReader {
     /// row addresses (a table, a partitioned table, a materialized view; not a view), and
     /// the server exports snapshots for a second connection to join (a server that will
     /// not, or a view, sends its values whole in their rows).
-    pub fn has_row_address(&self, table: &str) -> Result<bool, SourceError> {
+    pub fn can_read_large_values_aside(&self, table: &str) -> Result<bool, SourceError> {
         self.runtime.block_on(async {
             let exported = self
                 .client
@@ -355,13 +355,27 @@ impl NativeReader {
             let row = self
                 .client
                 .query_opt(
-                    "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+                    "SELECT c.relkind::text, \
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid), \
+                       COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) \
+                     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)",
                     &[&table],
                 )
                 .await
                 .map_err(|e| pg_error(&e, &format!("looking up {table}"), ""))?;
-            let kind: Option<String> = row.map(|r| r.get(0));
-            Ok(matches!(kind.as_deref(), Some("r" | "p" | "m")))
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            let (kind, children, toasted): (String, bool, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            // A value over LARGE_VALUE_BYTES is stored out of line, in the TOAST table (no
+            // compression gets one under the ~2 kB a row may hold inline): a table without
+            // children whose TOAST table is empty holds none, and is read as plainly as a
+            // table without LOB columns (a value written since comes whole in its row).
+            if toasted == 0 && !children && matches!(kind.as_str(), "r" | "m") {
+                return Ok(false);
+            }
+            Ok(matches!(kind.as_str(), "r" | "p" | "m"))
         })
     }
 
