@@ -1807,7 +1807,8 @@ fn encrypted_chunks_reach_the_warehouse_and_decrypt_back_only_with_their_key() {
         &mut csv,
     )
     .unwrap();
-    assert_eq!(csv, "1,\"a\"\n2,\n");
+    // The SQLite TEXT column of short values is read in blocks: quoted only where needed.
+    assert_eq!(csv, "1,a\n2,\n");
 
     let out = decrypt(&"00".repeat(32));
     assert_eq!(out.status.code(), Some(1));
