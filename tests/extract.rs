@@ -1162,9 +1162,9 @@ fn mariadb_text_columns_of_ordinary_values_are_read_in_blocks_and_long_ones_whol
     for (i, row) in rows.iter().enumerate() {
         let id = i as u64 + 1;
         let l = match id {
-            _ if id % 5000 == 0 => text("é".repeat(4097)),
-            _ if id % 7 == 0 => None,
-            _ if id % 11 == 0 => text(String::new()),
+            _ if id.is_multiple_of(5000) => text("é".repeat(4097)),
+            _ if id.is_multiple_of(7) => None,
+            _ if id.is_multiple_of(11) => text(String::new()),
             _ => text("ok".into()),
         };
         let b = match id % 10000 {
