@@ -1083,7 +1083,7 @@ fn range_reader<S: RowSink>(
 fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (String, Vec<String>) {
     let key = spec.key.as_ref().expect("key");
     let mut params = Vec::new();
-    let render = |position: usize, params: &mut Vec<String>| {
+    let predicate = key_after(key_names, |position| {
         let column = &spec.columns[key.columns[position]];
         let value = &values[position];
         let numeric = matches!(column.family(), ValueFamily::Integer | ValueFamily::Decimal);
@@ -1095,19 +1095,24 @@ fn after_key(spec: &SubtaskSpec, key_names: &[String], values: &[String]) -> (St
         } else {
             format!("'{}'", value.replace('\'', "''"))
         }
-    };
+    });
+    (predicate, params)
+}
+
+/// `(k1 > v1) OR (k1 = v1 AND k2 > v2) …`: the rows after a key, with each key value as
+/// `render` writes the one at its position (called in the order the values appear, so a
+/// renderer may collect parameters).
+pub(super) fn key_after(key_names: &[String], mut render: impl FnMut(usize) -> String) -> String {
     let mut alternatives = Vec::new();
     for i in 0..key_names.len() {
         let mut terms = Vec::new();
         for (j, name) in key_names.iter().enumerate().take(i) {
-            let v = render(j, &mut params);
-            terms.push(format!("{name} = {v}"));
+            terms.push(format!("{name} = {}", render(j)));
         }
-        let v = render(i, &mut params);
-        terms.push(format!("{} > {v}", key_names[i]));
+        terms.push(format!("{} > {}", key_names[i], render(i)));
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
-    (alternatives.join(" OR "), params)
+    alternatives.join(" OR ")
 }
 
 pub(super) fn is_plain_number(value: &str) -> bool {

@@ -264,7 +264,7 @@ fn value_bytes(source: &Source, column: &ColumnSpec, files: &FileSettings) -> St
 /// the column's type.
 fn after_literals(spec: &SubtaskSpec, names: &[String], values: &[String]) -> String {
     let key = spec.key.as_ref().expect("a key");
-    let render = |i: usize| {
+    super::fetch::key_after(names, |i| {
         let column = &spec.columns[key.columns[i]];
         let numeric = matches!(
             column.family(),
@@ -275,16 +275,7 @@ fn after_literals(spec: &SubtaskSpec, names: &[String], values: &[String]) -> St
         } else {
             literal(&values[i])
         }
-    };
-    let mut alternatives = Vec::new();
-    for i in 0..names.len() {
-        let mut terms: Vec<String> = (0..i)
-            .map(|j| format!("{} = {}", names[j], render(j)))
-            .collect();
-        terms.push(format!("{} > {}", names[i], render(i)));
-        alternatives.push(format!("({})", terms.join(" AND ")));
-    }
-    alternatives.join(" OR ")
+    })
 }
 
 /// A PostgreSQL string literal (the session has `standard_conforming_strings` on).
