@@ -183,14 +183,7 @@ impl Extractor {
             return Ok(None);
         };
         // Settings first: no connection for a subtask the native path cannot read.
-        let checked = pg_copy::plan(
-            &context.source,
-            &self.spec,
-            &context.files,
-            &self.order,
-            false,
-        );
-        if let Err(why) = checked {
+        if let Some(why) = pg_copy::declines(&context.source, &self.spec, &context.files) {
             tracing::debug!(task = %context.task, subtask = %subtask, "read through ODBC: {why}");
             return Ok(None);
         }

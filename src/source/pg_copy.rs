@@ -80,6 +80,21 @@ pub struct LargeValue {
     binary: bool,
 }
 
+/// Why the native path does not read a subtask (it takes the ODBC path), if it does not.
+pub fn declines(source: &Source, spec: &SubtaskSpec, files: &FileSettings) -> Option<String> {
+    if source.dialect != Dialect::Postgres {
+        return Some("not a PostgreSQL source".into());
+    }
+    if !files.null_string.is_empty() {
+        // PostgreSQL leaves "" unquoted when NULL is written otherwise; the encoder quotes it.
+        return Some("files.null_string is set".into());
+    }
+    if files.lob_objects_over.is_some() && spec.has_lobs() {
+        return Some("files.lob_objects sends LOB values to objects of their own".into());
+    }
+    None
+}
+
 /// The native read of a subtask, or why it takes the ODBC path. `row_address`: the
 /// relation has `tableoid` and `ctid` (a table, not a view), so large values can be read
 /// on the side.
@@ -90,15 +105,8 @@ pub fn plan(
     order: &KeyOrder,
     row_address: bool,
 ) -> Result<NativePlan, String> {
-    if source.dialect != Dialect::Postgres {
-        return Err("not a PostgreSQL source".into());
-    }
-    if !files.null_string.is_empty() {
-        // PostgreSQL leaves "" unquoted when NULL is written otherwise; the encoder quotes it.
-        return Err("files.null_string is set".into());
-    }
-    if files.lob_objects_over.is_some() && spec.has_lobs() {
-        return Err("files.lob_objects sends LOB values to objects of their own".into());
+    if let Some(why) = declines(source, spec, files) {
+        return Err(why);
     }
     let key_columns: Vec<usize> = spec
         .key
