@@ -90,15 +90,17 @@ fn maria_database() {
     });
 }
 
+/// How the tests reach MariaDB with its client: the server on loopback, as root, UTF-8.
+const MARIADB: [&str; 5] = [
+    "-h",
+    "127.0.0.1",
+    "-u",
+    "root",
+    "--default-character-set=utf8mb4",
+];
+
 fn maria_raw(sql: &str) {
-    let args = [
-        "-h",
-        "127.0.0.1",
-        "-u",
-        "root",
-        "--default-character-set=utf8mb4",
-        "--max-allowed-packet=1G",
-    ];
+    let args = [&MARIADB[..], &["--max-allowed-packet=1G"]].concat();
     pipe_sql("mariadb", &args, sql);
 }
 
@@ -112,15 +114,7 @@ pub fn sqlite(path: &Path, sql: &str) {
 /// NULL and the text `NULL` alike, so select numbers or `HEX(...)` of anything else.
 pub fn maria_rows(sql: &str) -> Vec<Vec<Option<String>>> {
     maria_database();
-    let args = [
-        "-h",
-        "127.0.0.1",
-        "-u",
-        "root",
-        "--default-character-set=utf8mb4",
-        "--batch",
-        "--skip-column-names",
-    ];
+    let args = [&MARIADB[..], &["--batch", "--skip-column-names"]].concat();
     batch_rows(&pipe_sql("mariadb", &args, sql))
 }
 
