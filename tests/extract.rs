@@ -1087,8 +1087,12 @@ fn a_dsn_and_a_key_ordered_read_take_the_native_copy_with_text_and_jsonb_columns
         run.stderr
     };
     let by_dsn = run("by-dsn", "DSN=dbhaul_test_pg;", true);
+    // Its text columns hold no value stored out of line (an empty TOAST table): no value
+    // can be over 1 MiB, so none is read aside and the rows carry no hidden field.
     assert!(
-        by_dsn.contains("extract started (native COPY)") && by_dsn.contains("keyed=true"),
+        by_dsn.contains("extract started (native COPY)")
+            && by_dsn.contains("keyed=true")
+            && by_dsn.contains("large_values_aside=false"),
         "{by_dsn}"
     );
     run("by-odbc", &pg_odbc(), false);
