@@ -14,7 +14,12 @@
 //!   ([`MARIADB_SLICE_BYTES`]), in the range's transaction.
 //! - **Key ranges**: the driver cannot stream (MariaDB Connector/ODBC 3.1 buffers every
 //!   result); the table is read as `WHERE key > last ORDER BY key LIMIT n` queries, each
-//!   read by one of the two ways above.
+//!   read by one of the two ways above, or, with LOB columns, in blocks with each LOB value
+//!   in its row up to a limit that follows the values seen ([`read_inline_lobs`],
+//!   [`InlineSizing`]) and a longer one in slices by the row's key.
+//!
+//! SQLite TEXT and BLOB columns whose longest value is small enough are bounded by the
+//! planner and so read in blocks too.
 //!
 //! Rows go to a [`RowSink`] (the CSV encoder), which is told after every block so it can
 //! hand the block downstream and say whether to go on.
