@@ -12,6 +12,7 @@ mod extract;
 mod observe;
 mod packaging;
 mod resilience;
+mod security;
 mod stages;
 mod tables;
 mod transfer;
