@@ -1140,7 +1140,8 @@ fn mariadb_text_columns_of_ordinary_values_are_read_in_blocks_and_long_ones_whol
         "DROP TABLE IF EXISTS {t};
          CREATE TABLE {t} (id INT PRIMARY KEY, c TEXT, l LONGTEXT, b BLOB) DEFAULT CHARSET utf8mb4;
          INSERT INTO {t} SELECT seq, CONCAT('row ', seq, ' \"q\", x'),
-             IF(seq % 5000 = 0, REPEAT('é', 4097), IF(seq % 7 = 0, NULL, IF(seq % 11 = 0, '', 'ok'))),
+             IF(seq % 5000 = 0, REPEAT('é', 4097), IF(seq % 13 = 0, REPEAT('😀', 60 + seq % 8),
+               IF(seq % 7 = 0, NULL, IF(seq % 11 = 0, '', 'ok')))),
              IF(seq % 10000 = 0, UNHEX(REPEAT('ab', 16385)), UNHEX(HEX(seq)))
            FROM {TEST_DB}.seq_1_to_40000;"
     ));
@@ -1167,6 +1168,9 @@ fn mariadb_text_columns_of_ordinary_values_are_read_in_blocks_and_long_ones_whol
         let id = i as u64 + 1;
         let l = match id {
             _ if id.is_multiple_of(5000) => text("é".repeat(4097)),
+            // Four-byte characters about the limit of a range whose values are short (64
+            // characters): the last that fit, and the first read whole.
+            _ if id.is_multiple_of(13) => text("😀".repeat(60 + id as usize % 8)),
             _ if id.is_multiple_of(7) => None,
             _ if id.is_multiple_of(11) => text(String::new()),
             _ => text("ok".into()),

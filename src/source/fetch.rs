@@ -190,25 +190,43 @@ pub fn inline_lobs(source: &Source, spec: &SubtaskSpec) -> bool {
     source.dialect == super::Dialect::MariaDb && spec.key.is_some() && spec.has_lobs()
 }
 
-/// The subtask as its rows are fetched when LOBs come inline: each LOB column bounded to
-/// [`INLINE_LOB_BYTES`], and after the columns one flag per LOB column (`1`: the value
-/// was longer and is read in slices).
+/// The subtask as its rows are fetched when LOBs come inline: each LOB column bounded
+/// (a text to [`inline_chars`] + 1 characters, a binary to `limit` bytes), and after the
+/// columns one flag per binary LOB column (`1`: the value was longer and is read in
+/// slices). A text needs no flag: one character more than the limit says it is longer.
 fn inline_spec(spec: &SubtaskSpec, limit: usize) -> SubtaskSpec {
     let mut fetched = spec.clone();
     for column in fetched.columns.iter_mut() {
         column.fetch = match column.fetch {
-            FetchKind::LongText => FetchKind::Text { max_bytes: limit },
+            FetchKind::LongText => FetchKind::Text {
+                max_bytes: (inline_chars(limit) + 1) * 4,
+            },
             FetchKind::LongBinary => FetchKind::Binary { max_bytes: limit },
             other => other,
         };
     }
-    for column in spec.columns.iter().filter(|c| c.fetch.is_lob()) {
+    for column in spec
+        .columns
+        .iter()
+        .filter(|c| c.fetch == FetchKind::LongBinary)
+    {
         let mut flag = column.clone();
         flag.name = format!("{} (longer than {limit} bytes)", column.name);
         flag.fetch = FetchKind::Text { max_bytes: 8 };
         fetched.columns.push(flag);
     }
     fetched
+}
+
+/// The characters of a text LOB value that come in its row when the limit is `limit`
+/// bytes: four bytes each at most in utf8mb4, whatever the column's own character set.
+fn inline_chars(limit: usize) -> usize {
+    limit / 4
+}
+
+/// Characters in UTF-8 `bytes`: the bytes that do not continue a character.
+fn utf8_chars(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b as i8) >= -0x40).count()
 }
 
 /// How long an inline LOB value may be, and so how many rows a key range holds, from the
@@ -788,6 +806,7 @@ fn read_key_ranges(
     let sizing = InlineSizing::new(spec, rows_per_query);
     let mut summary = ReadSummary::default();
     let mut last_key: Option<Vec<String>> = after;
+    let mut buffers = BufferCache::default();
     loop {
         let (limit, rows_per_query) = match inline {
             true => sizing.next(spec),
@@ -814,7 +833,7 @@ fn read_key_ranges(
             (Some(slices), true) => {
                 let cursor = execute(conn, &sql, &params, table)?;
                 let (outcome, longest) =
-                    read_inline_lobs(cursor, spec, limit, table, slices, sink)?;
+                    read_inline_lobs(cursor, &mut buffers, spec, limit, table, slices, sink)?;
                 sizing.record(longest);
                 outcome
             }
@@ -968,6 +987,7 @@ fn range_reader<S: RowSink>(
         }
     };
     let order = format!(" ORDER BY {}", key_names.join(", "));
+    let mut buffers = BufferCache::default();
     loop {
         // Take the next range, once the one before it is fixed.
         let (range, start) = {
@@ -1060,12 +1080,19 @@ fn range_reader<S: RowSink>(
             let mut sink = relay.sink.lock().expect("sink lock");
             match &mut slices {
                 Some(slices) => {
-                    let (outcome, longest) =
-                        read_inline_lobs(cursor, spec, limit, table, slices, &mut **sink)?;
+                    let (outcome, longest) = read_inline_lobs(
+                        cursor,
+                        &mut buffers,
+                        spec,
+                        limit,
+                        table,
+                        slices,
+                        &mut **sink,
+                    )?;
                     sizing.record(longest);
                     outcome
                 }
-                None => read_blocks(cursor, spec, table, &mut **sink)?,
+                None => read_blocks_into(cursor, &mut buffers, spec, table, &mut **sink)?,
             }
         };
         if let Some(slices) = &slices {
@@ -1128,45 +1155,46 @@ pub(super) fn is_plain_number(value: &str) -> bool {
         && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The `SELECT` of a subtask whose LOBs come inline ([`inline_lobs`]): each LOB value in
-/// its place when it is short, else NULL, and after the columns a flag per LOB column. A
-/// text's limit is in characters (four bytes each at most in utf8mb4, whatever the
-/// column's own character set), a binary's in bytes.
+/// The `SELECT` of a subtask whose LOBs come inline ([`inline_lobs`]): a text LOB's
+/// first [`inline_chars`] + 1 characters, as a `VARCHAR` (which the driver reads faster
+/// than a `TEXT`, and the server makes more cheaply than a test of the length); a binary
+/// LOB's value when it is short, else NULL and its flag after the columns.
 fn select_inline(source: &Source, spec: &SubtaskSpec, limit: usize) -> String {
+    let chars = inline_chars(limit) + 1;
     let long = |column: &crate::model::ColumnSpec| {
-        let quoted = source.quote_ident(&column.name);
-        match column.fetch.is_binary() {
-            true => format!("OCTET_LENGTH({quoted}) > {limit}"),
-            false => format!("CHAR_LENGTH({quoted}) > {}", limit / 4),
-        }
+        format!(
+            "OCTET_LENGTH({}) > {limit}",
+            source.quote_ident(&column.name)
+        )
     };
     let mut items: Vec<String> = spec
         .columns
         .iter()
         .map(|column| {
             let quoted = source.quote_ident(&column.name);
-            match (column.fetch.is_lob(), column.fetch.is_binary()) {
-                // A VARCHAR to the driver, which reads it faster than a TEXT; never cut,
-                // since only values up to the length come.
-                (true, false) => format!(
-                    "CAST(IF({}, NULL, {quoted}) AS CHAR({}))",
-                    long(column),
-                    limit / 4
-                ),
-                (true, true) => format!("IF({}, NULL, {quoted})", long(column)),
-                (false, _) => select_item(source, column),
+            match column.fetch {
+                FetchKind::LongText => format!("CAST(LEFT({quoted}, {chars}) AS CHAR({chars}))"),
+                FetchKind::LongBinary => format!("IF({}, NULL, {quoted})", long(column)),
+                _ => select_item(source, column),
             }
         })
         .collect();
-    items.extend(spec.columns.iter().filter(|c| c.fetch.is_lob()).map(long));
+    items.extend(
+        spec.columns
+            .iter()
+            .filter(|c| c.fetch == FetchKind::LongBinary)
+            .map(long),
+    );
     select_from(source, spec, &items)
 }
 
 /// Read one query of [`select_inline`] in blocks: short LOB values from the block (as
 /// streamed values, so `files.lob_objects` and the quoting of LOBs hold), long ones in
 /// slices by the row's key, in the query's transaction.
+#[allow(clippy::too_many_arguments)]
 fn read_inline_lobs(
     cursor: impl Cursor,
+    buffers: &mut BufferCache,
     spec: &SubtaskSpec,
     limit: usize,
     table: &str,
@@ -1174,11 +1202,13 @@ fn read_inline_lobs(
     sink: &mut impl RowSink,
 ) -> Result<(QueryOutcome, usize), SourceError> {
     let fetched = inline_spec(spec, limit);
+    let chars = inline_chars(limit);
     let mut longest = 0usize;
     let streams = sink.streams_lobs();
+    let bind_error = |e| SourceError::odbc(format!("binding fetch buffers for {table}"), e);
     let mut block_cursor = cursor
-        .bind_buffer(block_buffer(&fetched, table)?)
-        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
+        .bind_buffer(buffers.take(&fetched, table)?)
+        .map_err(bind_error)?;
     let key = spec.key.as_ref().expect("inline LOBs need a key");
     let n = spec.columns.len();
     let mut outcome = QueryOutcome {
@@ -1196,9 +1226,15 @@ fn read_inline_lobs(
                     sink.field(views[i].get(row));
                     continue;
                 }
-                let long = views[flag].get(row) == Field::Text(b"1");
-                flag += 1;
                 let binary = column.fetch.is_binary();
+                let long = match (binary, views[i].get(row)) {
+                    (true, _) => {
+                        flag += 1;
+                        views[flag - 1].get(row) == Field::Text(b"1")
+                    }
+                    (false, Field::Text(value)) => value.len() > chars && utf8_chars(value) > chars,
+                    (false, _) => false,
+                };
                 match (long, views[i].get(row)) {
                     (false, field @ (Field::Text(value) | Field::Binary(value))) => {
                         longest = longest.max(value.len());
@@ -1235,6 +1271,8 @@ fn read_inline_lobs(
         sink.end_block(outcome.last_key.as_deref())
             .map_err(|Stop| SourceError::Cancelled)?;
     }
+    let (_, buffer) = block_cursor.unbind().map_err(bind_error)?;
+    buffers.keep(&fetched, buffer);
     Ok((outcome, longest))
 }
 
@@ -1297,9 +1335,22 @@ fn read_blocks(
     table: &str,
     sink: &mut impl RowSink,
 ) -> Result<QueryOutcome, SourceError> {
+    let mut buffers = BufferCache::default();
+    read_blocks_into(cursor, &mut buffers, spec, table, sink)
+}
+
+/// [`read_blocks`] into a buffer of `buffers`, left there for the next query.
+fn read_blocks_into(
+    cursor: impl Cursor,
+    buffers: &mut BufferCache,
+    spec: &SubtaskSpec,
+    table: &str,
+    sink: &mut impl RowSink,
+) -> Result<QueryOutcome, SourceError> {
+    let bind_error = |e| SourceError::odbc(format!("binding fetch buffers for {table}"), e);
     let mut block_cursor = cursor
-        .bind_buffer(block_buffer(spec, table)?)
-        .map_err(|e| SourceError::odbc(format!("binding fetch buffers for {table}"), e))?;
+        .bind_buffer(buffers.take(spec, table)?)
+        .map_err(bind_error)?;
     let mut outcome = QueryOutcome {
         count: 0,
         last_key: None,
@@ -1307,7 +1358,34 @@ fn read_blocks(
     while let Some(block) = fetch_block(&mut block_cursor, spec, table)? {
         convert_block(block, spec, &mut outcome, sink)?;
     }
+    let (_, buffer) = block_cursor.unbind().map_err(bind_error)?;
+    buffers.keep(spec, buffer);
     Ok(outcome)
+}
+
+/// The fetch buffer of the last query, kept for the next one of the same shape: a key
+/// range read runs many queries, and a buffer of megabytes allocated for each one is as
+/// many megabytes of pages the kernel zeroes again.
+#[derive(Default)]
+struct BufferCache {
+    kept: Option<(Vec<FetchKind>, ColumnarDynBuffer)>,
+}
+
+impl BufferCache {
+    fn take(&mut self, spec: &SubtaskSpec, table: &str) -> Result<ColumnarDynBuffer, SourceError> {
+        match self.kept.take() {
+            Some((shape, buffer)) if shape == fetch_shape(spec) => Ok(buffer),
+            _ => block_buffer(spec, table),
+        }
+    }
+
+    fn keep(&mut self, spec: &SubtaskSpec, buffer: ColumnarDynBuffer) {
+        self.kept = Some((fetch_shape(spec), buffer));
+    }
+}
+
+fn fetch_shape(spec: &SubtaskSpec) -> Vec<FetchKind> {
+    spec.columns.iter().map(|c| c.fetch).collect()
 }
 
 /// [`read_blocks`] on two threads: this one fetches into one buffer while a second converts
