@@ -735,6 +735,8 @@ fn wrong_passwords_fingerprints_plain_http_malformed_json_and_unknown_names_are_
         "POST",
         "-H",
         "Content-Type: application/json",
+        "-H",
+        &controller.auth_header(),
         "-d",
         "{\"task\": 3}",
         &format!("{}/v1/tasks", controller.url()),
@@ -863,13 +865,23 @@ fn an_agent_started_with_a_join_token_registers_itself() {
     let controller = Controller::start(sandbox.dir.path());
     let token = std::fs::read_to_string(controller.dir.join("join.token")).unwrap();
     let mut wrong = Agent::configure(sandbox.dir.path(), "intruder", 1);
-    wrong.start_with(&["--controller", &controller.url(), "--join-token", "0000"]);
+    let pin = controller.fingerprint();
+    wrong.start_with(&[
+        "--controller",
+        &controller.url(),
+        "--join-token",
+        "0000",
+        "--controller-fingerprint",
+        &pin,
+    ]);
     let mut agent = Agent::configure(sandbox.dir.path(), "fleet1", 1);
     agent.start_with(&[
         "--controller",
         &controller.url(),
         "--join-token",
         token.trim(),
+        "--controller-fingerprint",
+        &pin,
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1026,11 +1038,19 @@ fn a_controller_bound_beyond_loopback_requires_its_admin_token() {
     ]);
     let server =
         crate::common::daemons::spawn_daemon(command, sandbox.path("open-controller.log"), port);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let pin = crate::common::daemons::Controller {
+        dir: dir.clone(),
+        port,
+        process: None,
+    }
+    .fingerprint();
     let list = |token: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dbhaul"));
         command
             .args(["agents", "list", "--controller", &url])
+            .args(["--controller-fingerprint", &pin])
+            .env_remove("DBHAUL_CONTROLLER_DIR")
             .env_remove("DBHAUL_TOKEN");
         if let Some(token) = token {
             command.env("DBHAUL_TOKEN", token);
@@ -1180,10 +1200,12 @@ fn registering_on_a_terminal_shows_the_fingerprint_and_asks_to_confirm_it() {
         let mut child = Command::new("script")
             .args(["-qec"])
             .arg(format!(
-                "{} agents register typed --host 127.0.0.1 --port {} --controller {}",
+                "{} agents register typed --host 127.0.0.1 --port {} --controller {} \
+                 --controller-dir {}",
                 env!("CARGO_BIN_EXE_dbhaul"),
                 agent.port,
-                controller.url()
+                controller.url(),
+                controller.dir.display()
             ))
             .arg("/dev/null")
             .env("NO_PROXY", "127.0.0.1")

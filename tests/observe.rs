@@ -118,6 +118,7 @@ fn the_status_page_follows_a_task_over_two_agents_and_downloads_its_merged_log()
             .goto(&format!("{}/#task=paged", controller.url()))
             .await
             .unwrap();
+        browser.sign_in(&controller.token()).await;
         // The grid shows the task, the panel below its four pending subtasks and the
         // agents with their capacity.
         browser
@@ -508,8 +509,13 @@ print(json.dumps(out))
 }
 
 fn curl(url: &str) -> (String, String) {
+    curl_with(url, &[])
+}
+
+fn curl_with(url: &str, extra: &[&str]) -> (String, String) {
     let out = std::process::Command::new("curl")
         .args(["-sS", "-k", "-D", "-", url])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -569,9 +575,10 @@ fn metrics_parse_as_prometheus_text_and_watch_follows_the_task_to_its_end() {
         .args([
             "-qec",
             &format!(
-                "{} tasks watch scraped --controller {}",
+                "{} tasks watch scraped --controller {} --controller-dir {}",
                 env!("CARGO_BIN_EXE_dbhaul"),
-                controller.url()
+                controller.url(),
+                controller.dir.display()
             ),
             "/dev/null",
         ])
@@ -585,7 +592,10 @@ fn metrics_parse_as_prometheus_text_and_watch_follows_the_task_to_its_end() {
     );
 
     // The controller: tasks and subtasks by state, rows per stage, agents.
-    let (head, body) = curl(&format!("{}/metrics", controller.url()));
+    let (head, body) = curl_with(
+        &format!("{}/metrics", controller.url()),
+        &["-H", &controller.auth_header()],
+    );
     assert!(
         head.contains("content-type: application/openmetrics-text"),
         "{head}"

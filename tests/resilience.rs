@@ -73,6 +73,8 @@ fn forged_and_expired_sessions_and_oversized_bodies_are_refused_and_the_controll
         "POST",
         "-H",
         "Content-Type: application/json",
+        "-H",
+        &controller.auth_header(),
         "--data-binary",
         &format!("@{}", big.display()),
         &format!("{}/v1/tasks", controller.url()),

@@ -262,11 +262,13 @@ fn the_documented_example_imports_and_bad_files_are_refused_with_the_fault_and_c
     let body = serde_json::json!({"files": [{"name": "raw.xml", "xml": bad_cases[3].1}]});
     let out = std::process::Command::new("curl")
         .args([
-            "-sS",
+            "-sSk",
             "-X",
             "POST",
             "-H",
             "Content-Type: application/json",
+            "-H",
+            &controller.auth_header(),
             "-d",
         ])
         .arg(body.to_string())

@@ -23,6 +23,8 @@ pub struct Join {
     pub controller: String,
     pub token: String,
     pub description: String,
+    /// How the controller's certificate is trusted.
+    pub trust: crate::api::controller_client::Trust,
 }
 
 /// Serve the agent in `dir`; login sessions last `session`.
@@ -129,7 +131,12 @@ async fn join_controller(
         fingerprint,
         secret,
     };
-    let client = match ControllerClient::new(&join.controller, None) {
+    // The join token goes as the bearer too: the controller checks it before reading a body.
+    let client = match ControllerClient::new(
+        &join.controller,
+        Some(request.join_token.clone()),
+        join.trust.clone(),
+    ) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!("cannot join the controller: {e}");

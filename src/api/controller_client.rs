@@ -1,7 +1,12 @@
-//! The command line's side of the controller API (and a joining agent's): JSON over HTTP to
-//! `--controller URL` (default `http://127.0.0.1:8554`), with the admin token when the
-//! controller listens beyond loopback.
+//! The command line's side of the controller API (and a joining agent's): JSON over HTTPS
+//! to `--controller URL` (default `https://127.0.0.1:8554`), with the admin token (a joining
+//! agent: the join token) on every call. The controller's certificate is trusted as
+//! [`Trust`] says: pinned by fingerprint, or checked against an operator's CA file or the
+//! system's CAs. Plain `http://` is accepted for a loopback address only: a token must
+//! never cross a network in clear.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -12,7 +17,25 @@ use super::wire::{ErrorBody, JoinRequest};
 use crate::telemetry::error_chain;
 
 /// Where client commands find the controller unless told otherwise.
-pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:8554";
+pub const DEFAULT_CONTROLLER: &str = "https://127.0.0.1:8554";
+
+/// How a client trusts the controller's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Exactly the certificate with this SHA-256 fingerprint (the controller's own
+    /// self-signed one: `--controller-fingerprint`, or read from its folder).
+    Pin(String),
+    /// Certificates signed by the CAs (or being one of the certificates) of this PEM file:
+    /// an operator's certificate, `--controller-ca`.
+    Roots(PathBuf),
+    /// The system's certificate authorities.
+    System,
+}
+
+/// What to add to "cannot reach" when the cause is the certificate.
+const TRUST_HINT: &str = "the controller's certificate is not the one trusted here: give \
+    --controller-fingerprint FP (DBHAUL_CONTROLLER_FINGERPRINT; `dbhaul controller status` on \
+    the controller's machine prints it) or --controller-ca FILE for an operator's certificate";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -47,26 +70,78 @@ pub struct ControllerClient {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// The fingerprint the controller presented, when pinning.
+    seen: Option<Arc<Mutex<Option<String>>>>,
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 impl ControllerClient {
-    pub fn new(url: &str, token: Option<String>) -> Result<ControllerClient, String> {
+    pub fn new(url: &str, token: Option<String>, trust: Trust) -> Result<ControllerClient, String> {
         let base = url.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&base).map_err(|e| {
-            format!("--controller {url} is not a URL ({e}); e.g. http://127.0.0.1:8554")
+            format!("--controller {url} is not a URL ({e}); e.g. https://127.0.0.1:8554")
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "--controller {url}: use an http:// or https:// URL, e.g. http://127.0.0.1:8554"
-            ));
-        }
-        super::crypto_provider();
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(600))
+            .timeout(Duration::from_secs(600));
+        let mut seen = None;
+        let builder = match parsed.scheme() {
+            "https" => {
+                let config = match trust {
+                    Trust::Pin(fingerprint) => {
+                        let (config, saw) = super::tls::pinned_client_config_for(
+                            super::tls::PinnedVerifier::for_peer(
+                                Some(fingerprint),
+                                "controller",
+                                "by --controller-fingerprint or the controller's folder",
+                            ),
+                        );
+                        seen = Some(saw);
+                        config
+                    }
+                    Trust::Roots(file) => super::tls::trusting_client_config(&file)?,
+                    Trust::System => super::tls::system_roots_client_config()?,
+                };
+                builder.tls_backend_preconfigured(config)
+            }
+            "http" if is_loopback(&parsed) => builder,
+            "http" => {
+                return Err(format!(
+                    "--controller {url}: plain HTTP beyond loopback would send the admin token \
+                     in clear; use https://{}",
+                    &base["http://".len()..]
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "--controller {url}: use an https:// URL, e.g. https://127.0.0.1:8554"
+                ));
+            }
+        };
+        super::crypto_provider();
+        let http = builder
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {}", error_chain(&e)))?;
-        Ok(ControllerClient { base, http, token })
+        Ok(ControllerClient {
+            base,
+            http,
+            token,
+            seen,
+        })
+    }
+
+    /// The fingerprint of the certificate the controller presented, once it was asked.
+    pub fn seen_fingerprint(&self) -> Option<String> {
+        self.seen.as_ref()?.lock().ok()?.clone()
     }
 
     /// Send a request; the answer's text when it is a success, else the controller's error.
@@ -76,9 +151,15 @@ impl ControllerClient {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<(u16, String), ClientError> {
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            url: self.base.clone(),
-            message: error_chain(&e),
+        let unreachable = |e: reqwest::Error| {
+            let mut message = error_chain(&e);
+            if message.contains("certificate") {
+                message = format!("{message}; {TRUST_HINT}");
+            }
+            ClientError::Unreachable {
+                url: self.base.clone(),
+                message,
+            }
         };
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {

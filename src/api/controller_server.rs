@@ -19,8 +19,10 @@
 //! GET    /                              the status page (its files need no token)
 //! ```
 //!
-//! Bound beyond loopback, every request but health and join needs
-//! `Authorization: Bearer <admin token>`.
+//! Every request but health and the page's files needs `Authorization: Bearer <admin
+//! token>` (join: the join token), checked with `Host` and `Origin` by
+//! [`super::controller_gate`] before a handler runs; the handlers here never see a request
+//! that failed it.
 
 use std::sync::Arc;
 
@@ -31,35 +33,12 @@ use super::wire::{
     ConfirmFingerprint, CreateTask, ImportTasks, JoinRequest, RegisterAgent, SetLogLevel,
 };
 use crate::controller::Controller;
-use crate::controller::registry::{Registered, constant_time_eq};
+use crate::controller::registry::Registered;
 use crate::controller::tasks::ImportOptions;
 use crate::telemetry::metrics;
 
 pub struct ControllerApi {
     pub controller: Arc<Controller>,
-    /// Required of every request when the controller listens beyond loopback.
-    pub admin_token: Option<String>,
-}
-
-impl ControllerApi {
-    fn authorize(&self, req: &HttpRequest) -> Result<&Controller, ApiError> {
-        if let Some(expected) = &self.admin_token {
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-                return Err(ApiError::unauthorized(
-                    "this controller listens beyond loopback: send its admin token (the file \
-                     admin.token in its folder) with --token or DBHAUL_TOKEN",
-                ));
-            }
-        }
-        Ok(&self.controller)
-    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -111,20 +90,17 @@ struct AgentsQuery {
 
 async fn agents(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     query: web::Query<AgentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    api.authorize(&req)?;
     let max_age = std::time::Duration::from_secs(query.max_age_s.min(60));
     Ok(HttpResponse::Ok().json(api.controller.agents(max_age).await))
 }
 
 async fn register(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     body: web::Json<RegisterAgent>,
 ) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+    let controller = &api.controller;
     match controller.register(body.into_inner()).await? {
         Registered::Done(view) => Ok(HttpResponse::Created().json(view)),
         Registered::Confirm(fingerprint) => Ok(HttpResponse::Conflict().json(ConfirmFingerprint {
@@ -148,49 +124,44 @@ async fn join(
 
 async fn remove_agent(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    api.authorize(&req)?.remove_agent(&path.into_inner())?;
+    api.controller.remove_agent(&path.into_inner())?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn tasks(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(api.authorize(&req)?.list()))
+async fn tasks(api: web::Data<ControllerApi>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api.controller.list()))
 }
 
 async fn create(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     body: web::Json<CreateTask>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = api.authorize(&req)?.create_task(body.into_inner()).await?;
+    let view = api.controller.create_task(body.into_inner()).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
 async fn show(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(api.authorize(&req)?.show(&path.into_inner())?))
+    Ok(HttpResponse::Ok().json(api.controller.show(&path.into_inner())?))
 }
 
 async fn delete(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    api.authorize(&req)?.delete(&path.into_inner()).await?;
+    api.controller.delete(&path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn log(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let text = api.authorize(&req)?.task_log(&path.into_inner()).await?;
+    let text = api.controller.task_log(&path.into_inner()).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))
@@ -198,10 +169,9 @@ async fn log(
 
 async fn action(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+    let controller = &api.controller;
     let (name, action) = path.into_inner();
     match action.as_str() {
         "start" => Ok(HttpResponse::Ok().json(controller.start(&name).await?)),
@@ -216,11 +186,10 @@ async fn action(
 
 async fn set_log_level(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<SetLogLevel>,
 ) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+    let controller = &api.controller;
     let view = controller
         .set_log_level(&path.into_inner(), body.into_inner().level)
         .await?;
@@ -230,11 +199,10 @@ async fn set_log_level(
 /// The task and the state of its processing, as an XML file (`docs/export-format.md`).
 async fn export(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
-    let xml = api.authorize(&req)?.export(&name)?;
+    let xml = api.controller.export(&name)?;
     Ok(HttpResponse::Ok()
         .content_type("application/xml; charset=utf-8")
         .insert_header((
@@ -246,10 +214,9 @@ async fn export(
 
 async fn import(
     api: web::Data<ControllerApi>,
-    req: HttpRequest,
     body: web::Json<ImportTasks>,
 ) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+    let controller = &api.controller;
     let ImportTasks {
         files,
         replace,
@@ -261,8 +228,8 @@ async fn import(
     Ok(HttpResponse::Created().json(views))
 }
 
-async fn scrape(api: web::Data<ControllerApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let controller = api.authorize(&req)?;
+async fn scrape(api: web::Data<ControllerApi>) -> Result<HttpResponse, ApiError> {
+    let controller = &api.controller;
     Ok(HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(metrics::render(controller.metrics())))

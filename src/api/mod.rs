@@ -1,6 +1,7 @@
 //! The only module that knows HTTP and JSON: the wire types both daemons speak
 //! ([`wire`]), TLS for the agent's API with certificate pinning ([`tls`]), the agent's
-//! HTTPS server ([`agent_server`]), the controller's HTTP server ([`controller_server`]),
+//! HTTPS server ([`agent_server`]), the controller's HTTPS server ([`controller_server`])
+//! behind its front door ([`controller_gate`]: host, origin, token, before any body),
 //! and the clients that talk to them ([`agent_client`], [`controller_client`]).
 //!
 //! Errors become a JSON body `{"error": "..."}` with a status that says whose fault it is:
@@ -10,6 +11,7 @@
 pub mod agent_client;
 pub mod agent_server;
 pub mod controller_client;
+pub mod controller_gate;
 pub mod controller_server;
 pub mod pages;
 pub mod tls;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::daemons::client_runtime;
 use super::{Exit, report_error};
-use crate::api::controller_client::{ClientError, ControllerClient, DEFAULT_CONTROLLER};
+use crate::api::controller_client::{ClientError, ControllerClient, DEFAULT_CONTROLLER, Trust};
 use crate::api::wire::{
     AgentView, CreateTask, RegisterAgent, State, TaskDefinition, TaskView, TestReport,
 };
@@ -23,9 +23,67 @@ pub struct ClientArgs {
     /// The controller's URL.
     #[arg(long, env = "DBHAUL_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
     pub controller: String,
-    /// The controller's admin token, needed when it listens beyond loopback.
+    /// The controller's admin token (default: read from admin.token in the controller's
+    /// folder, which its owner and root can read).
     #[arg(long, env = "DBHAUL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The controller's folder on this machine, where the token and the certificate to pin
+    /// are read (default: /opt/dbhaul/var/controller when --controller is on loopback).
+    #[arg(long, env = "DBHAUL_CONTROLLER_DIR", global = true)]
+    pub controller_dir: Option<PathBuf>,
+    /// Pin the controller's certificate by its SHA-256 fingerprint (`dbhaul controller
+    /// status` on its machine prints it).
+    #[arg(long, env = "DBHAUL_CONTROLLER_FINGERPRINT", global = true)]
+    pub controller_fingerprint: Option<String>,
+    /// Trust the controller's certificate when these CAs (PEM) sign it: an operator's
+    /// certificate given to `controller serve --tls-cert`.
+    #[arg(
+        long,
+        env = "DBHAUL_CONTROLLER_CA",
+        global = true,
+        conflicts_with = "controller_fingerprint"
+    )]
+    pub controller_ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The controller's folder on this machine: the one named, or the default folder when
+    /// the controller is on loopback.
+    pub fn local_folder(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.controller_dir {
+            return Some(dir.clone());
+        }
+        let url = url::Url::parse(&self.controller).ok()?;
+        crate::api::controller_client::is_loopback(&url)
+            .then(|| PathBuf::from(crate::controller::DEFAULT_DIR))
+    }
+
+    /// The token to send: given, or read from the local folder when this user can.
+    fn token(&self) -> Option<String> {
+        if let Some(token) = &self.token {
+            return Some(token.trim().to_string());
+        }
+        let file = self
+            .local_folder()?
+            .join(crate::controller::serve::ADMIN_TOKEN_FILE);
+        let token = std::fs::read_to_string(file).ok()?;
+        Some(token.trim().to_string()).filter(|t| !t.is_empty())
+    }
+
+    /// How to trust the controller's certificate.
+    fn trust(&self) -> Result<Trust, String> {
+        if let Some(raw) = &self.controller_fingerprint {
+            return Ok(Trust::Pin(crate::api::tls::parse_fingerprint(raw)?));
+        }
+        if let Some(ca) = &self.controller_ca {
+            return Ok(Trust::Roots(ca.clone()));
+        }
+        let local = self
+            .local_folder()
+            .map(|dir| dir.join(crate::controller::serve::CERT_FILE))
+            .and_then(|cert| crate::api::tls::fingerprint_of_pem(&cert).ok());
+        Ok(local.map_or(Trust::System, Trust::Pin))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -187,11 +245,13 @@ pub(super) fn exit_for(e: &ClientError) -> Exit {
     }
 }
 
-fn connect(args: &ClientArgs) -> Result<ControllerClient, Exit> {
-    ControllerClient::new(&args.controller, args.token.clone()).map_err(|e| {
-        report_error(e);
-        Exit::Usage
-    })
+pub(super) fn connect(args: &ClientArgs) -> Result<ControllerClient, Exit> {
+    args.trust()
+        .and_then(|trust| ControllerClient::new(&args.controller, args.token(), trust))
+        .map_err(|e| {
+            report_error(e);
+            Exit::Usage
+        })
 }
 
 pub(super) fn call<T: DeserializeOwned>(

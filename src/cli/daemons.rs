@@ -48,10 +48,22 @@ pub struct AgentServeArgs {
     /// The agent's folder, as given to `dbhaul agent configure`.
     #[arg(long, env = "DBHAUL_AGENT_DIR", default_value = crate::agent::config::DEFAULT_DIR)]
     pub dir: PathBuf,
-    /// Register with this controller at start (e.g. http://10.0.0.2:8554), for fleets
-    /// brought up by automation; needs --join-token.
+    /// Register with this controller at start (e.g. https://10.0.0.2:8554), for fleets
+    /// brought up by automation; needs --join-token and the controller's certificate
+    /// (--controller-fingerprint or --controller-ca).
     #[arg(long, requires = "join_token")]
     pub controller: Option<String>,
+    /// Pin the controller's certificate by its SHA-256 fingerprint (`dbhaul controller
+    /// status` on its machine prints it).
+    #[arg(long, env = "DBHAUL_CONTROLLER_FINGERPRINT")]
+    pub controller_fingerprint: Option<String>,
+    /// Trust the controller's certificate when these CAs (PEM) sign it.
+    #[arg(
+        long,
+        env = "DBHAUL_CONTROLLER_CA",
+        conflicts_with = "controller_fingerprint"
+    )]
+    pub controller_ca: Option<PathBuf>,
     /// The controller's join token (the file join.token in the controller's folder).
     #[arg(long, env = "DBHAUL_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
@@ -74,10 +86,24 @@ pub struct ControllerServeArgs {
     /// The controller's folder: its store, tokens and logs.
     #[arg(long, env = "DBHAUL_CONTROLLER_DIR", default_value = crate::controller::DEFAULT_DIR)]
     pub dir: PathBuf,
-    /// Address and port of the API. Beyond loopback, every request needs the admin token
-    /// (the file admin.token in the folder).
+    /// Address and port of the API (HTTPS). Every call needs the admin token (the file
+    /// admin.token in the folder), loopback included.
     #[arg(long, default_value = crate::controller::DEFAULT_LISTEN)]
     pub listen: String,
+    /// A host name clients and agents use for this controller (repeat or comma-separate):
+    /// accepted in the `Host` header and written into the self-signed certificate. IP
+    /// addresses, `localhost` and this machine's name are always accepted.
+    #[arg(long = "name", value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// Serve this certificate (PEM) instead of the self-signed one made in the folder.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS: refused unless --listen is a loopback address.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub plain_http: bool,
     /// How often the agents are polled, in milliseconds.
     #[arg(long, env = "DBHAUL_POLL_MS", default_value_t = 1000, hide = true)]
     pub poll_ms: u64,
@@ -234,10 +260,23 @@ pub fn configure_agent(args: ConfigureArgs) -> Exit {
 }
 
 pub fn serve_agent(args: AgentServeArgs) -> Exit {
+    use crate::api::controller_client::Trust;
+    let trust = match (&args.controller_fingerprint, &args.controller_ca) {
+        (Some(raw), _) => match crate::api::tls::parse_fingerprint(raw) {
+            Ok(fingerprint) => Trust::Pin(fingerprint),
+            Err(e) => {
+                report_error(format!("--controller-fingerprint: {e}"));
+                return Exit::Usage;
+            }
+        },
+        (None, Some(ca)) => Trust::Roots(ca.clone()),
+        (None, None) => Trust::System,
+    };
     let join = args.controller.map(|controller| crate::agent::serve::Join {
         controller,
         token: args.join_token.unwrap_or_default(),
         description: args.description,
+        trust,
     });
     let session = std::time::Duration::from_secs(args.session_s.max(1));
     served(crate::agent::serve::run(args.dir, join, session))
@@ -316,12 +355,60 @@ pub fn agent_status(args: AgentStatusArgs) -> Exit {
     }
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ControllerStatusArgs {
+    #[command(flatten)]
+    pub client: super::client::ClientArgs,
+}
+
 pub fn serve_controller(args: ControllerServeArgs) -> Exit {
+    let listening = crate::controller::serve::Listening {
+        names: args.names,
+        certificate: args.tls_cert.zip(args.tls_key),
+        plain: args.plain_http,
+    };
     served(crate::controller::serve::run(
         args.dir,
         &args.listen,
         Duration::from_millis(args.poll_ms.max(50)),
+        listening,
     ))
+}
+
+/// Whether the controller answers, and the certificate fingerprint clients pin.
+pub fn controller_status(args: ControllerStatusArgs) -> Exit {
+    let client = &args.client;
+    let local = client.local_folder();
+    let fingerprint = local.as_ref().and_then(|dir| {
+        crate::api::tls::fingerprint_of_pem(&dir.join(crate::controller::serve::CERT_FILE)).ok()
+    });
+    if let Some(fingerprint) = &fingerprint {
+        println!("certificate fingerprint {fingerprint}");
+    }
+    let connection = match super::client::connect(client) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let runtime = client_runtime();
+    let health: Result<serde_json::Value, _> = runtime.block_on(connection.get("/v1/health"));
+    match health {
+        Ok(h) => {
+            println!(
+                "controller at {} is running (version {}); it presents the certificate {}",
+                client.controller,
+                h["version"].as_str().unwrap_or("?"),
+                connection
+                    .seen_fingerprint()
+                    .or(fingerprint)
+                    .unwrap_or_else(|| "of a plain-HTTP controller: none".into())
+            );
+            Exit::Done
+        }
+        Err(e) => {
+            report_error(&e);
+            Exit::Failed
+        }
+    }
 }
 
 /// A runtime for client commands.

@@ -110,7 +110,7 @@ pub enum Command {
 
     /// Register, list and remove the controller's agents.
     #[command(
-        long_about = "Register, list and remove the controller's agents. The controller is         found with --controller URL or DBHAUL_CONTROLLER (default http://127.0.0.1:8554).\n\n\
+        long_about = "Register, list and remove the controller's agents. The controller is         found with --controller URL or DBHAUL_CONTROLLER (default https://127.0.0.1:8554).\n\n\
         Example:\n  dbhaul agents register db1 --host 10.0.0.5 --port 3554 --fingerprint \
         3F:A1:...\n  dbhaul agents list"
     )]
@@ -156,8 +156,12 @@ pub enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ControllerCommand {
-    /// Run the controller: HTTP API (loopback by default), dispatch and polling of agents.
+    /// Run the controller: HTTPS API and status page (loopback by default), dispatch and
+    /// polling of agents; prints its certificate's fingerprint.
     Serve(daemons::ControllerServeArgs),
+    /// Whether the controller answers, and its certificate's fingerprint (which
+    /// `--controller-fingerprint` pins on other machines).
+    Status(daemons::ControllerStatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +295,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Agent(AgentCommand::Serve(args)) => daemons::serve_agent(args),
         Command::Agent(AgentCommand::Status(args)) => daemons::agent_status(args),
         Command::Controller(ControllerCommand::Serve(args)) => daemons::serve_controller(args),
+        Command::Controller(ControllerCommand::Status(args)) => daemons::controller_status(args),
         Command::Agents { client, command } => client::agents(client, command),
         Command::Tasks { client, command } => client::tasks(client, command),
     }

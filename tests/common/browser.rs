@@ -73,6 +73,31 @@ impl Browser {
         }
     }
 
+    /// Paste the controller's admin token into the status page's form, as its user does
+    /// the first time (the page keeps it for the tab's life).
+    pub async fn sign_in(&self, token: &str) {
+        self.wait_until(
+            "the admin token form",
+            Duration::from_secs(20),
+            "return !document.getElementById('token-form').hidden",
+        )
+        .await;
+        self.client
+            .find(Locator::Id("token-input"))
+            .await
+            .unwrap()
+            .send_keys(token)
+            .await
+            .unwrap();
+        self.client
+            .find(Locator::Css("#token-form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
     /// Run `script` in the page and return its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()

@@ -85,6 +85,9 @@ fn command(env: &[(String, String)]) -> Command {
     command
         .env_remove("DBHAUL_LOG")
         .env_remove("DBHAUL_CONTROLLER")
+        .env_remove("DBHAUL_CONTROLLER_DIR")
+        .env_remove("DBHAUL_CONTROLLER_FINGERPRINT")
+        .env_remove("DBHAUL_CONTROLLER_CA")
         .env_remove("DBHAUL_TOKEN")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
@@ -220,8 +223,37 @@ impl Controller {
         }
     }
 
+    /// Its HTTPS address; its certificate is `dir/controller.crt`, pinned by the CLI
+    /// through `DBHAUL_CONTROLLER_DIR` (see [`Controller::cli_env`]).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin token every call but health needs (the file `admin.token` in its folder).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .expect("the controller's admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// `Authorization: Bearer <admin token>`, for curl's `-H`.
+    pub fn auth_header(&self) -> String {
+        format!("Authorization: Bearer {}", self.token())
+    }
+
+    /// The SHA-256 fingerprint of its certificate, as `--controller-fingerprint` takes it.
+    pub fn fingerprint(&self) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(self.dir.join("controller.crt"))
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl x509: {}", stderr(&out));
+        // `sha256 Fingerprint=AB:CD:...`
+        let text = stdout(&out);
+        let (_, fingerprint) = text.trim().split_once('=').expect("a fingerprint");
+        fingerprint.to_string()
     }
 
     /// `dbhaul <args>` against this controller.
@@ -237,6 +269,11 @@ impl Controller {
     pub fn cli_env(&self, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> Output {
         let mut env = daemon_env();
         env.push(("DBHAUL_CONTROLLER".into(), self.url()));
+        // Run as the controller's owner: the token and the certificate come from its folder.
+        env.push((
+            "DBHAUL_CONTROLLER_DIR".into(),
+            self.dir.to_string_lossy().into_owned(),
+        ));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         run_with_stdin(args, stdin, &env)
     }
