@@ -6,7 +6,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::common::daemons::*;
 use crate::common::*;
@@ -167,7 +166,13 @@ fn an_imported_job_with_an_inline_password_is_refused() {
     let sandbox = Sandbox::new();
     let (controller, agent, xml) = exported_task(&sandbox, "sec_inline");
     let secret = "Inline7Secret";
-    let inline = xml.replacen("Driver=", &format!("PWD={secret};Driver="), 1);
+    // In the job file itself (the <settings> summary is for readers; the job wins).
+    let job = xml.find("<job>").unwrap();
+    let inline = format!(
+        "{}{}",
+        &xml[..job],
+        xml[job..].replacen("Driver=", &format!("PWD={secret};Driver="), 1)
+    );
     assert_ne!(inline, xml);
     let file = write(&sandbox, "inline.xml", &inline);
     let out = import(&controller, &file, &["--rename", "inline"]);
