@@ -638,6 +638,17 @@ impl Handler<Take> for AgentSupervisor {
                 assign.task.name, job.name
             )));
         }
+        // Table and partition names become folders under the task's: a name that would
+        // leave it (`../../tmp/x`) is refused before anything is stored or created.
+        for spec in &assign.subtasks {
+            spec.check_names().map_err(|e| {
+                ApiError::bad_request(format!(
+                    "subtask {} of task {}: {e}; this agent refuses it",
+                    spec.id().escape_debug(),
+                    assign.task.name
+                ))
+            })?;
+        }
         let task = assign.task.name.clone();
         // Another task under a known name (deleted and created again on the controller):
         // what the agent kept of the old one goes.
@@ -661,6 +672,11 @@ impl Handler<Take> for AgentSupervisor {
             }
             self.store
                 .remove(AGENT_ASSIGNMENTS, &old)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            // Removed, not overwritten: its sealed record's key goes with it, so the old
+            // task's passwords left in freed pages of the store cannot be opened.
+            self.store
+                .remove(AGENT_TASKS, std::slice::from_ref(&task))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             for key in &old {
                 self.assignments.remove(key);

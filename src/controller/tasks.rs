@@ -570,6 +570,13 @@ impl Controller {
                 .definition
                 .job()
                 .map_err(|e| fail(&format!("<job>: {e}")))?;
+            if let Some((place, setting)) = crate::export::schema::inline_password(&job) {
+                return Err(fail(&format!(
+                    "<job> holds a password in its {place}; an import never takes one (an \
+                     export never writes one): move it to {setting} and give its value in \
+                     the environment of `dbhaul tasks import`"
+                )));
+            }
             if job.name.as_str() != record.definition.name {
                 return Err(fail(&format!(
                     "<job> names the task `{}` but <name> says `{}`",

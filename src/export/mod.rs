@@ -9,7 +9,10 @@
 //! The file is read strictly: well-formed XML 1.0 checked first (with the line of the
 //! fault), no DTD (so no entity can expand), no control characters, a size limit, then
 //! every element and attribute into [`schema`]'s types and every value checked; an error
-//! names the element or line and the fix.
+//! names the element or line and the fix. What a file says is never trusted further than
+//! its shape: names that become folders are checked ([`crate::model::names`]), partition
+//! predicates are rebuilt from the bounds (and the agent builds them again), a job with an
+//! inline password is refused, and an imported task is created stopped.
 
 pub mod schema;
 

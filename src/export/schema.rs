@@ -27,7 +27,8 @@ pub struct ExportedTask {
     pub description: String,
     #[serde(rename = "created-at")]
     pub created_at: String,
-    /// Started and not stopped since: undispatched subtasks go out once imported.
+    /// Started and not stopped since, when it was exported: for readers only; an import
+    /// creates the task stopped.
     pub started: bool,
     pub settings: Settings,
     /// The job file as written: `password_env` names, never their values.
@@ -291,19 +292,10 @@ impl ExportedTask {
             .definition
             .job()
             .map_err(|e| ExportError(format!("the task's job file is not valid: {e}")))?;
-        if crate::source::holds_password(&job.connection) {
+        if let Some((place, setting)) = inline_password(&job) {
             return Err(ExportError(format!(
-                "task {} has a password in its connection string; exports never hold one: \
-                 move it to source.password_env and create the task again",
-                task.definition.name
-            )));
-        }
-        if let Some(w) = &job.warehouse
-            && w.display_url() != w.url
-        {
-            return Err(ExportError(format!(
-                "task {} has a password in its warehouse URL; exports never hold one: move it \
-                 to warehouse.password_env and create the task again",
+                "task {} has a password in its {place}; exports never hold one: move it to \
+                 {setting} and create the task again",
                 task.definition.name
             )));
         }
@@ -490,6 +482,20 @@ impl Stage {
     }
 }
 
+/// Where a job holds a password inline, and the setting it belongs in: an export never
+/// writes one, and an import never takes one (secrets come with the import request).
+pub fn inline_password(job: &crate::config::Job) -> Option<(&'static str, &'static str)> {
+    if crate::source::holds_password(&job.connection) {
+        return Some(("connection string", "source.password_env"));
+    }
+    if let Some(w) = &job.warehouse
+        && w.display_url() != w.url
+    {
+        return Some(("warehouse URL", "warehouse.password_env"));
+    }
+    None
+}
+
 // ---- back into the store ----
 
 fn state(text: &str, at: &str) -> Result<State, ImportError> {
@@ -547,6 +553,11 @@ impl ExportedTask {
             ))
         })?;
         state(&self.progress.state, "<progress state>")?;
+        for file in self.files.iter().flat_map(|f| &f.file) {
+            check_file_name(&file.name).map_err(|e| {
+                ImportError(format!("<file name=\"{}\">: {e}", file.name.escape_debug()))
+            })?;
+        }
         let mut ids = std::collections::BTreeSet::new();
         for s in &self.subtasks.subtask {
             let at = format!("<subtask id=\"{}\">", s.id);
@@ -596,7 +607,9 @@ impl ExportedTask {
             mode: self.settings.mode.clone(),
             agents: self.agents.as_ref().map(|a| a.agent.clone()),
             created_at: self.created_at.clone(),
-            started: self.started,
+            // Whatever the file says, an import dispatches nothing: the task is created
+            // stopped, and `tasks start` or `tasks resume` runs it.
+            started: false,
             subtasks,
             log_level,
             // Decided again when the imported task starts.
@@ -708,6 +721,8 @@ impl Subtask {
             estimated_rows: self.estimated_rows,
             largest_lob_row: self.largest_lob_row,
         };
+        spec.check_names()
+            .map_err(|e| ImportError(format!("{at}: {e}")))?;
         if spec.id() != self.id {
             return Err(ImportError(format!(
                 "{at}: its table and partition make the id `{}`",
@@ -777,11 +792,62 @@ impl Partition {
                 )));
             }
         };
+        // The predicate is never taken from the file: it is what the bounds make (the
+        // agent builds it again from them, with its source's quoting). A file whose
+        // predicate says otherwise was edited, and is refused rather than half-believed.
+        let rebuilt =
+            rebuilt_predicate(&self.predicate, &self.column, &bound).ok_or_else(|| {
+                ImportError(format!(
+                    "{at} <partition name=\"{}\"> <predicate>: `{}` is not what its column and \
+                 bounds select (`{}`); predicates are rebuilt from the bounds, so edit \
+                 bound, low, high or value instead, or export the task again",
+                    self.name,
+                    self.predicate,
+                    bound.predicate(&quoted('"', &self.column)),
+                ))
+            })?;
         Ok(PartitionSpec {
             name: self.name.clone(),
-            predicate: self.predicate.clone(),
+            predicate: rebuilt,
             column: self.column.clone(),
             bound,
         })
     }
+}
+
+/// `column` quoted with `quote`, inner quotes doubled (as `Source::quote_ident` does).
+fn quoted(quote: char, column: &str) -> String {
+    let mut text = String::with_capacity(column.len() + 2);
+    text.push(quote);
+    for c in column.chars() {
+        if c == quote {
+            text.push(quote);
+        }
+        text.push(c);
+    }
+    text.push(quote);
+    text
+}
+
+/// The predicate `bound` makes over `column`, if `stated` is it under some source's
+/// identifier quote (`"` for most, `` ` `` for MariaDB and MySQL): the quote is not in the
+/// file, so each the stated text could use is tried.
+fn rebuilt_predicate(stated: &str, column: &str, bound: &PartitionBound) -> Option<String> {
+    let first = stated.trim_start_matches('(').chars().next();
+    ['"', '`']
+        .into_iter()
+        .chain(first)
+        .map(|quote| bound.predicate(&quoted(quote, column)))
+        .find(|rebuilt| rebuilt == stated)
+}
+
+/// A file the job names (`boundaries_file`): a relative path below the job's folder.
+fn check_file_name(name: &str) -> Result<(), String> {
+    if name.starts_with('/') {
+        return Err("an absolute path; a job names its files relative to itself".into());
+    }
+    for part in name.split('/') {
+        crate::model::names::check_component("a part of the file name", part)?;
+    }
+    Ok(())
 }

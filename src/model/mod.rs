@@ -3,6 +3,7 @@
 //! other module speaks in these types.
 
 pub mod chunk;
+pub mod names;
 pub mod subtask;
 pub mod task;
 

@@ -318,6 +318,48 @@ impl SubtaskSpec {
     pub fn has_lobs(&self) -> bool {
         self.columns.iter().any(|c| c.fetch.is_lob())
     }
+
+    /// Every name that becomes a folder, an object key or part of a statement has the
+    /// shape [`super::names`] asks: checked where a spec comes from outside the planner
+    /// (an import, an assignment), before a path or a query is built from it.
+    pub fn check_names(&self) -> Result<(), String> {
+        use super::names::{check_component, check_identifier, check_literal};
+        let table = &self.table;
+        for (what, value) in [("catalog", &table.catalog), ("schema", &table.schema)] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                check_component(&format!("table {what}"), value)?;
+            }
+        }
+        check_component("table name", &table.name)?;
+        check_component("table folder", &table.to_string())?;
+        for column in self.columns.iter().chain(&self.left_out) {
+            check_identifier("column name", &column.name)?;
+        }
+        if let Some(partition) = &self.partition {
+            super::names::check_partition_name(&partition.name)?;
+            check_identifier(
+                &format!("partition {} column", partition.name),
+                &partition.column,
+            )?;
+            let what = format!("partition {} bound", partition.name);
+            match &partition.bound {
+                PartitionBound::Below(v) | PartitionBound::From(v) | PartitionBound::Equals(v) => {
+                    check_literal(&what, v)?
+                }
+                PartitionBound::Between(low, high) => {
+                    check_literal(&what, low)?;
+                    check_literal(&what, high)?;
+                }
+                PartitionBound::Other(listed) => {
+                    for v in listed {
+                        check_literal(&what, v)?;
+                    }
+                }
+                PartitionBound::NotNull | PartitionBound::IsNull => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -507,7 +507,7 @@ fn build_manifest(
         run: run.to_string(),
         table: spec.table.to_string(),
         partition: spec.partition.as_ref().map(|p| p.name.clone()),
-        predicate: row_predicate(spec),
+        predicate: row_predicate(&context.source, spec),
         columns: spec
             .columns
             .iter()

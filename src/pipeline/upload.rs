@@ -107,6 +107,16 @@ async fn pass_chunk(
 /// Delete an uploaded chunk's local file and its LOB files (after the chunk, so a chunk
 /// still on disk always has its LOB files beside it).
 async fn remove_uploaded(path: &std::path::Path, chunk: &ChunkRecord, dir: &std::path::Path) {
+    // Names come from this agent's own records, but a delete is only ever of a plain file
+    // name inside the subtask's folder.
+    let names =
+        std::iter::once(chunk.name.as_str()).chain(chunk.lobs.iter().map(|l| l.name.as_str()));
+    for name in names {
+        if let Err(e) = crate::model::names::check_component("chunk file", name) {
+            tracing::warn!("not deleting an uploaded file: {e}");
+            return;
+        }
+    }
     for path in
         std::iter::once(path.to_path_buf()).chain(chunk.lobs.iter().map(|l| lob_path(dir, &l.name)))
     {

@@ -417,7 +417,7 @@ pub fn query_text(
 pub fn count_rows(source: &Source, spec: &crate::model::SubtaskSpec) -> Result<u64, SourceError> {
     let conn = source.connect(super::connection::Purpose::Bulk)?;
     let mut sql = format!("SELECT COUNT(*) FROM {}", source.qualified(&spec.table));
-    if let Some(predicate) = super::fetch::row_predicate(spec) {
+    if let Some(predicate) = super::fetch::row_predicate(source, spec) {
         sql.push_str(&format!(" WHERE {predicate}"));
     }
     let rows = query_text(&conn, &sql, &[])?;

@@ -606,7 +606,7 @@ pub fn select_from(source: &Source, spec: &SubtaskSpec, items: &[String]) -> Str
         items.join(", "),
         source.qualified(&spec.table)
     );
-    if let Some(predicate) = row_predicate(spec) {
+    if let Some(predicate) = row_predicate(source, spec) {
         sql.push_str(" WHERE ");
         sql.push_str(&predicate);
     }
@@ -641,20 +641,25 @@ fn sqlite_text_item(quoted: &str) -> String {
     )
 }
 
-fn predicates(spec: &SubtaskSpec) -> Vec<String> {
+/// The filter and the partition's predicate. The partition's is built here, from its
+/// column and bounds with this source's quoting, never taken from the spec's `predicate`
+/// text: a spec edited in an export cannot widen what a partition reads.
+fn predicates(source: &Source, spec: &SubtaskSpec) -> Vec<String> {
     let mut predicates = Vec::new();
     if let Some(filter) = &spec.filter {
         predicates.push(format!("({filter})"));
     }
     if let Some(partition) = &spec.partition {
-        predicates.push(format!("({})", partition.predicate));
+        let column = source.quote_ident(&partition.column);
+        predicates.push(format!("({})", partition.bound.predicate(&column)));
     }
     predicates
 }
 
-/// The combined row predicate of a subtask, as the manifest records it.
-pub fn row_predicate(spec: &SubtaskSpec) -> Option<String> {
-    let predicates = predicates(spec);
+/// The combined row predicate of a subtask, as the source reads it and the manifest
+/// records it.
+pub fn row_predicate(source: &Source, spec: &SubtaskSpec) -> Option<String> {
+    let predicates = predicates(source, spec);
     (!predicates.is_empty()).then(|| predicates.join(" AND "))
 }
 

@@ -3,6 +3,12 @@
 //! (one format byte, then JSON), written one transaction at a time and made durable at
 //! each commit. Quick repair is on, so a store survives a kill at any point; a store written
 //! by a newer dbhaul, or one that cannot be read, is refused with a message — never reset.
+//!
+//! Values of the tables that hold secrets ([`schema::SEALED_TABLES`]: a task's database
+//! passwords and chunk key) are sealed: AES-256-GCM under a key of their own, kept in a
+//! small private file beside the store (`<store>.keys/`), deleted with the value. redb is
+//! copy-on-write and does not wipe the pages it frees, so a removed value's bytes can stay
+//! in the file; sealed, they are noise once their key file is gone.
 
 pub mod schema;
 
@@ -12,8 +18,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableErro
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The format byte this dbhaul writes in front of every value.
+/// The format byte this dbhaul writes in front of every plain value.
 const FORMAT: u8 = 1;
+/// The format byte of a sealed value: then a 12-byte nonce, the sealed JSON and its tag.
+const SEALED: u8 = 2;
+/// The newest format this dbhaul reads.
+const NEWEST: u8 = SEALED;
 
 /// A table of the store.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +62,8 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// The value keys read or made so far, by key file name.
+    keys: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -85,6 +97,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            keys: Default::default(),
         };
         store.set_quick_repair()?;
         Ok(store)
@@ -121,8 +134,11 @@ impl Store {
                 .open_table(table.definition())
                 .map_err(|e| self.broken(e))?;
             for (key, value) in values {
-                let mut bytes = vec![FORMAT];
-                serde_json::to_writer(&mut bytes, value).map_err(|e| self.broken(e))?;
+                let json = serde_json::to_vec(value).map_err(|e| self.broken(e))?;
+                let bytes = match sealed(table) {
+                    true => self.seal(table, key, json)?,
+                    false => [&[FORMAT][..], &json].concat(),
+                };
                 t.insert(*key, bytes.as_slice())
                     .map_err(|e| self.broken(e))?;
             }
@@ -177,7 +193,135 @@ impl Store {
                 t.remove(key.as_str()).map_err(|e| self.broken(e))?;
             }
         }
-        tx.commit().map_err(|e| self.broken(e))
+        tx.commit().map_err(|e| self.broken(e))?;
+        if sealed(table) {
+            for key in keys {
+                self.forget_key(table, key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder of the value keys: `controller.redb` keeps them in `controller.keys/`.
+    fn keys_dir(&self) -> PathBuf {
+        self.path.with_extension("keys")
+    }
+
+    fn key_file(&self, table: Table, key: &str) -> (String, PathBuf) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}\0{key}", table.0).as_bytes());
+        let name = hex::encode(&digest[..16]);
+        let path = self.keys_dir().join(&name);
+        (name, path)
+    }
+
+    /// The key of one value; made (and written durably) when `make` and there is none.
+    fn value_key(&self, table: Table, key: &str, make: bool) -> Result<[u8; 32], StoreError> {
+        let (name, path) = self.key_file(table, key);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = keys.get(&name) {
+            return Ok(*found);
+        }
+        let found = match std::fs::read(&path) {
+            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                self.broken(format!(
+                    "the key file {} of value {key} (table {}) is not 32 bytes",
+                    path.display(),
+                    table.0
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && make => {
+                let mut fresh = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut fresh).map_err(|_| self.broken("no randomness"))?;
+                crate::config::files::private_dir(&self.keys_dir())
+                    .and_then(|()| crate::config::files::write_private(&path, &fresh))
+                    .map_err(|e| {
+                        self.broken(format!("cannot write the key file {}: {e}", path.display()))
+                    })?;
+                fresh
+            }
+            Err(e) => {
+                return Err(self.broken(format!(
+                    "value {key} of table {} is sealed and its key file {} cannot be read \
+                     ({e})",
+                    table.0,
+                    path.display()
+                )));
+            }
+        };
+        keys.insert(name, found);
+        Ok(found)
+    }
+
+    /// Delete a removed value's key: what is left of the value in the store is noise.
+    fn forget_key(&self, table: Table, key: &str) -> Result<(), StoreError> {
+        let (name, path) = self.key_file(table, key);
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(self.broken(format!(
+                    "cannot delete the key file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        if let Ok(dir) = std::fs::File::open(self.keys_dir()) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn cipher(&self, key: &[u8; 32]) -> Result<aws_lc_rs::aead::LessSafeKey, StoreError> {
+        use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+        UnboundKey::new(&AES_256_GCM, key)
+            .map(LessSafeKey::new)
+            .map_err(|_| self.broken("cannot set up AES-256-GCM"))
+    }
+
+    /// `SEALED ‖ nonce ‖ AES-256-GCM(json)`, bound to its table and key.
+    fn seal(&self, table: Table, key: &str, mut json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        let cipher = self.cipher(&self.value_key(table, key, true)?)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| self.broken("no randomness"))?;
+        let aad = format!("{}\0{key}", table.0);
+        cipher
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut json,
+            )
+            .map_err(|_| self.broken("cannot seal a value"))?;
+        Ok([&[SEALED][..], &nonce, &json].concat())
+    }
+
+    fn unseal(&self, table: Table, key: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+        let cipher = self.cipher(&self.value_key(table, key, false)?)?;
+        let unreadable = || {
+            self.broken(format!(
+                "value {key} of table {} does not open with its key file",
+                table.0
+            ))
+        };
+        let (nonce, body) = sealed
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or_else(unreadable)?;
+        let mut body = body.to_vec();
+        let aad = format!("{}\0{key}", table.0);
+        let plain = cipher
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad.as_bytes()),
+                &mut body,
+            )
+            .map_err(|_| unreadable())?;
+        Ok(plain.to_vec())
     }
 
     fn decode<T: DeserializeOwned>(
@@ -186,14 +330,18 @@ impl Store {
         key: &str,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
+        let unreadable = |e: serde_json::Error| {
+            self.broken(format!(
+                "value {key} of table {} is unreadable: {e}",
+                table.0
+            ))
+        };
         match bytes.split_first() {
-            Some((&FORMAT, json)) => serde_json::from_slice(json).map_err(|e| {
-                self.broken(format!(
-                    "value {key} of table {} is unreadable: {e}",
-                    table.0
-                ))
-            }),
-            Some((&found, _)) if found > FORMAT => Err(StoreError::Newer {
+            Some((&FORMAT, json)) => serde_json::from_slice(json).map_err(unreadable),
+            Some((&SEALED, sealed)) => {
+                serde_json::from_slice(&self.unseal(table, key, sealed)?).map_err(unreadable)
+            }
+            Some((&found, _)) if found > NEWEST => Err(StoreError::Newer {
                 path: self.path.display().to_string(),
                 table: table.0,
                 key: key.to_string(),
@@ -205,6 +353,11 @@ impl Store {
             ))),
         }
     }
+}
+
+/// Whether a table's values are sealed (they hold secrets).
+fn sealed(table: Table) -> bool {
+    schema::SEALED_TABLES.contains(&table.0)
 }
 
 #[cfg(test)]
@@ -229,6 +382,44 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    /// A task's secrets never reach the file in the clear, and once the task is removed
+    /// its key file is gone: what redb keeps of freed pages is noise.
+    #[test]
+    fn sealed_values_read_back_and_leave_no_secret_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.redb");
+        let tasks = Table(schema::SEALED_TABLES[0]);
+        let secret = "Sentinel7PasswordXyz";
+        {
+            let store = Store::open(&path).unwrap();
+            for round in 0..5 {
+                store
+                    .put(tasks, "t", &format!("{secret} round {round}"))
+                    .unwrap();
+            }
+            store.put(T, "plain", &1u32).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.get::<String>(tasks, "t").unwrap().as_deref(),
+            Some("Sentinel7PasswordXyz round 4")
+        );
+        let keys = std::fs::read_dir(dir.path().join("controller.keys"))
+            .unwrap()
+            .count();
+        assert_eq!(keys, 1);
+        store.remove(tasks, &["t".into()]).unwrap();
+        assert_eq!(store.get::<String>(tasks, "t").unwrap(), None);
+        let keys = std::fs::read_dir(dir.path().join("controller.keys"))
+            .unwrap()
+            .count();
+        assert_eq!(keys, 0);
+        let bytes = std::fs::read(&path).unwrap();
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "the secret is in the store's file");
+        assert_eq!(store.get::<u32>(T, "plain").unwrap(), Some(1));
     }
 
     #[test]

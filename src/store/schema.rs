@@ -13,6 +13,10 @@ use crate::model::SubtaskSpec;
 
 /// Tasks an agent has subtasks of, by task name.
 pub const AGENT_TASKS: Table = Table("tasks");
+/// The tables whose values hold secrets (a task's definition: its passwords and chunk key),
+/// sealed under a key per value that is deleted with it (see the store's file doc). The
+/// agent's and the controller's tasks tables are both named `tasks`.
+pub const SEALED_TABLES: &[&str] = &["tasks"];
 /// An agent's assignments, by `<task>/<subtask id>`.
 pub const AGENT_ASSIGNMENTS: Table = Table("assignments");
 

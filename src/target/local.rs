@@ -4,9 +4,16 @@
 //! folder fsynced, in that order (STACK.md trap 10), so a crash or a full disk can leave a
 //! `.partial` file behind but never a half-written file under a final name. A writer that
 //! is dropped before it is sealed deletes its partial file.
+//!
+//! Everything written here stays inside the task's folder and is private: folders are
+//! 0700 and files 0600, set explicitly so the umask does not matter; a subtask's folder is
+//! built only from names [`crate::model::names`] accepts, no folder on the way may be a
+//! symbolic link, and files are opened with `O_NOFOLLOW`. Deleting (an earlier run's chunks)
+//! happens only inside such a folder, and never through a link.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
@@ -38,10 +45,10 @@ impl WorkDir {
     /// Create the folder if needed and prove it is writable with a probe file. Returns
     /// the free space in bytes.
     pub fn check_writable(&self) -> io::Result<u64> {
-        fs::create_dir_all(&self.root)?;
+        private_dir_all(&self.root)?;
         let probe = self.root.join(".dbhaul-write-probe");
         {
-            let mut file = File::create(&probe)?;
+            let mut file = create_private(&probe)?;
             file.write_all(b"probe")?;
             file.sync_all()?;
         }
@@ -59,15 +66,58 @@ impl WorkDir {
     /// Whether an earlier extraction of the subtask started here and did not finish: its
     /// folder exists without a manifest.
     pub fn interrupted(&self, relative: &str) -> bool {
-        let dir = self.subtask_dir(relative);
+        let Ok(dir) = self.confined(relative) else {
+            return false;
+        };
         dir.is_dir() && !dir.join(MANIFEST_FILE).exists()
+    }
+
+    /// The subtask's folder, if `relative` is made of names a folder may have and no
+    /// folder on the way from the task's is a symbolic link (the final check before
+    /// anything is created or deleted there).
+    pub fn confined(&self, relative: &str) -> io::Result<PathBuf> {
+        let refuse = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the subtask folder `{}` would not stay inside the task's folder {}: {why}",
+                    relative.escape_debug(),
+                    self.root.display()
+                ),
+            )
+        };
+        let mut dir = self.root.clone();
+        for part in relative.split('/') {
+            crate::model::names::check_component("folder", part).map_err(refuse)?;
+            dir.push(part);
+            if let Ok(meta) = fs::symlink_metadata(&dir)
+                && !meta.is_dir()
+            {
+                return Err(refuse(format!(
+                    "{} is a symbolic link or a file, not a folder",
+                    dir.display()
+                )));
+            }
+        }
+        debug_assert!(dir.starts_with(&self.root));
+        Ok(dir)
     }
 
     /// Create the subtask's folder, or clear what an earlier run left in it (its manifest,
     /// partial files and chunks) except the chunks named in `keep` (a run that resumes).
     pub fn prepare_subtask_dir(&self, relative: &str, keep: &[&str]) -> io::Result<PathBuf> {
-        let dir = self.subtask_dir(relative);
-        fs::create_dir_all(&dir)?;
+        let dir = self.confined(relative)?;
+        private_dir_all(&self.root)?;
+        let mut made = self.root.clone();
+        for part in relative.split('/') {
+            made.push(part);
+            private_dir(&made)?;
+        }
+        // Made now: check again, so a link put in place meanwhile is not followed.
+        let dir = self.confined(relative).map(|again| {
+            debug_assert_eq!(again, dir);
+            again
+        })?;
         let manifest = dir.join(MANIFEST_FILE);
         if manifest.exists() {
             fs::remove_file(&manifest)?;
@@ -84,7 +134,7 @@ impl WorkDir {
         }
         // LOB files (`files.lob_objects`): those of kept chunks stay.
         let lobs = dir.join(LOB_FOLDER);
-        if lobs.is_dir() {
+        if fs::symlink_metadata(&lobs).is_ok_and(|m| m.is_dir()) {
             for entry in fs::read_dir(&lobs)? {
                 let entry = entry?;
                 let name = lob_file(&entry.file_name().to_string_lossy());
@@ -95,6 +145,50 @@ impl WorkDir {
         }
         Ok(dir)
     }
+}
+
+/// Create `path` and its missing parents, private (0700, whatever the umask).
+pub fn private_dir_all(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// One private folder (0700) whose parent exists; one that exists must be a folder, not a
+/// symbolic link.
+fn private_dir(path: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link or a file, not a folder; dbhaul does not follow links                  in a task's folder: remove it",
+                path.display()
+            ),
+        ));
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// Create (or truncate) a private file (0600, whatever the umask), never through a
+/// symbolic link (`O_NOFOLLOW`).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Free bytes on the filesystem that holds `path`.
@@ -116,7 +210,7 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = partial_path(path);
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = create_private(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -260,7 +354,7 @@ impl ChunkWriter {
         let final_path = dir.join(name.to_string());
         let partial = partial_path(&final_path);
         let hashing = HashingFile {
-            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&partial)?),
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, create_private(&partial)?),
             sha256: Sha256::new(),
             written: 0,
         };
@@ -373,11 +467,11 @@ pub struct LobWriter {
 impl LobWriter {
     pub fn create(subtask_dir: &Path, name: &str) -> io::Result<LobWriter> {
         let dir = subtask_dir.join(LOB_FOLDER);
-        fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let final_path = dir.join(name);
         let partial = partial_path(&final_path);
         let file = HashingFile {
-            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&partial)?),
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, create_private(&partial)?),
             sha256: Sha256::new(),
             written: 0,
         };
@@ -457,6 +551,61 @@ pub fn describe_io(what: &str, error: &io::Error) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// Issue 23, finding 4: the agent's last line of defence. A subtask folder that climbs
+    /// out, or runs through a symbolic link, is refused before anything is created or
+    /// deleted; what is made is private whatever the umask.
+    #[test]
+    fn subtask_folders_stay_inside_the_task_folder_and_are_private() {
+        let sandbox = tempfile::tempdir().unwrap();
+        let outside = sandbox.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let marker = outside.join("00000001.csv.gz");
+        fs::write(&marker, b"not ours").unwrap();
+        let work = WorkDir::new(sandbox.path().join("work").join("task"));
+        for climb in ["t/../../../outside", "../outside", "t/..", "a\\b", ""] {
+            let error = work.prepare_subtask_dir(climb, &[]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidInput,
+                "{climb}: {error}"
+            );
+        }
+        fs::create_dir_all(work.root()).unwrap();
+        std::os::unix::fs::symlink(&outside, work.root().join("public.t")).unwrap();
+        let error = work
+            .prepare_subtask_dir("public.t/part-001", &[])
+            .unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        let error = work.prepare_subtask_dir("public.t", &[]).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(fs::read(&marker).unwrap(), b"not ours");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+
+        let dir = work.prepare_subtask_dir("public.u/part-001", &[]).unwrap();
+        for folder in [work.root(), &dir, dir.parent().unwrap()] {
+            let mode = fs::metadata(folder).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", folder.display());
+        }
+        let name = ChunkName {
+            number: 1,
+            compression: Compression::Gzip,
+        };
+        let (_, path) = ChunkWriter::create(&dir, name, 1, None)
+            .unwrap()
+            .seal()
+            .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A chunk name that is a link is not written through.
+        let name2 = ChunkName {
+            number: 2,
+            compression: Compression::Gzip,
+        };
+        std::os::unix::fs::symlink(&marker, dir.join(format!("{name2}.partial"))).unwrap();
+        assert!(ChunkWriter::create(&dir, name2, 1, None).is_err());
+        assert_eq!(fs::read(&marker).unwrap(), b"not ours");
+    }
 
     #[test]
     fn a_sealed_chunk_is_complete_and_hashed_and_an_unsealed_one_vanishes() {

@@ -4,3 +4,4 @@
 //! here.
 
 mod control;
+mod data;
