@@ -140,9 +140,11 @@ async fn register(
 
 async fn join(
     api: web::Data<ControllerApi>,
+    req: HttpRequest,
     body: web::Json<JoinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = api.controller.join(body.into_inner()).await?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let view = api.controller.join(body.into_inner(), peer).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -151,7 +153,9 @@ async fn remove_agent(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    api.authorize(&req)?.remove_agent(&path.into_inner())?;
+    api.authorize(&req)?
+        .remove_agent(&path.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

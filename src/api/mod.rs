@@ -12,6 +12,7 @@ pub mod agent_server;
 pub mod controller_client;
 pub mod controller_server;
 pub mod pages;
+pub mod throttle;
 pub mod tls;
 pub mod wire;
 

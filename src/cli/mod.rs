@@ -152,6 +152,9 @@ pub enum AgentCommand {
     Serve(daemons::AgentServeArgs),
     /// Whether the agent runs, on which port, with which certificate fingerprint.
     Status(daemons::AgentStatusArgs),
+    /// Let the agent go from the controller it belongs to, so another may register it (the
+    /// running agent takes it at once; the old controller's sessions end).
+    Release(daemons::AgentStatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +293,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Agent(AgentCommand::Configure(args)) => daemons::configure_agent(args),
         Command::Agent(AgentCommand::Serve(args)) => daemons::serve_agent(args),
         Command::Agent(AgentCommand::Status(args)) => daemons::agent_status(args),
+        Command::Agent(AgentCommand::Release(args)) => daemons::release_agent(args),
         Command::Controller(ControllerCommand::Serve(args)) => daemons::serve_controller(args),
         Command::Agents { client, command } => client::agents(client, command),
         Command::Tasks { client, command } => client::tasks(client, command),

@@ -2,3 +2,5 @@
 //! real binary) and asserts that it fails, with the reason a user would read. The table of
 //! attacks and what each protects is in `docs/security.md`; every row there names its test
 //! here.
+
+mod agent;
