@@ -10,7 +10,8 @@
 //! logs/<task>.log   per-task log lines
 //! ```
 //!
-//! Only an Argon2id hash of the password is kept, never the password.
+//! Only an Argon2id hash of the password is kept, never the password. The running agent
+//! reads the file again when it changes, so `configure` takes effect at once.
 
 use std::path::PathBuf;
 
@@ -73,6 +74,18 @@ pub struct AgentConfig {
     /// Argon2id hash of the credential it made when it last joined a controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_secret_hash: Option<String>,
+    /// The controller this agent belongs to (the id it sent at its first login), until it
+    /// is released; another controller's login is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_id: Option<String>,
+    /// Let tasks load an ODBC driver named by its library's path (`Driver=/path/lib.so`),
+    /// a file DSN, or a driver key that loads code. Off: only drivers registered by name
+    /// with the driver manager (`odbcinst.ini`) and DSNs naming them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_driver_paths: bool,
+    /// Driver libraries tasks may name by path although `allow_driver_paths` is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_drivers: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -103,13 +116,32 @@ impl AgentConfig {
             .map_err(|e| format!("cannot write {}: {e}", paths.config().display()))
     }
 
+    /// What the agent's tasks may make the driver manager load.
+    pub fn driver_policy(&self) -> crate::source::DriverPolicy {
+        crate::source::DriverPolicy {
+            any_path: self.allow_driver_paths,
+            allowed_files: self.allowed_drivers.clone(),
+        }
+    }
+
     /// Whether `password` is the agent's password, or the credential of a joined controller.
     pub fn accepts(&self, password: &str) -> bool {
-        verify(&self.password_hash, password)
-            || self
-                .join_secret_hash
-                .as_deref()
-                .is_some_and(|hash| verify(hash, password))
+        self.credential_for(password, None).is_some()
+    }
+
+    /// The hash `password` matches: the password's, the joined controller's credential's,
+    /// or `joining` (a credential offered by a join in progress). Each is an Argon2
+    /// verification: callers bound how many run at once.
+    pub fn credential_for(&self, password: &str, joining: Option<&str>) -> Option<String> {
+        [
+            Some(self.password_hash.as_str()),
+            self.join_secret_hash.as_deref(),
+            joining,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|hash| verify(hash, password))
+        .map(str::to_string)
     }
 }
 
@@ -210,6 +242,9 @@ mod tests {
             parallel: 1,
             password_hash: hash,
             join_secret_hash: None,
+            controller_id: None,
+            allow_driver_paths: false,
+            allowed_drivers: vec![],
         };
         assert!(config.accepts("Secret123"));
         assert!(!config.accepts("Secret124"));

@@ -21,6 +21,10 @@ pub struct ConfigureRequest {
     pub parallel: Option<u32>,
     pub name: Option<String>,
     pub new_certificate: bool,
+    /// Let tasks name a driver library by its path (see `source::drivers`).
+    pub allow_driver_paths: Option<bool>,
+    /// Driver libraries to allow by path, added to those allowed already.
+    pub allow_drivers: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -119,6 +123,12 @@ pub fn configure(request: ConfigureRequest) -> Result<Configured, String> {
         parallel,
         password_hash,
         join_secret_hash: existing.as_ref().and_then(|e| e.join_secret_hash.clone()),
+        controller_id: existing.as_ref().and_then(|e| e.controller_id.clone()),
+        allow_driver_paths: request
+            .allow_driver_paths
+            .or(existing.as_ref().map(|e| e.allow_driver_paths))
+            .unwrap_or(false),
+        allowed_drivers: allowed_drivers(existing.as_ref(), &request.allow_drivers)?,
     };
 
     let io = |what: &str, e: std::io::Error| format!("cannot write {what}: {e}");
@@ -146,6 +156,30 @@ pub fn configure(request: ConfigureRequest) -> Result<Configured, String> {
         created: existing.is_none(),
         new_certificate,
     })
+}
+
+/// The driver libraries allowed by path: those allowed before and the new ones, each an
+/// absolute path to a file that exists (a relative one would be looked up by the loader).
+fn allowed_drivers(
+    existing: Option<&AgentConfig>,
+    new: &[PathBuf],
+) -> Result<Vec<PathBuf>, String> {
+    let mut allowed = existing
+        .map(|e| e.allowed_drivers.clone())
+        .unwrap_or_default();
+    for file in new {
+        if !file.is_absolute() || !file.is_file() {
+            return Err(format!(
+                "--allow-driver {}: give the absolute path of the driver library, a file that \
+                 exists",
+                file.display()
+            ));
+        }
+        if !allowed.contains(file) {
+            allowed.push(file.clone());
+        }
+    }
+    Ok(allowed)
 }
 
 pub fn default_parallel() -> u32 {

@@ -47,14 +47,21 @@ pub fn run(dir: PathBuf, join: Option<Join>, session: Duration) -> Result<(), Se
     let system = actix::System::new();
     let served = system.block_on(async move {
         // Actors start outside the server factory, which runs once per worker.
-        let supervisor =
-            AgentSupervisor::new(store, paths.clone(), config.parallel as usize).start();
+        let drivers = Arc::new(std::sync::RwLock::new(config.driver_policy()));
+        let supervisor = AgentSupervisor::new(
+            store,
+            paths.clone(),
+            config.parallel as usize,
+            drivers.clone(),
+        )
+        .start();
         let api = web::Data::new(AgentApi::new(
             supervisor,
             config.clone(),
             paths.clone(),
             fingerprint.clone(),
             session,
+            drivers,
         ));
         let server_api = api.clone();
         let server = HttpServer::new(move || {
@@ -79,13 +86,7 @@ pub fn run(dir: PathBuf, join: Option<Join>, session: Duration) -> Result<(), Se
             config.name, config.listen, config.port, config.parallel
         );
         if let Some(join) = join {
-            actix_web::rt::spawn(join_controller(
-                join,
-                api,
-                config.clone(),
-                paths,
-                fingerprint,
-            ));
+            actix_web::rt::spawn(join_controller(join, api, config.clone(), fingerprint));
         }
         server
             .await
@@ -95,33 +96,41 @@ pub fn run(dir: PathBuf, join: Option<Join>, session: Duration) -> Result<(), Se
     served
 }
 
-/// Register at a controller with a credential made for it; retry until it answers.
+/// Register at a controller with a credential made for it; retry until it answers. An
+/// agent that joined before and belongs to a controller does not join again: the controller
+/// refuses a join under a registered name (so nobody who learns the join token can take an
+/// agent's place), and it keeps the credential of the first join.
 async fn join_controller(
     join: Join,
     api: web::Data<AgentApi>,
-    mut config: AgentConfig,
-    paths: AgentPaths,
+    config: AgentConfig,
     fingerprint: String,
 ) {
+    if let (Some(owner), Some(_)) = (&config.controller_id, &config.join_secret_hash) {
+        eprintln!(
+            "dbhaul agent {} joined a controller before and belongs to it (id {owner}); it does \
+             not join again. To join anew: `dbhaul agents remove {}` on that controller, or \
+             `dbhaul agent release --dir {}` here",
+            config.name,
+            config.name,
+            api.paths.root.display()
+        );
+        return;
+    }
     let secret = random_token();
     let hashed = {
         let secret = secret.clone();
         crate::agent::blocking(move || hash_password(&secret)).await
     };
-    match hashed {
-        Ok(Ok(hash)) => {
-            config.join_secret_hash = Some(hash);
-            if let Err(e) = config.save(&paths) {
-                tracing::error!("cannot join the controller: {e}");
-                return;
-            }
-            *api.config.lock().expect("config lock") = config.clone();
-        }
+    let hash = match hashed {
+        Ok(Ok(hash)) => hash,
         Ok(Err(e)) | Err(e) => {
             tracing::error!("cannot join the controller: {e}");
             return;
         }
-    }
+    };
+    // Accepted while the controller logs in to prove the join; kept only if it succeeds.
+    api.set_joining(Some(hash.clone()));
     let request = JoinRequest {
         join_token: join.token,
         name: config.name.clone(),
@@ -139,6 +148,7 @@ async fn join_controller(
     ) {
         Ok(client) => client,
         Err(e) => {
+            api.set_joining(None);
             tracing::error!("cannot join the controller: {e}");
             return;
         }
@@ -147,13 +157,25 @@ async fn join_controller(
     loop {
         match client.join(&request).await {
             Ok(()) => {
-                eprintln!(
-                    "dbhaul agent {} joined the controller at {}",
-                    config.name, join.controller
-                );
+                let kept = api.update_config(|config| {
+                    config.join_secret_hash = Some(hash.clone());
+                    Ok(())
+                });
+                api.set_joining(None);
+                match kept {
+                    Ok(()) => eprintln!(
+                        "dbhaul agent {} joined the controller at {}",
+                        config.name, join.controller
+                    ),
+                    Err(e) => tracing::error!(
+                        "joined the controller at {} but cannot keep the credential: {e}",
+                        join.controller
+                    ),
+                }
                 return;
             }
             Err(e) if e.is_refusal() => {
+                api.set_joining(None);
                 eprintln!("dbhaul: error: the controller refused to register this agent: {e}");
                 return;
             }

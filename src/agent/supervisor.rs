@@ -74,11 +74,22 @@ pub struct AgentSupervisor {
     running: HashMap<String, Addr<SubtaskActor>>,
     /// The one long-lived arbiter of every uploader and copier (STACK.md trap 2).
     io: Arbiter,
+    /// The drivers a task may load: the agent's settings, kept current by its API.
+    drivers: SharedDriverPolicy,
 }
 
+/// The agent's driver settings, shared by its API (which re-reads them) and its supervisor.
+pub type SharedDriverPolicy = Arc<std::sync::RwLock<crate::source::DriverPolicy>>;
+
 impl AgentSupervisor {
-    pub fn new(store: Arc<Store>, paths: AgentPaths, capacity: usize) -> AgentSupervisor {
+    pub fn new(
+        store: Arc<Store>,
+        paths: AgentPaths,
+        capacity: usize,
+        drivers: SharedDriverPolicy,
+    ) -> AgentSupervisor {
         AgentSupervisor {
+            drivers,
             store,
             paths,
             capacity: capacity.max(1),
@@ -217,7 +228,12 @@ impl AgentSupervisor {
         }
         let work = self.paths.work();
         let io = self.io.handle();
-        let fut = async move { prepare_task(definition, leg, specs, work, io).await };
+        let drivers = self
+            .drivers
+            .read()
+            .map(|policy| policy.clone())
+            .unwrap_or_default();
+        let fut = async move { prepare_task(definition, leg, specs, work, io, drivers).await };
         ctx.spawn(fut.into_actor(self).map(move |result, actor, ctx| {
             let Some(runtime) = actor.tasks.get_mut(&task) else {
                 return;
@@ -398,6 +414,7 @@ async fn prepare_task(
     specs: Vec<SubtaskSpec>,
     work: std::path::PathBuf,
     io: ArbiterHandle,
+    drivers: crate::source::DriverPolicy,
 ) -> Result<Arc<SubtaskContext>, String> {
     let job = definition.job_for(leg).map_err(|e| e.to_string())?;
     let job = Arc::new(job);
@@ -415,6 +432,10 @@ async fn prepare_task(
         }
         crate::source::Source::unconnected(&job.connection).map_err(|e| format!("source: {e}"))?
     } else {
+        // Checked here too, not only when the task came: a subtask resumed from the store
+        // after a restart, or a task taken before the settings changed, meets them now.
+        crate::source::drivers::check(&job.connection, &drivers)
+            .map_err(|e| format!("source: {e}"))?;
         let job = job.clone();
         crate::agent::blocking(move || {
             crate::source::Source::open(&job.connection, job.password.as_ref())

@@ -62,6 +62,9 @@ pub struct AgentClient {
     password: String,
     tokens: TokenCache,
     seen: Arc<Mutex<Option<String>>>,
+    /// The id of the controller this client logs in for (see `agent_server`: an agent
+    /// belongs to one controller).
+    controller: Option<String>,
 }
 
 impl AgentClient {
@@ -93,7 +96,14 @@ impl AgentClient {
             password: password.to_string(),
             tokens,
             seen,
+            controller: None,
         }
+    }
+
+    /// Log in as the controller with id `id`.
+    pub fn for_controller(mut self, id: &str) -> AgentClient {
+        self.controller = Some(id.to_string());
+        self
     }
 
     /// The fingerprint of the certificate the agent presented on the last connection.
@@ -171,6 +181,7 @@ impl AgentClient {
             .post(self.url("/v1/login"))
             .json(&LoginRequest {
                 password: self.password.clone(),
+                controller: self.controller.clone(),
             })
             .send()
             .await
@@ -293,6 +304,12 @@ impl AgentClient {
                 Some(&SetLogLevel { level }),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Let the agent go: it no longer belongs to this controller.
+    pub async fn release(&self) -> Result<(), AgentError> {
+        let _: Option<()> = self.call(Method::POST, "/v1/release", None::<&()>).await?;
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! for it) for a token, once, and sends it as `Authorization: Bearer <token>`.
 //!
 //! ```text
-//! POST   /v1/login                      {"password"} -> {"token", "expires_in_s"}
+//! POST   /v1/login                      {"password", "controller"?} -> {"token", "expires_in_s"}
+//! POST   /v1/release                    the controller lets the agent go
 //! GET    /v1/health                     name, version, capacity, running, queued, fingerprint
 //! POST   /v1/plan                       {"task"} -> the task's subtasks, planned on the source
 //! POST   /v1/test                       {"task"} -> the task's checks, run from this agent
@@ -18,37 +19,112 @@
 //! GET    /                              the agent's status page (it logs in like the controller)
 //! ```
 //!
-//! Failed logins are answered slowly (0.5 s, doubling per failure in a row from the same
-//! address, at most 10 s) and logged with the address, never the password.
+//! Logins are bounded and throttled: at most [`CONCURRENT_CHECKS`] Argon2 verifications
+//! run at once (each holds ~19 MiB), at most [`WAITING_CHECKS`] more wait, and an address
+//! with a few failures in a row is answered 429 with `Retry-After` for a doubling delay
+//! ([`super::throttle`]) before its password is even looked at, however many attempts it
+//! makes in parallel. Failures are logged with the address, never the password.
+//!
+//! The settings file is read again whenever it changes (`dbhaul agent configure` on the
+//! running agent): a new password works at once, and every session issued under the old
+//! one ends, because a session remembers the password hash it was issued under.
+//!
+//! An agent belongs to one controller: the first to log in with its id (a random id in
+//! the controller's folder) is recorded in `agent.toml`, and another controller's login is
+//! refused (409) until the agent is released, by its controller (`dbhaul agents remove`,
+//! which calls `POST /v1/release`) or on its machine (`dbhaul agent release`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::ApiError;
+use super::throttle::Throttle;
 use super::wire::{
-    Assign, CheckResult, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
+    Assign, CheckResult, ErrorBody, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
     SetLogLevel, SubtaskSelection, TaskDefinition, TestReport,
 };
 use crate::agent::config::{AgentConfig, AgentPaths, random_token};
 use crate::agent::supervisor::{
-    Action, AgentSupervisor, Control, CountByState, Forget, Load, Query, Take,
+    Action, AgentSupervisor, Control, CountByState, Forget, Load, Query, SharedDriverPolicy, Take,
 };
 use crate::telemetry::metrics;
 
+/// Argon2 verifications at once.
+pub const CONCURRENT_CHECKS: usize = 2;
+
+/// Logins that may wait for a verification; more are answered 429 at once.
+pub const WAITING_CHECKS: usize = 16;
+
+/// A login session: when it ends, the credential hash it was issued under (it ends when
+/// that is no longer one of the agent's), and the controller that holds it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    expires: Instant,
+    credential: String,
+    pub controller: Option<String>,
+}
+
+/// What tells that `agent.toml` was written again (it is replaced, never edited in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: meta.ino(),
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
+/// The settings as last read, and the file's stamp then.
+struct Loaded {
+    config: AgentConfig,
+    stamp: Option<Stamp>,
+}
+
 pub struct AgentApi {
     pub supervisor: Addr<AgentSupervisor>,
-    pub config: Mutex<AgentConfig>,
     pub paths: AgentPaths,
     pub fingerprint: String,
+    /// The drivers a task may load, from the settings; shared with the supervisor.
+    pub drivers: SharedDriverPolicy,
+    loaded: Mutex<Loaded>,
+    /// The hash of the credential this agent offers a controller while it joins it.
+    joining: Mutex<Option<String>>,
     /// How long a session token lives (12 hours unless the agent is told otherwise).
     session: Duration,
-    sessions: Mutex<HashMap<String, Instant>>,
-    failures: Mutex<HashMap<IpAddr, u32>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    throttle: Throttle,
+    checks: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// A lock whose holder panicked still guards plain data: take it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One login waiting for a verification; counted down however the request ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl AgentApi {
@@ -58,37 +134,130 @@ impl AgentApi {
         paths: AgentPaths,
         fingerprint: String,
         session: Duration,
+        drivers: SharedDriverPolicy,
     ) -> AgentApi {
+        let stamp = stamp(&paths.config());
         AgentApi {
+            drivers,
             supervisor,
-            config: Mutex::new(config),
+            loaded: Mutex::new(Loaded { config, stamp }),
+            joining: Mutex::new(None),
             paths,
             fingerprint,
             session,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            throttle: Throttle::new(),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
+            waiting: AtomicUsize::new(0),
         }
     }
 
-    fn authorize(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// The request's session, if it is current: not expired, issued under a credential the
+    /// agent still accepts, and held by the controller the agent belongs to (if any).
+    fn authorize(&self, req: &HttpRequest) -> Result<Session, ApiError> {
         let token = bearer(req).ok_or_else(|| {
             ApiError::unauthorized("log in first: POST /v1/login with the agent's password")
         })?;
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let config = self.config();
+        let joining = lock(&self.joining).clone();
         let now = Instant::now();
-        sessions.retain(|_, expires| *expires > now);
-        if sessions.contains_key(token) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "the session token is unknown or expired (or the agent restarted); log in again",
-            ))
-        }
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, session| {
+            let credential = &session.credential;
+            let accepted = *credential == config.password_hash
+                || config.join_secret_hash.as_ref() == Some(credential)
+                || joining.as_ref() == Some(credential);
+            let owner = match (&config.controller_id, &session.controller) {
+                (Some(owner), Some(holder)) => owner == holder,
+                _ => true,
+            };
+            session.expires > now && accepted && owner
+        });
+        sessions.get(token).cloned().ok_or_else(|| {
+            ApiError::unauthorized(
+                "the session token is unknown or expired (or the agent restarted, its password \
+                 changed, or it was released); log in again",
+            )
+        })
     }
 
-    fn config(&self) -> AgentConfig {
-        self.config.lock().expect("config lock").clone()
+    /// The agent's settings, read again if `agent.toml` changed since they were read.
+    pub fn config(&self) -> AgentConfig {
+        let now = stamp(&self.paths.config());
+        let mut loaded = lock(&self.loaded);
+        if now != loaded.stamp {
+            match AgentConfig::load(&self.paths) {
+                Ok(config) => {
+                    tracing::info!("agent.toml changed; its settings are read again");
+                    self.adopt(&mut loaded, config, now);
+                }
+                Err(e) => tracing::warn!(
+                    "agent.toml changed but cannot be read ({e}); the settings read before stay"
+                ),
+            }
+        }
+        loaded.config.clone()
     }
+
+    fn adopt(&self, loaded: &mut Loaded, config: AgentConfig, stamp: Option<Stamp>) {
+        if let Ok(mut drivers) = self.drivers.write() {
+            *drivers = config.driver_policy();
+        }
+        loaded.config = config;
+        loaded.stamp = stamp;
+    }
+
+    /// Change the settings file: read it afresh, let `change` decide, write it back. One
+    /// change at a time, so two controllers cannot both claim the agent.
+    pub fn update_config<T>(
+        &self,
+        change: impl FnOnce(&mut AgentConfig) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut loaded = lock(&self.loaded);
+        let mut config = AgentConfig::load(&self.paths).map_err(ApiError::internal)?;
+        let result = change(&mut config)?;
+        config.save(&self.paths).map_err(ApiError::internal)?;
+        let stamp = stamp(&self.paths.config());
+        self.adopt(&mut loaded, config, stamp);
+        Ok(result)
+    }
+
+    /// Accept (`Some`) or stop accepting (`None`) the hash of a credential being offered
+    /// to a controller by a join in progress.
+    pub fn set_joining(&self, hash: Option<String>) {
+        *lock(&self.joining) = hash;
+    }
+
+    /// Record `controller` as the one this agent belongs to, unless it belongs to another.
+    fn claim(&self, controller: &str) -> Result<(), ApiError> {
+        let dir = self.paths.root.display().to_string();
+        let claimed = self.update_config(|config| match &config.controller_id {
+            Some(owner) if owner == controller => Ok(false),
+            Some(owner) => Err(ApiError::conflict(format!(
+                "agent {name} belongs to another controller (id {owner}; this one is \
+                 {controller}); an agent serves one controller until it is released: run \
+                 `dbhaul agents remove {name}` on the controller it belongs to, or `dbhaul \
+                 agent release --dir {dir}` on the agent's machine, then register it here",
+                name = config.name
+            ))),
+            None => {
+                config.controller_id = Some(controller.to_string());
+                Ok(true)
+            }
+        })?;
+        if claimed {
+            tracing::info!(controller, "the agent now belongs to this controller");
+        }
+        Ok(())
+    }
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least one).
+fn too_many(wait: Duration, message: String) -> HttpResponse {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", seconds.max(1).to_string()))
+        .json(ErrorBody { error: message })
 }
 
 /// Ask the supervisor; a supervisor that is gone is an internal error.
@@ -115,6 +284,7 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/login", web::post().to(login))
+        .route("/v1/release", web::post().to(release))
         .route("/v1/health", web::get().to(health))
         .route("/v1/plan", web::post().to(plan))
         .route("/v1/test", web::post().to(test))
@@ -144,38 +314,96 @@ async fn login(
     let peer = req
         .peer_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let blocked = |wait: Duration| {
+        too_many(
+            wait,
+            format!(
+                "too many failed logins from {peer}; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+    };
+    if let Err(wait) = api.throttle.check(peer, Instant::now()) {
+        return Ok(blocked(wait));
+    }
+    let permit = {
+        let _waiting = Waiting(&api.waiting);
+        if api.waiting.fetch_add(1, Ordering::SeqCst) >= WAITING_CHECKS {
+            return Ok(too_many(
+                Duration::from_secs(1),
+                "the agent is busy checking other logins; try again in 1 s".into(),
+            ));
+        }
+        api.checks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::internal(format!("the login queue is closed: {e}")))?
+    };
+    // Others from this address may have failed while this one waited.
+    if let Err(wait) = api.throttle.check(peer, Instant::now()) {
+        return Ok(blocked(wait));
+    }
     let config = api.config();
-    let password = body.into_inner().password;
-    let accepted = crate::agent::blocking(move || config.accepts(&password))
-        .await
-        .map_err(ApiError::internal)?;
-    if !accepted {
-        let failures = {
-            let mut failures = api.failures.lock().expect("failures lock");
-            let n = failures.entry(peer).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        tracing::warn!(%peer, failures, "failed login to the agent");
-        let delay = Duration::from_millis(500)
-            .saturating_mul(1u32 << (failures - 1).min(5))
-            .min(Duration::from_secs(10));
-        actix_web::rt::time::sleep(delay).await;
+    let joining = lock(&api.joining).clone();
+    let LoginRequest {
+        password,
+        controller,
+    } = body.into_inner();
+    // The permit goes with the verification, so a request dropped while it runs still
+    // holds its place until the memory is freed.
+    let matched = crate::agent::blocking(move || {
+        let matched = config.credential_for(&password, joining.as_deref());
+        drop(permit);
+        matched
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let Some(credential) = matched else {
+        let block = api.throttle.failed(peer, Instant::now());
+        tracing::warn!(%peer, blocked_s = block.map(|b| b.as_secs()), "failed login to the agent");
         return Err(ApiError::unauthorized(
             "wrong password for this agent (the one given to `dbhaul agent configure`)",
         ));
+    };
+    api.throttle.succeeded(peer);
+    if let Some(controller) = &controller {
+        api.claim(controller)?;
     }
-    api.failures.lock().expect("failures lock").remove(&peer);
     let token = random_token();
-    api.sessions
-        .lock()
-        .expect("sessions lock")
-        .insert(token.clone(), Instant::now() + api.session);
+    lock(&api.sessions).insert(
+        token.clone(),
+        Session {
+            expires: Instant::now() + api.session,
+            credential,
+            controller,
+        },
+    );
     tracing::info!(%peer, "controller logged in");
     Ok(HttpResponse::Ok().json(LoginResponse {
         token,
         expires_in_s: api.session.as_secs(),
     }))
+}
+
+/// `POST /v1/release`: the controller this agent belongs to lets it go (`dbhaul agents
+/// remove`); the credential it was given by a join goes too.
+async fn release(api: web::Data<AgentApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = api.authorize(&req)?;
+    api.update_config(|config| {
+        if let (Some(owner), Some(holder)) = (&config.controller_id, &session.controller)
+            && owner != holder
+        {
+            return Err(ApiError::conflict(
+                "this agent belongs to another controller; only that one releases it",
+            ));
+        }
+        config.controller_id = None;
+        config.join_secret_hash = None;
+        Ok(())
+    })?;
+    tracing::info!("the agent was released by its controller");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn health(api: web::Data<AgentApi>) -> Result<HttpResponse, ApiError> {
@@ -190,9 +418,28 @@ async fn health(api: web::Data<AgentApi>) -> Result<HttpResponse, ApiError> {
     }))
 }
 
-fn job_of(task: &TaskDefinition) -> Result<crate::config::Job, ApiError> {
-    task.job()
-        .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))
+/// The task's job, if its connection string names only drivers this agent may load.
+fn job_of(
+    api: &AgentApi,
+    task: &TaskDefinition,
+    leg: Option<crate::model::Leg>,
+) -> Result<crate::config::Job, ApiError> {
+    let job = task
+        .job_for(leg)
+        .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
+    let policy = api
+        .drivers
+        .read()
+        .map(|policy| policy.clone())
+        .unwrap_or_default();
+    if let Err(e) = crate::source::drivers::check(&job.connection, &policy) {
+        tracing::warn!(task = %task.name, "a task's connection string was refused: {e}");
+        return Err(ApiError::bad_request(format!(
+            "task {}: source: {e}",
+            task.name
+        )));
+    }
+    Ok(job)
 }
 
 async fn plan(
@@ -201,7 +448,7 @@ async fn plan(
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let job = job_of(&body.task)?;
+    let job = job_of(&api, &body.task, None)?;
     let planned = crate::agent::blocking(move || {
         let (source, conn) = crate::source::Source::open(&job.connection, job.password.as_ref())
             .map_err(|e| (e.is_configuration(), format!("source: {e}")))?;
@@ -223,7 +470,7 @@ async fn test(
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let job = job_of(&body.task)?;
+    let job = job_of(&api, &body.task, None)?;
     let work = crate::target::WorkDir::new(api.paths.work().join(job.name.as_str()));
     let checks = crate::agent::blocking(move || crate::pipeline::checks::test_task(&job, &work))
         .await
@@ -248,6 +495,7 @@ async fn take(
     body: web::Json<Assign>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
+    job_of(&api, &body.task, body.leg)?;
     let statuses = ask(&api, Take(body.into_inner())).await??;
     Ok(HttpResponse::Ok().json(statuses))
 }

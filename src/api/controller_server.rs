@@ -116,9 +116,11 @@ async fn register(
 
 async fn join(
     api: web::Data<ControllerApi>,
+    req: HttpRequest,
     body: web::Json<JoinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = api.controller.join(body.into_inner()).await?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let view = api.controller.join(body.into_inner(), peer).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -126,7 +128,7 @@ async fn remove_agent(
     api: web::Data<ControllerApi>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    api.controller.remove_agent(&path.into_inner())?;
+    api.controller.remove_agent(&path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

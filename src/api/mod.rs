@@ -14,6 +14,7 @@ pub mod controller_client;
 pub mod controller_gate;
 pub mod controller_server;
 pub mod pages;
+pub mod throttle;
 pub mod tls;
 pub mod wire;
 

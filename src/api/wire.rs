@@ -200,6 +200,10 @@ impl TaskDefinition {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct LoginRequest {
     pub password: String,
+    /// The id of the controller logging in (none: a person, on the agent's status page).
+    /// The agent belongs to the first controller that logs in, until it is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
 }
 
 impl fmt::Debug for LoginRequest {

@@ -38,6 +38,14 @@ pub struct ConfigureArgs {
     /// Make a new TLS key and certificate (controllers must then register the agent again).
     #[arg(long)]
     pub new_certificate: bool,
+    /// Let tasks load an ODBC driver by its library's path (`Driver=/path/lib.so`), a file
+    /// DSN or a driver key that loads code (false: only drivers registered by name in
+    /// odbcinst.ini, the default). Whoever can create tasks then runs code in the agent.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "true|false")]
+    pub allow_driver_paths: Option<bool>,
+    /// Allow this one driver library by its absolute path (repeat for more).
+    #[arg(long = "allow-driver", value_name = "FILE")]
+    pub allow_drivers: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -49,9 +57,11 @@ pub struct AgentServeArgs {
     #[arg(long, env = "DBHAUL_AGENT_DIR", default_value = crate::agent::config::DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Register with this controller at start (e.g. https://10.0.0.2:8554), for fleets
-    /// brought up by automation; needs --join-token and the controller's certificate
-    /// (--controller-fingerprint or --controller-ca).
-    #[arg(long, requires = "join_token")]
+    /// brought up by automation; needs the join token (--join-token-file or
+    /// DBHAUL_JOIN_TOKEN) and the controller's certificate (--controller-fingerprint or
+    /// --controller-ca). An agent that joined once and belongs to a controller does not
+    /// join again.
+    #[arg(long)]
     pub controller: Option<String>,
     /// Pin the controller's certificate by its SHA-256 fingerprint (`dbhaul controller
     /// status` on its machine prints it).
@@ -64,8 +74,18 @@ pub struct AgentServeArgs {
         conflicts_with = "controller_fingerprint"
     )]
     pub controller_ca: Option<PathBuf>,
-    /// The controller's join token (the file join.token in the controller's folder).
-    #[arg(long, env = "DBHAUL_JOIN_TOKEN", hide_env_values = true)]
+    /// A file holding the controller's join token (a copy of join.token in the controller's
+    /// folder), readable by the agent's user only.
+    #[arg(long, env = "DBHAUL_JOIN_TOKEN_FILE", value_name = "PATH")]
+    pub join_token_file: Option<PathBuf>,
+    /// The join token itself. Every local user sees a command line (`ps`): prefer
+    /// --join-token-file or the environment variable DBHAUL_JOIN_TOKEN.
+    #[arg(
+        long,
+        env = "DBHAUL_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "join_token_file"
+    )]
     pub join_token: Option<String>,
     /// A description shown by `dbhaul agents list` when the agent joins by itself.
     #[arg(long, default_value = "")]
@@ -205,6 +225,8 @@ pub fn configure_agent(args: ConfigureArgs) -> Exit {
         parallel: args.parallel,
         name: args.name,
         new_certificate: args.new_certificate,
+        allow_driver_paths: args.allow_driver_paths,
+        allow_drivers: args.allow_drivers,
     };
     match configure(request) {
         Ok(done) => {
@@ -272,12 +294,43 @@ pub fn serve_agent(args: AgentServeArgs) -> Exit {
         (None, Some(ca)) => Trust::Roots(ca.clone()),
         (None, None) => Trust::System,
     };
-    let join = args.controller.map(|controller| crate::agent::serve::Join {
-        controller,
-        token: args.join_token.unwrap_or_default(),
-        description: args.description,
-        trust,
-    });
+    let token = match (&args.join_token_file, args.join_token) {
+        (Some(file), _) => match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+            Ok(_) => {
+                report_error(format!(
+                    "--join-token-file {} is empty; copy join.token from the controller's folder",
+                    file.display()
+                ));
+                return Exit::Usage;
+            }
+            Err(e) => {
+                report_error(format!(
+                    "cannot read the join token from {}: {e}; copy join.token from the \
+                     controller's folder there",
+                    file.display()
+                ));
+                return Exit::Usage;
+            }
+        },
+        (None, token) => token,
+    };
+    let join = match (args.controller, token) {
+        (Some(controller), Some(token)) => Some(crate::agent::serve::Join {
+            controller,
+            token,
+            description: args.description,
+            trust,
+        }),
+        (Some(_), None) => {
+            report_error(
+                "--controller needs the controller's join token: --join-token-file PATH (a \
+                 copy of join.token from the controller's folder) or DBHAUL_JOIN_TOKEN",
+            );
+            return Exit::Usage;
+        }
+        (None, _) => None,
+    };
     let session = std::time::Duration::from_secs(args.session_s.max(1));
     served(crate::agent::serve::run(args.dir, join, session))
 }
@@ -295,6 +348,37 @@ fn served(result: Result<(), ServeError>) -> Exit {
             Exit::Failed
         }
     }
+}
+
+/// `dbhaul agent release`: forget the controller the agent belongs to and the credential a
+/// join gave it; the running agent reads the change at its next request.
+pub fn release_agent(args: AgentStatusArgs) -> Exit {
+    let paths = AgentPaths::new(args.dir);
+    let mut config = match AgentConfig::load(&paths) {
+        Ok(c) => c,
+        Err(e) => {
+            report_error(e);
+            return Exit::Usage;
+        }
+    };
+    let Some(owner) = config.controller_id.take() else {
+        println!(
+            "agent {} belongs to no controller; any controller may register it",
+            config.name
+        );
+        return Exit::Done;
+    };
+    config.join_secret_hash = None;
+    if let Err(e) = config.save(&paths) {
+        report_error(e);
+        return Exit::Failed;
+    }
+    println!(
+        "agent {} released from controller {owner}; another controller may register it now \
+         (on the old one, `dbhaul agents remove {}` forgets it)",
+        config.name, config.name
+    );
+    Exit::Done
 }
 
 /// Whether the agent of a folder runs, on which port, with which certificate.

@@ -110,7 +110,8 @@ pub enum Command {
 
     /// Register, list and remove the controller's agents.
     #[command(
-        long_about = "Register, list and remove the controller's agents. The controller is         found with --controller URL or DBHAUL_CONTROLLER (default https://127.0.0.1:8554).\n\n\
+        long_about = "Register, list and remove the controller's agents. The controller is \
+        found with --controller URL or DBHAUL_CONTROLLER (default https://127.0.0.1:8554).\n\n\
         Example:\n  dbhaul agents register db1 --host 10.0.0.5 --port 3554 --fingerprint \
         3F:A1:...\n  dbhaul agents list"
     )]
@@ -152,6 +153,9 @@ pub enum AgentCommand {
     Serve(daemons::AgentServeArgs),
     /// Whether the agent runs, on which port, with which certificate fingerprint.
     Status(daemons::AgentStatusArgs),
+    /// Let the agent go from the controller it belongs to, so another may register it (the
+    /// running agent takes it at once; the old controller's sessions end).
+    Release(daemons::AgentStatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +298,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Agent(AgentCommand::Configure(args)) => daemons::configure_agent(args),
         Command::Agent(AgentCommand::Serve(args)) => daemons::serve_agent(args),
         Command::Agent(AgentCommand::Status(args)) => daemons::agent_status(args),
+        Command::Agent(AgentCommand::Release(args)) => daemons::release_agent(args),
         Command::Controller(ControllerCommand::Serve(args)) => daemons::serve_controller(args),
         Command::Controller(ControllerCommand::Status(args)) => daemons::controller_status(args),
         Command::Agents { client, command } => client::agents(client, command),

@@ -41,6 +41,11 @@ pub struct Controller {
     /// Held for a whole dispatch, so that no subtask is sent to two agents.
     dispatching: tokio::sync::Mutex<()>,
     pub join_token: String,
+    /// This controller's id (`controller.id` in its folder, made at first start): agents
+    /// record the first controller that logs in and refuse any other until released.
+    pub id: String,
+    /// Wrong join tokens by source address.
+    join_failures: crate::api::throttle::Throttle,
 }
 
 /// An agent's health as last asked.
@@ -63,6 +68,21 @@ struct ControllerState {
     controls: HashMap<String, u64>,
 }
 
+/// The controller's id from `path`, made (random) at first start. Not a secret: it tells
+/// agents which controller they belong to.
+fn controller_id(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let id = crate::agent::config::random_token()[..16].to_string();
+    crate::config::files::write_private(path, format!("{id}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
 impl Controller {
     pub fn open(dir: &Path, join_token: String) -> Result<Controller, String> {
         let store = Store::open(&dir.join("controller.redb")).map_err(|e| e.to_string())?;
@@ -75,7 +95,10 @@ impl Controller {
         for (_, task) in &tasks {
             task.watch_log();
         }
+        let id = controller_id(&dir.join("controller.id"))?;
         Ok(Controller {
+            id,
+            join_failures: Default::default(),
             store,
             state: Mutex::new(ControllerState {
                 agents: agents.into_iter().collect(),
@@ -104,6 +127,7 @@ impl Controller {
             &agent.password,
             self.tokens.clone(),
         )
+        .for_controller(&self.id)
     }
 
     fn save_task(&self, task: &TaskRecord) {

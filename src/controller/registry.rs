@@ -42,6 +42,11 @@ fn reach_error(e: AgentError) -> ApiError {
             message,
             ..
         } => ApiError::unauthorized(format!("{message}; nothing was registered")),
+        AgentError::Refused {
+            status: 409,
+            message,
+            ..
+        } => ApiError::conflict(format!("{message}; nothing was registered")),
         AgentError::Refused { message, .. } => {
             ApiError::bad_gateway(format!("{message}; nothing was registered"))
         }
@@ -141,15 +146,45 @@ impl Controller {
         Ok(view(&record, Ok(health)))
     }
 
-    pub async fn join(&self, request: JoinRequest) -> Result<AgentView, ApiError> {
+    /// An agent registers itself with the join token. A source address that offered a
+    /// few wrong tokens is refused (429) for a doubling delay before its token is checked.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<AgentView, ApiError> {
+        let peer = peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        if let Err(wait) = self.join_failures.check(peer, std::time::Instant::now()) {
+            return Err(ApiError::new(
+                429,
+                format!(
+                    "too many wrong join tokens from {peer}; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
         if !constant_time_eq(request.join_token.as_bytes(), self.join_token.as_bytes()) {
-            tracing::warn!(agent = %request.name, "an agent offered a wrong join token");
+            self.join_failures.failed(peer, std::time::Instant::now());
+            tracing::warn!(agent = %request.name, %peer, "an agent offered a wrong join token");
             return Err(ApiError::unauthorized(
                 "wrong join token; it is in the controller's folder (join.token)",
             ));
         }
         check_name(&request.name)?;
         let fingerprint = parse_fingerprint(&request.fingerprint).map_err(ApiError::bad_request)?;
+        // A join never replaces a registered agent, its address, its pinned certificate or
+        // its credential: whoever holds the join token is not thereby that agent. An agent
+        // that joined keeps its credential and does not join again.
+        if self.lock().agents.contains_key(&request.name) {
+            tracing::warn!(agent = %request.name, "a join under a registered name was refused");
+            return Err(ApiError::conflict(format!(
+                "an agent named {name} is registered; a join does not replace it. If this is \
+                 that agent moved or configured anew, remove it first (`dbhaul agents remove \
+                 {name}`); otherwise give this agent another name (`dbhaul agent configure \
+                 --name`)",
+                name = request.name
+            )));
+        }
         let record = AgentRecord {
             name: request.name.clone(),
             description: request.description.clone(),
@@ -201,7 +236,45 @@ impl Controller {
         futures::future::join_all(checks).await
     }
 
-    pub fn remove_agent(&self, name: &str) -> Result<(), ApiError> {
+    /// Forget an agent, after letting it go (`POST /v1/release`) so that another
+    /// controller may register it; an agent that cannot be reached is forgotten all the
+    /// same (`dbhaul agent release` on its machine lets it go then).
+    pub async fn remove_agent(&self, name: &str) -> Result<(), ApiError> {
+        let record = self.removable(name)?;
+        if let Err(e) = self.client(&record).release().await {
+            tracing::warn!(
+                agent = %name,
+                "the agent was not told that it is released ({e}); run `dbhaul agent release` \
+                 on its machine before another controller registers it"
+            );
+        }
+        self.forget_agent(name)
+    }
+
+    /// The agent's record, if it may be removed: it holds no unfinished subtask.
+    fn removable(&self, name: &str) -> Result<AgentRecord, ApiError> {
+        let state = self.lock();
+        let Some(record) = state.agents.get(name) else {
+            return Err(ApiError::not_found(format!(
+                "no agent named {name}; `dbhaul agents list` shows the registered ones"
+            )));
+        };
+        for (task, task_record) in &state.tasks {
+            if task_record.subtasks.iter().any(|s| {
+                s.dispatched
+                    && !s.status.state.is_final()
+                    && s.status.agent.as_deref() == Some(name)
+            }) {
+                return Err(ApiError::conflict(format!(
+                    "agent {name} holds unfinished subtasks of task {task}; stop the task \
+                     (`dbhaul tasks stop {task}`) or let it finish first"
+                )));
+            }
+        }
+        Ok(record.clone())
+    }
+
+    fn forget_agent(&self, name: &str) -> Result<(), ApiError> {
         let mut state = self.lock();
         if !state.agents.contains_key(name) {
             return Err(ApiError::not_found(format!(

@@ -365,7 +365,7 @@ fn driver_name(attributes: &[(String, String)]) -> Option<String> {
     attribute(attributes, &["driver"])
 }
 
-fn unbrace(value: &str) -> &str {
+pub(super) fn unbrace(value: &str) -> &str {
     value
         .strip_prefix('{')
         .and_then(|v| v.strip_suffix('}'))
@@ -373,7 +373,7 @@ fn unbrace(value: &str) -> &str {
 }
 
 /// Split `Key=Value;Key={Va;lue};` into pairs, keeping values as written (braces included).
-fn parse_attributes(text: &str) -> Result<Vec<(String, String)>, SourceError> {
+pub(super) fn parse_attributes(text: &str) -> Result<Vec<(String, String)>, SourceError> {
     let mut attributes = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {

@@ -14,6 +14,10 @@ pub enum SourceError {
     #[error("bad connection string: {0}")]
     BadConnectionString(String),
 
+    /// A driver the agent's settings do not let a task load (see `source::drivers`).
+    #[error("driver refused: {0}")]
+    DriverRefused(String),
+
     #[error(
         "the source refused the login ({detail}); check Uid and the password \
          (source.password_env) in the job file"
@@ -64,6 +68,7 @@ impl SourceError {
             self,
             SourceError::DriverMissing { .. }
                 | SourceError::BadConnectionString(_)
+                | SourceError::DriverRefused(_)
                 | SourceError::AuthFailed { .. }
                 | SourceError::Unreachable { .. }
                 | SourceError::TableNotFound { .. }

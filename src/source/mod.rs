@@ -7,10 +7,12 @@
 
 pub mod catalog;
 pub mod connection;
+pub mod drivers;
 mod error;
 pub mod fetch;
 mod odbc_ini;
 pub mod pg_copy;
 
 pub use connection::{Dialect, Source, holds_password, redact};
+pub use drivers::DriverPolicy;
 pub use error::SourceError;

@@ -3,5 +3,6 @@
 //! attacks and what each protects is in `docs/security.md`; every row there names its test
 //! here.
 
+mod agent;
 mod control;
 mod data;
