@@ -22,7 +22,9 @@ start_controller() {
   "$BIN" controller serve --dir "$1" --listen "127.0.0.1:$controller_port" > "$1.log" 2>&1 &
   controller=$!; pids+=("$controller")
   wait_port "$controller_port"
-  export DBHAUL_CONTROLLER="http://127.0.0.1:$controller_port"
+  export DBHAUL_CONTROLLER="https://127.0.0.1:$controller_port"
+  # The CLI reads the admin token and pins the certificate from the controller's folder.
+  export DBHAUL_CONTROLLER_DIR="$1"
 }
 
 # start_agent DIR NAME SLOTS: configure an agent, serve it on a free loopback port and
