@@ -124,7 +124,7 @@ impl Gate {
             return true;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        name == "localhost" || self.names.iter().any(|n| *n == name)
+        name == "localhost" || self.names.contains(&name)
     }
 
     /// The page's origin is `scheme://Host` of this very request.
@@ -211,11 +211,14 @@ mod tests {
         map
     }
 
+    /// A request (method, path, headers) and the status the gate answers (None: let through).
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], Option<u16>);
+
     #[test]
     fn requests_are_refused_for_what_they_lack() {
         let auth = "Bearer admin";
         #[rustfmt::skip]
-        let cases: &[(Method, &str, &[(&str, &str)], Option<u16>)] = &[
+        let cases: &[Case] = &[
             (Method::GET, "/v1/health", &[("host", "127.0.0.1:8554")], None),
             (Method::GET, "/", &[("host", "localhost:8554")], None),
             (Method::GET, "/app.js", &[("host", "[::1]:8554")], None),
