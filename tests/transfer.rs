@@ -121,9 +121,17 @@ fn tasks_move_to_a_fresh_controller_as_they_were_and_a_stopped_one_resumes_there
     let before: Vec<Value> = ["done", "half"].iter().map(|t| first.show(t)).collect();
     first.kill();
 
-    // A fresh controller with the same agents: each task as it was, field by field.
+    // A fresh controller with the same agents: each task as it was, field by field. The
+    // agents belonged to the first one: each is released on its machine first.
     let second = Controller::start(&sandbox.path("second"));
     for agent in &agents {
+        let out = dbhaul(&["agent", "release", "--dir", agent.dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("released from controller"),
+            "{}",
+            stdout(&out)
+        );
         second.register(agent);
     }
     let out = import(&second, &[&done_xml, &half_xml], &[]);

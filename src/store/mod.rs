@@ -6,7 +6,7 @@
 //!
 //! Values of the tables that hold secrets ([`schema::SEALED_TABLES`]: a task's database
 //! passwords and chunk key) are sealed: AES-256-GCM under a key of their own, kept in a
-//! small private file beside the store (`<store>.keys/`), deleted with the value. redb is
+//! small private file beside the store (`agent.keys/`, `controller.keys/`), deleted with the value. redb is
 //! copy-on-write and does not wipe the pages it frees, so a removed value's bytes can stay
 //! in the file; sealed, they are noise once their key file is gone.
 
