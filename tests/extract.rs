@@ -1044,6 +1044,76 @@ fn key_ranges_read_on_two_connections_keep_key_order_and_every_row_once_from_mar
     assert!(keys == expected, "rows out of key order, lost or doubled");
 }
 
+/// A key-ordered (resumable) read of an analysed PostgreSQL table of 600,000 rows is cut
+/// into ranges of its first key column, read on two connections in one snapshot. With a
+/// composite key (an integer shared by 7 rows, then a string with a quote), the rows come out
+/// in key order, each once: byte for byte what one `COPY (… ORDER BY key)` writes.
+#[test]
+fn a_key_ordered_postgresql_read_in_key_ranges_writes_what_one_ordered_copy_writes() {
+    let sandbox = Sandbox::new();
+    let mut client = pg();
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS src_pg.kr_pg;
+             CREATE TABLE src_pg.kr_pg AS SELECT
+                 i / 7 AS a, CAST(chr(65 + i % 26) || '''' || (i % 7) AS varchar(20)) AS g,
+                 CASE i % 5 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE repeat('x,\"', i % 40) END AS pad
+               FROM generate_series(0, 599999) AS i;
+             ALTER TABLE src_pg.kr_pg ADD PRIMARY KEY (a, g);
+             ANALYZE src_pg.kr_pg;",
+        )
+        .unwrap();
+    let task = "kr-pg";
+    let job = sandbox.job(
+        task,
+        &job_text(
+            task,
+            &pg_odbc(),
+            "[[tables]]\nname = \"src_pg.kr_pg\"\n[files]\nchunk_mb = 1\n",
+            "sorting = \"if_possible\"",
+        ),
+    );
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("key-ordered read in key ranges on two connections"),
+        "{}",
+        run.stderr
+    );
+    let dir = sandbox.work_dir().join(task).join("src_pg.kr_pg");
+    let mut chunks: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
+        .collect();
+    chunks.sort();
+    assert!(chunks.len() > 2, "{chunks:?}");
+    let mut written = Vec::new();
+    for chunk in &chunks {
+        use std::io::Read;
+        flate2::read::GzDecoder::new(std::fs::File::open(chunk).unwrap())
+            .read_to_end(&mut written)
+            .unwrap();
+    }
+    let mut expected = Vec::new();
+    {
+        use std::io::Read;
+        client
+            .copy_out(
+                "COPY (SELECT a, g, pad FROM src_pg.kr_pg ORDER BY a, g) TO STDOUT (FORMAT csv)",
+            )
+            .unwrap()
+            .read_to_end(&mut expected)
+            .unwrap();
+    }
+    assert_eq!(written.len(), expected.len(), "bytes");
+    assert!(
+        written == expected,
+        "rows out of key order, lost or doubled"
+    );
+}
+
 /// A `DSN=` connection string reads PostgreSQL through the native COPY too: the server,
 /// port, database and login come from the DSN's `odbc.ini` entry, found as the driver
 /// manager finds it (here `ODBCINI`); a key-ordered (resumable) read, with a `text` and a

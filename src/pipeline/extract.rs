@@ -215,7 +215,11 @@ impl Extractor {
             out: &self.out,
             cancel: &self.cancel,
         };
-        let rows = reader.read(&self.spec, &plan, &context.files, &mut out)?;
+        let bounds = match &plan.ranges {
+            Some(ranges) => reader.key_range_bounds(&table, ranges),
+            None => Vec::new(),
+        };
+        let rows = reader.read(&self.spec, &plan, &bounds, &context.files, &mut out)?;
         self.out
             .send_blocking(|credit| CsvBatch {
                 bytes: Vec::new(),

@@ -69,6 +69,46 @@ pub struct NativePlan {
     pub table: String,
     /// What comes before the hex digits of a `bytea` (`files.binary_format`).
     pub binary_prefix: Vec<u8>,
+    /// A key-ordered read without large values aside: it may be split into ranges of its
+    /// first key column, read on two connections (see [`NativeReader::read`]).
+    pub ranges: Option<KeyRanges>,
+}
+
+/// The parts of a key-ordered COPY that a range of the first key column goes between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRanges {
+    /// `SELECT … FROM t [WHERE …]`: the subtask's predicate and the resume condition.
+    select: String,
+    /// Whether `select` has a WHERE clause already.
+    has_where: bool,
+    /// The first key column, qualified and quoted, and its bare name (for `pg_stats`).
+    first_key: String,
+    first_name: String,
+    /// ` ORDER BY …` of the whole key.
+    order_by: String,
+    /// `TO STDOUT (…)`.
+    options: String,
+}
+
+impl KeyRanges {
+    /// The COPY of the rows whose first key column is above `low` (if given) and at most
+    /// `high` (if given). Ranges cut at the same literals partition the rows exactly,
+    /// whatever the literals are: a row is above a literal or not.
+    pub fn sql(&self, low: Option<&str>, high: Option<&str>) -> String {
+        let mut conditions = Vec::with_capacity(2);
+        if let Some(low) = low {
+            conditions.push(format!("{} > {}", self.first_key, literal(low)));
+        }
+        if let Some(high) = high {
+            conditions.push(format!("{} <= {}", self.first_key, literal(high)));
+        }
+        let mut select = self.select.clone();
+        if !conditions.is_empty() {
+            select.push_str(if self.has_where { " AND " } else { " WHERE " });
+            select.push_str(&conditions.join(" AND "));
+        }
+        format!("COPY ({select}{}) {}", self.order_by, self.options)
+    }
 }
 
 /// A column whose large values are read on the side.
@@ -148,30 +188,41 @@ pub fn plan(
         );
     }
     let mut select = super::fetch::select_from(source, spec, &items);
+    let mut has_where = super::fetch::row_predicate(source, spec).is_some();
+    let options = format!(
+        "TO STDOUT (FORMAT csv, DELIMITER {}, NULL '', QUOTE '\"')",
+        literal(&(files.delimiter as char).to_string()),
+    );
     let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
+    let mut ranges = None;
     if keyed {
         let names = super::fetch::key_names(source, spec);
         if let Some(after) = &order.after {
-            let joiner = if select.contains(" WHERE ") {
-                " AND "
-            } else {
-                " WHERE "
-            };
+            let joiner = if has_where { " AND " } else { " WHERE " };
             select = format!("{select}{joiner}({})", after_literals(spec, &names, after));
+            has_where = true;
         }
-        select.push_str(" ORDER BY ");
-        select.push_str(&names.join(", "));
+        let order_by = format!(" ORDER BY {}", names.join(", "));
+        if !marker {
+            ranges = Some(KeyRanges {
+                select: select.clone(),
+                has_where,
+                first_key: names[0].clone(),
+                first_name: spec.columns[key_columns[0]].name.clone(),
+                order_by: order_by.clone(),
+                options: options.clone(),
+            });
+        }
+        select.push_str(&order_by);
     }
     Ok(NativePlan {
-        sql: format!(
-            "COPY ({select}) TO STDOUT (FORMAT csv, DELIMITER {}, NULL '', QUOTE '\"')",
-            literal(&(files.delimiter as char).to_string()),
-        ),
+        sql: format!("COPY ({select}) {options}"),
         marker,
         large,
         key: keyed.then_some(key_columns),
         table: source.qualified(&spec.table),
         binary_prefix: files.binary_format.prefix().to_vec(),
+        ranges,
     })
 }
 
@@ -378,22 +429,75 @@ impl NativeReader {
         })
     }
 
+    /// Where a key-ordered read of `table` (quoted) may be cut: values of its first key
+    /// column from the server's statistics (`pg_stats` histogram bounds), thinned
+    /// to about [`RANGE_ROWS`] rows per range. Empty when there are none (a table never
+    /// analysed, a small table, a view): the read is then one COPY. Asked before the read's
+    /// snapshot: the bounds only choose where to cut, any cut is exact.
+    pub fn key_range_bounds(&self, table: &str, ranges: &KeyRanges) -> Vec<String> {
+        let column = ranges.first_name.as_str();
+        let query = "WITH r AS (SELECT c.relname, n.nspname, c.reltuples \
+                       FROM pg_catalog.pg_class c \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                       WHERE c.oid = to_regclass($1)), \
+                     h AS (SELECT s.histogram_bounds::text::text[] AS b, r.reltuples \
+                       FROM pg_catalog.pg_stats s, r \
+                       WHERE s.schemaname = r.nspname AND s.tablename = r.relname \
+                         AND s.attname = $2 ORDER BY s.inherited DESC LIMIT 1) \
+                     SELECT u.v, h.reltuples::float8 FROM h, \
+                       unnest(h.b) WITH ORDINALITY AS u(v, n) ORDER BY u.n";
+        let rows = self
+            .runtime
+            .block_on(self.client.query(query, &[&table, &column]));
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!("no key ranges for {table} ({e}): one COPY");
+                return Vec::new();
+            }
+        };
+        let Some(first) = rows.first() else {
+            return Vec::new();
+        };
+        let tuples: f64 = first.get(1);
+        let values: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect();
+        thin_bounds(values, tuples)
+    }
+
     /// Run the plan's COPY in one snapshot and pass its rows on in batches of
     /// [`block_rows`] rows (and of a few MB where large values are about). Returns the
     /// rows read.
+    ///
+    /// A key-ordered read given `bounds` (see [`NativeReader::key_range_bounds`]) is read
+    /// range by range on two connections in the same snapshot: while one range streams
+    /// on, the next is read on the other connection into at most [`AHEAD_BYTES`], and
+    /// passed on when its turn comes. The server sorts (an index scan) on two cores; the
+    /// rows still come in key order, so each batch's last key is recorded as with one COPY.
     pub fn read(
         &self,
         spec: &SubtaskSpec,
         plan: &NativePlan,
+        bounds: &[String],
         files: &FileSettings,
         out: &mut impl BatchOut,
     ) -> Result<u64, SourceError> {
         let table = spec.table.to_string();
-        let batch_rows = block_rows(spec) as u64;
-        let flush_bytes = if spec.has_lobs() {
-            FLUSH_BYTES
-        } else {
-            usize::MAX
+        let mut gather = Gather {
+            bytes: Vec::with_capacity(4 << 20),
+            rows: 0,
+            total: 0,
+            last_row: Bytes::new(),
+            batch_rows: block_rows(spec) as u64,
+            flush_bytes: if spec.has_lobs() {
+                FLUSH_BYTES
+            } else {
+                usize::MAX
+            },
+            plan,
+            delimiter: files.delimiter,
         };
         let delimiter = files.delimiter;
         self.runtime.block_on(async {
@@ -402,82 +506,282 @@ impl NativeReader {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(setup)?;
-            let mut side = match plan.marker {
+            let snapshot = match plan.marker || (plan.ranges.is_some() && !bounds.is_empty()) {
                 true => {
                     let row = self
                         .client
                         .query_one("SELECT pg_export_snapshot()", &[])
                         .await
                         .map_err(setup)?;
-                    Some(SideReader {
-                        params: &self.params,
-                        snapshot: row.get(0),
-                        client: None,
-                    })
+                    Some(row.get::<_, String>(0))
                 }
                 false => None,
             };
-            let sql = &plan.sql;
-            let stream = self
-                .client
-                .copy_out(sql.as_str())
-                .await
-                .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), &table))?;
-            let mut stream = std::pin::pin!(stream);
-            let mut total = 0u64;
-            let mut rows = 0u64;
-            let mut bytes = Vec::with_capacity(4 << 20);
-            let mut last_row = Bytes::new();
-            let key_of = |row: &Bytes| -> Option<Vec<String>> {
-                let key = plan.key.as_ref()?;
-                let fields = split_fields(row, delimiter);
-                let skip = usize::from(plan.marker);
-                key.iter()
-                    .map(|i| fields.get(i + skip).cloned().flatten())
-                    .collect()
-            };
-            while let Some(row) = stream.next().await {
-                let row =
-                    row.map_err(|e| pg_error(&e, &format!("reading rows of {table}"), &table))?;
-                // One CopyData message is one row.
-                match (&mut side, row.first()) {
-                    (Some(_), Some(first)) if *first == delimiter => {
-                        bytes.extend_from_slice(&row[1..])
+            if let (Some(ranges), Some(snapshot)) = (&plan.ranges, &snapshot) {
+                self.read_ranges(ranges, bounds, snapshot, &mut gather, out, &table)
+                    .await?;
+            } else {
+                let mut side = snapshot.map(|snapshot| SideReader {
+                    params: &self.params,
+                    snapshot,
+                    client: None,
+                });
+                let sql = &plan.sql;
+                let stream =
+                    self.client.copy_out(sql.as_str()).await.map_err(|e| {
+                        pg_error(&e, &format!("reading {table} with `{sql}`"), &table)
+                    })?;
+                let mut stream = std::pin::pin!(stream);
+                while let Some(row) = stream.next().await {
+                    let row =
+                        row.map_err(|e| pg_error(&e, &format!("reading rows of {table}"), &table))?;
+                    // One CopyData message is one row.
+                    match (&mut side, row.first()) {
+                        (Some(_), Some(first)) if *first == delimiter => {
+                            gather.bytes.extend_from_slice(&row[1..])
+                        }
+                        (Some(side), _) => {
+                            let mut pending = Pending {
+                                bytes: &mut gather.bytes,
+                                rows: &mut gather.rows,
+                                total: &mut gather.total,
+                            };
+                            rebuild_row(&row, plan, delimiter, side, &mut pending, out, &table)
+                                .await?
+                        }
+                        (None, _) => gather.bytes.extend_from_slice(&row),
                     }
-                    (Some(side), _) => {
-                        let mut pending = Pending {
-                            bytes: &mut bytes,
-                            rows: &mut rows,
-                            total: &mut total,
-                        };
-                        rebuild_row(&row, plan, delimiter, side, &mut pending, out, &table).await?
-                    }
-                    (None, _) => bytes.extend_from_slice(&row),
-                }
-                rows += 1;
-                if plan.key.is_some() {
-                    last_row = row;
-                }
-                if rows >= batch_rows || bytes.len() >= flush_bytes {
-                    let capacity = bytes.capacity().min(8 << 20);
-                    let full = std::mem::replace(&mut bytes, Vec::with_capacity(capacity));
-                    out.batch(full, rows, true, key_of(&last_row))
-                        .map_err(|_| SourceError::Cancelled)?;
-                    total += rows;
-                    rows = 0;
+                    gather.ended(row, out)?;
                 }
             }
-            if rows > 0 || !bytes.is_empty() {
-                out.batch(bytes, rows, true, key_of(&last_row))
-                    .map_err(|_| SourceError::Cancelled)?;
-                total += rows;
-            }
+            gather.flush(out)?;
             self.client
                 .batch_execute("COMMIT")
                 .await
                 .map_err(|e| pg_error(&e, "ending the read's snapshot", ""))?;
-            Ok(total)
+            Ok(gather.total)
         })
+    }
+
+    /// The ranges of a key-ordered read on two connections (see [`NativeReader::read`]);
+    /// this connection is in the read's snapshot, exported as `snapshot`.
+    async fn read_ranges(
+        &self,
+        ranges: &KeyRanges,
+        bounds: &[String],
+        snapshot: &str,
+        gather: &mut Gather<'_>,
+        out: &mut impl BatchOut,
+        table: &str,
+    ) -> Result<(), SourceError> {
+        let second = connect(&self.params).await?;
+        second
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                literal(snapshot)
+            ))
+            .await
+            .map_err(|e| pg_error(&e, "joining the read's snapshot on a second connection", ""))?;
+        let clients = [&self.client, &second];
+        // Range i: above bound i-1, up to bound i; the last has no upper bound.
+        let sqls: Vec<String> = (0..=bounds.len())
+            .map(|i| {
+                let low = i.checked_sub(1).map(|j| bounds[j].as_str());
+                ranges.sql(low, bounds.get(i).map(String::as_str))
+            })
+            .collect();
+        let start = |i: usize| {
+            let sql = sqls[i].as_str();
+            async move {
+                clients[i % 2]
+                    .copy_out(sql)
+                    .await
+                    .map(Box::pin)
+                    .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), table))
+            }
+        };
+        tracing::debug!(
+            table,
+            ranges = sqls.len(),
+            "key-ordered read in key ranges on two connections"
+        );
+        let rows_of =
+            |e: tokio_postgres::Error| pg_error(&e, &format!("reading rows of {table}"), table);
+        let mut live = Some(start(0).await?);
+        let mut ahead = match sqls.len() > 1 {
+            true => Some(Ahead::new(start(1).await?)),
+            false => None,
+        };
+        let mut index = 0;
+        loop {
+            if let Some(stream) = live.as_mut() {
+                loop {
+                    let room = ahead
+                        .as_ref()
+                        .is_some_and(|a| !a.done && a.bytes < AHEAD_BYTES);
+                    let next = tokio::select! {
+                        biased;
+                        row = stream.next() => Next::Live(row),
+                        row = next_ahead(&mut ahead), if room => Next::Ahead(row),
+                    };
+                    match next {
+                        Next::Live(Some(row)) => {
+                            let row = row.map_err(rows_of)?;
+                            gather.bytes.extend_from_slice(&row);
+                            gather.ended(row, out)?;
+                        }
+                        Next::Live(None) => break,
+                        Next::Ahead(row) => {
+                            let a = ahead.as_mut().expect("polled while there");
+                            match row {
+                                Some(row) => {
+                                    let row = row.map_err(rows_of)?;
+                                    a.bytes += row.len();
+                                    a.rows.push(row);
+                                }
+                                None => a.done = true,
+                            }
+                        }
+                    }
+                }
+            }
+            // The live range has ended: the one ahead goes on, its gathered rows first,
+            // and the connection now free starts the range after it.
+            let Some(next) = ahead.take() else { break };
+            index += 1;
+            for row in next.rows {
+                gather.bytes.extend_from_slice(&row);
+                gather.ended(row, out)?;
+            }
+            live = (!next.done).then_some(next.stream);
+            if index + 1 < sqls.len() {
+                ahead = Some(Ahead::new(start(index + 1).await?));
+            }
+        }
+        drop(live);
+        second
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error(&e, "ending the second connection's snapshot", ""))?;
+        Ok(())
+    }
+}
+
+/// Rows of a key-ordered read are cut into ranges of about this many (estimated from the
+/// statistics); a smaller table is read with one COPY.
+pub const RANGE_ROWS: f64 = 100_000.0;
+/// The range read ahead on the second connection is held up to this many bytes; past it,
+/// that connection waits (the server blocks on its socket) until the range's turn comes.
+const AHEAD_BYTES: usize = 16 << 20;
+
+/// Histogram bounds thinned to about [`RANGE_ROWS`] rows per range; none when the table
+/// (`tuples` rows, estimated) would be one or two ranges. The first and last bounds (the
+/// smallest and largest values sampled) are dropped: the first and last ranges are open.
+fn thin_bounds(values: Vec<String>, tuples: f64) -> Vec<String> {
+    let ranges = (tuples / RANGE_ROWS).floor();
+    if values.len() < 3 || ranges < 3.0 {
+        return Vec::new();
+    }
+    let buckets = (values.len() - 1) as f64;
+    let step = (buckets / ranges).ceil().max(1.0) as usize;
+    let inner = &values[1..values.len() - 1];
+    inner
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % step == 0)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// A range read ahead: the rows gathered so far and the rest of its stream.
+struct Ahead {
+    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    rows: Vec<Bytes>,
+    bytes: usize,
+    /// The stream has ended: every row is in `rows`.
+    done: bool,
+}
+
+impl Ahead {
+    fn new(stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>) -> Ahead {
+        Ahead {
+            stream,
+            rows: Vec::new(),
+            bytes: 0,
+            done: false,
+        }
+    }
+}
+
+/// What came first while a range streams and the next is read ahead.
+enum Next {
+    Live(Option<Result<Bytes, tokio_postgres::Error>>),
+    Ahead(Option<Result<Bytes, tokio_postgres::Error>>),
+}
+
+/// The next row of the range read ahead; never, when there is none.
+async fn next_ahead(ahead: &mut Option<Ahead>) -> Option<Result<Bytes, tokio_postgres::Error>> {
+    match ahead {
+        Some(a) => a.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rows of a read gathered into batches.
+struct Gather<'p> {
+    bytes: Vec<u8>,
+    /// Rows ended in `bytes`.
+    rows: u64,
+    /// Rows passed on so far.
+    total: u64,
+    /// The last row ended, when the read is in key order (its key goes with the batch).
+    last_row: Bytes,
+    batch_rows: u64,
+    flush_bytes: usize,
+    plan: &'p NativePlan,
+    delimiter: u8,
+}
+
+impl Gather<'_> {
+    /// A row has been written to `bytes`; pass the batch on when it is full.
+    fn ended(&mut self, row: Bytes, out: &mut impl BatchOut) -> Result<(), SourceError> {
+        self.rows += 1;
+        if self.plan.key.is_some() {
+            self.last_row = row;
+        }
+        if self.rows >= self.batch_rows || self.bytes.len() >= self.flush_bytes {
+            let capacity = self.bytes.capacity().min(8 << 20);
+            let full = std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity));
+            self.pass_on(full, out)?;
+        }
+        Ok(())
+    }
+
+    /// Pass on what is gathered, if anything.
+    fn flush(&mut self, out: &mut impl BatchOut) -> Result<(), SourceError> {
+        if self.rows > 0 || !self.bytes.is_empty() {
+            let rest = std::mem::take(&mut self.bytes);
+            self.pass_on(rest, out)?;
+        }
+        Ok(())
+    }
+
+    fn pass_on(&mut self, bytes: Vec<u8>, out: &mut impl BatchOut) -> Result<(), SourceError> {
+        out.batch(bytes, self.rows, true, self.last_key())
+            .map_err(|_| SourceError::Cancelled)?;
+        self.total += self.rows;
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// The key of the last row ended, when the read is in key order.
+    fn last_key(&self) -> Option<Vec<String>> {
+        let key = self.plan.key.as_ref()?;
+        let fields = split_fields(&self.last_row, self.delimiter);
+        let skip = usize::from(self.plan.marker);
+        key.iter()
+            .map(|i| fields.get(i + skip).cloned().flatten())
+            .collect()
     }
 }
 
