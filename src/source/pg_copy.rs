@@ -69,38 +69,59 @@ pub struct NativePlan {
     pub table: String,
     /// What comes before the hex digits of a `bytea` (`files.binary_format`).
     pub binary_prefix: Vec<u8>,
-    /// A key-ordered read without large values aside: it may be split into ranges of its
-    /// first key column, read on two connections (see [`NativeReader::read`]).
-    pub ranges: Option<KeyRanges>,
+    /// A read without large values aside that may be cut into ranges read on two
+    /// connections (see [`NativeReader::read`]): a key-ordered read, or a whole table.
+    pub ranges: Option<Ranges>,
 }
 
-/// The parts of a key-ordered COPY that a range of the first key column goes between.
+/// The parts of a COPY that the condition of one range goes between.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRanges {
+pub struct Ranges {
     /// `SELECT … FROM t [WHERE …]`: the subtask's predicate and the resume condition.
     select: String,
     /// Whether `select` has a WHERE clause already.
     has_where: bool,
-    /// The first key column, qualified and quoted, and its bare name (for `pg_stats`).
-    first_key: String,
-    first_name: String,
-    /// ` ORDER BY …` of the whole key.
+    cut: Cut,
+    /// ` ORDER BY …` of the whole key, or nothing.
     order_by: String,
     /// `TO STDOUT (…)`.
     options: String,
 }
 
-impl KeyRanges {
-    /// The COPY of the rows whose first key column is above `low` (if given) and at most
-    /// `high` (if given). Ranges cut at the same literals partition the rows exactly,
-    /// whatever the literals are: a row is above a literal or not.
+/// What a read is cut along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cut {
+    /// Values of the first key column (qualified and quoted; and its bare name for
+    /// `pg_stats`): ranges `(low, high]`, in key order.
+    Key { column: String, name: String },
+    /// Blocks of a table read whole: ranges `[low, high)` of `ctid` (a TID range scan,
+    /// PostgreSQL 14 and later), in the order a sequential scan reads them.
+    Blocks,
+}
+
+impl Ranges {
+    /// The COPY of the rows of one range: above `low` (if given) and up to `high` (if
+    /// given). Ranges cut at the same bounds partition the rows exactly, whatever the
+    /// bounds are: a row is above a bound or not.
     pub fn sql(&self, low: Option<&str>, high: Option<&str>) -> String {
         let mut conditions = Vec::with_capacity(2);
-        if let Some(low) = low {
-            conditions.push(format!("{} > {}", self.first_key, literal(low)));
-        }
-        if let Some(high) = high {
-            conditions.push(format!("{} <= {}", self.first_key, literal(high)));
+        match &self.cut {
+            Cut::Key { column, .. } => {
+                if let Some(low) = low {
+                    conditions.push(format!("{column} > {}", literal(low)));
+                }
+                if let Some(high) = high {
+                    conditions.push(format!("{column} <= {}", literal(high)));
+                }
+            }
+            Cut::Blocks => {
+                if let Some(low) = low {
+                    conditions.push(format!("ctid >= {}::tid", literal(&format!("({low},0)"))));
+                }
+                if let Some(high) = high {
+                    conditions.push(format!("ctid < {}::tid", literal(&format!("({high},0)"))));
+                }
+            }
         }
         let mut select = self.select.clone();
         if !conditions.is_empty() {
@@ -194,7 +215,14 @@ pub fn plan(
         literal(&(files.delimiter as char).to_string()),
     );
     let keyed = spec.key.is_some() && (order.ordered || order.after.is_some());
-    let mut ranges = None;
+    // A whole table (no predicate) read in no order can be cut into blocks.
+    let mut ranges = (!keyed && !marker && !has_where).then(|| Ranges {
+        select: select.clone(),
+        has_where,
+        cut: Cut::Blocks,
+        order_by: String::new(),
+        options: options.clone(),
+    });
     if keyed {
         let names = super::fetch::key_names(source, spec);
         if let Some(after) = &order.after {
@@ -204,11 +232,13 @@ pub fn plan(
         }
         let order_by = format!(" ORDER BY {}", names.join(", "));
         if !marker {
-            ranges = Some(KeyRanges {
+            ranges = Some(Ranges {
                 select: select.clone(),
                 has_where,
-                first_key: names[0].clone(),
-                first_name: spec.columns[key_columns[0]].name.clone(),
+                cut: Cut::Key {
+                    column: names[0].clone(),
+                    name: spec.columns[key_columns[0]].name.clone(),
+                },
                 order_by: order_by.clone(),
                 options: options.clone(),
             });
@@ -429,53 +459,81 @@ impl NativeReader {
         })
     }
 
-    /// Where a key-ordered read of `table` (quoted) may be cut: values of its first key
-    /// column from the server's statistics (`pg_stats` histogram bounds), thinned
-    /// to about [`RANGE_ROWS`] rows per range. Empty when there are none (a table never
-    /// analysed, a small table, a view): the read is then one COPY. Asked before the read's
-    /// snapshot: the bounds only choose where to cut, any cut is exact.
-    pub fn key_range_bounds(&self, table: &str, ranges: &KeyRanges) -> Vec<String> {
-        let column = ranges.first_name.as_str();
-        let query = "WITH r AS (SELECT c.relname, n.nspname, c.reltuples \
+    /// Where a read of `table` (quoted) may be cut; empty when it is read with one COPY.
+    /// Asked before the read's snapshot: bounds only choose where to cut, any cut is exact.
+    ///
+    /// Ranges are about [`RANGE_BLOCKS`] blocks of the table each, and a table of fewer
+    /// than three is read whole. A key-ordered read is cut at values of its first key
+    /// column from the server's statistics (`pg_stats` histogram bounds, so at most about
+    /// a hundred ranges; none for a table never analysed). A whole table is cut at block
+    /// numbers when it is a plain table (not a view) on PostgreSQL 14 or later (TID range
+    /// scans).
+    pub fn range_bounds(&self, table: &str, ranges: &Ranges) -> Vec<String> {
+        let bounds = match &ranges.cut {
+            Cut::Key { name, .. } => self.key_bounds(table, name),
+            Cut::Blocks => self.block_bounds(table),
+        };
+        bounds.unwrap_or_else(|e| {
+            tracing::debug!("{table} is read with one COPY ({e})");
+            Vec::new()
+        })
+    }
+
+    fn key_bounds(&self, table: &str, column: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+        let query = "WITH r AS (SELECT c.relname, n.nspname, c.relpages \
                        FROM pg_catalog.pg_class c \
                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                        WHERE c.oid = to_regclass($1)), \
-                     h AS (SELECT s.histogram_bounds::text::text[] AS b, r.reltuples \
+                     h AS (SELECT s.histogram_bounds::text::text[] AS b, r.relpages \
                        FROM pg_catalog.pg_stats s, r \
                        WHERE s.schemaname = r.nspname AND s.tablename = r.relname \
                          AND s.attname = $2 ORDER BY s.inherited DESC LIMIT 1) \
-                     SELECT u.v, h.reltuples::float8 FROM h, \
+                     SELECT u.v, h.relpages::int8 FROM h, \
                        unnest(h.b) WITH ORDINALITY AS u(v, n) ORDER BY u.n";
         let rows = self
             .runtime
-            .block_on(self.client.query(query, &[&table, &column]));
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::debug!("no key ranges for {table} ({e}): one COPY");
-                return Vec::new();
-            }
-        };
+            .block_on(self.client.query(query, &[&table, &column]))?;
         let Some(first) = rows.first() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let tuples: f64 = first.get(1);
+        let pages: i64 = first.get(1);
         let values: Vec<String> = rows
             .iter()
             .filter_map(|r| r.get::<_, Option<String>>(0))
             .collect();
-        thin_bounds(values, tuples)
+        Ok(thin_bounds(values, pages / RANGE_BLOCKS))
+    }
+
+    fn block_bounds(&self, table: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+        let query = "SELECT current_setting('server_version_num')::int >= 140000 \
+                       AND c.relkind IN ('r', 'm'), \
+                     pg_relation_size(c.oid) / current_setting('block_size')::int8 \
+                     FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)";
+        let row = self
+            .runtime
+            .block_on(self.client.query_opt(query, &[&table]))?;
+        let Some(row) = row else {
+            return Ok(Vec::new());
+        };
+        let (scannable, blocks): (bool, i64) = (row.get(0), row.get(1));
+        if !scannable || blocks < 3 * RANGE_BLOCKS {
+            return Ok(Vec::new());
+        }
+        Ok((1..=(blocks - 1) / RANGE_BLOCKS)
+            .map(|i| (i * RANGE_BLOCKS).to_string())
+            .collect())
     }
 
     /// Run the plan's COPY in one snapshot and pass its rows on in batches of
     /// [`block_rows`] rows (and of a few MB where large values are about). Returns the
     /// rows read.
     ///
-    /// A key-ordered read given `bounds` (see [`NativeReader::key_range_bounds`]) is read
-    /// range by range on two connections in the same snapshot: while one range streams
-    /// on, the next is read on the other connection into at most [`AHEAD_BYTES`], and
-    /// passed on when its turn comes. The server sorts (an index scan) on two cores; the
-    /// rows still come in key order, so each batch's last key is recorded as with one COPY.
+    /// A read given `bounds` (see [`NativeReader::range_bounds`]) is read range by range on
+    /// two connections in the same snapshot: while one range streams on, the next is read
+    /// on the other connection into at most [`AHEAD_BYTES`], and passed on when its turn
+    /// comes. The server works on two cores (the output functions of `jsonb`, `numeric`
+    /// and dates, the index scan of a key-ordered read); rows come in the order one COPY
+    /// gives them, so each batch's last key is recorded as before.
     pub fn read(
         &self,
         spec: &SubtaskSpec,
@@ -567,7 +625,7 @@ impl NativeReader {
     /// this connection is in the read's snapshot, exported as `snapshot`.
     async fn read_ranges(
         &self,
-        ranges: &KeyRanges,
+        ranges: &Ranges,
         bounds: &[String],
         snapshot: &str,
         gather: &mut Gather<'_>,
@@ -600,10 +658,14 @@ impl NativeReader {
                     .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), table))
             }
         };
+        let kind = match ranges.cut {
+            Cut::Key { .. } => "key",
+            Cut::Blocks => "block",
+        };
         tracing::debug!(
             table,
             ranges = sqls.len(),
-            "key-ordered read in key ranges on two connections"
+            "read in {kind} ranges on two connections"
         );
         let rows_of =
             |e: tokio_postgres::Error| pg_error(&e, &format!("reading rows of {table}"), table);
@@ -667,25 +729,23 @@ impl NativeReader {
     }
 }
 
-/// Rows of a key-ordered read are cut into ranges of about this many (estimated from the
-/// statistics); a smaller table is read with one COPY.
-pub const RANGE_ROWS: f64 = 100_000.0;
+/// A read is cut into ranges of about this many blocks of its table (8 MiB of 8 kB blocks;
+/// about as many bytes of CSV), so that the range read ahead fits in [`AHEAD_BYTES`].
+pub const RANGE_BLOCKS: i64 = 1024;
 /// The range read ahead on the second connection is held up to this many bytes; past it,
 /// that connection waits (the server blocks on its socket) until the range's turn comes.
 const AHEAD_BYTES: usize = 16 << 20;
 
-/// Histogram bounds thinned to about [`RANGE_ROWS`] rows per range; none when the table
-/// (`tuples` rows, estimated) would be one or two ranges. The first and last bounds (the
-/// smallest and largest values sampled) are dropped: the first and last ranges are open.
-fn thin_bounds(values: Vec<String>, tuples: f64) -> Vec<String> {
-    let ranges = (tuples / RANGE_ROWS).floor();
-    if values.len() < 3 || ranges < 3.0 {
+/// Histogram bounds thinned to about `ranges` ranges; none under three. The first and last
+/// bounds (the smallest and largest values sampled) are dropped: the first and last ranges
+/// are open.
+fn thin_bounds(values: Vec<String>, ranges: i64) -> Vec<String> {
+    if values.len() < 3 || ranges < 3 {
         return Vec::new();
     }
-    let buckets = (values.len() - 1) as f64;
-    let step = (buckets / ranges).ceil().max(1.0) as usize;
-    let inner = &values[1..values.len() - 1];
-    inner
+    let buckets = values.len() - 1;
+    let step = buckets.div_ceil(ranges as usize).max(1);
+    values[1..buckets]
         .iter()
         .enumerate()
         .filter(|(i, _)| (i + 1) % step == 0)
@@ -1222,6 +1282,62 @@ mod tests {
              AND \"public\".\"t\".\"name\" > 'it''s')) ORDER BY \"public\".\"t\".\"id\", \
              \"public\".\"t\".\"name\") TO STDOUT"
         ));
+        // Its ranges cut the first key column, inside the predicate and the resume point.
+        let ranges = keyed
+            .ranges
+            .as_ref()
+            .expect("a key-ordered read without LOBs aside");
+        let middle = ranges.sql(Some("7"), Some("o'k"));
+        assert!(
+            middle.contains(
+                "'it''s')) AND \"public\".\"t\".\"id\" > '7' AND \"public\".\"t\".\"id\" <= 'o''k' \
+             ORDER BY"
+            ),
+            "{middle}"
+        );
+        let first = ranges.sql(None, Some("9"));
+        assert!(
+            !first.contains("\"id\" > '") && first.contains("\"id\" <= '9'"),
+            "{first}"
+        );
+        // With large values aside (the marker), one COPY.
+        let aside = plan(&pg, &spec, &FileSettings::default(), &order, true).unwrap();
+        assert_eq!(aside.ranges, None);
+    }
+
+    #[test]
+    fn a_whole_table_is_cut_in_blocks_and_bounds_are_thinned_to_ranges() {
+        let pg = Source::offline(Dialect::Postgres, '"');
+        let mut whole = spec(vec![column("id", "int8", sql::BIGINT, 19)], None);
+        whole.filter = None;
+        let unordered = plan(
+            &pg,
+            &whole,
+            &FileSettings::default(),
+            &KeyOrder::default(),
+            false,
+        )
+        .unwrap();
+        let ranges = unordered.ranges.expect("a whole table");
+        assert!(ranges.sql(Some("1024"), Some("2048")).contains(
+            "FROM \"public\".\"t\" WHERE ctid >= '(1024,0)'::tid AND ctid < '(2048,0)'::tid)"
+        ));
+        // A subtask with a predicate is one COPY (its rows may be found by an index).
+        let part = spec(vec![column("id", "int8", sql::BIGINT, 19)], None);
+        let partial = plan(
+            &pg,
+            &part,
+            &FileSettings::default(),
+            &KeyOrder::default(),
+            false,
+        );
+        assert_eq!(partial.unwrap().ranges, None);
+
+        let values: Vec<String> = (0..=100).map(|i| i.to_string()).collect();
+        assert_eq!(thin_bounds(values.clone(), 2), Vec::<String>::new());
+        assert_eq!(thin_bounds(values.clone(), 4), ["25", "50", "75"]);
+        assert_eq!(thin_bounds(values.clone(), 500).len(), 99);
+        assert_eq!(thin_bounds(values[..2].to_vec(), 50), Vec::<String>::new());
     }
 
     #[test]
