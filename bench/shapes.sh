@@ -150,8 +150,11 @@ TOML
 }
 # read_path LOG: the path the extract's debug lines name.
 read_path() {
-  local why
-  if grep -q 'extract started (native COPY)' "$1"; then echo "native COPY"
+  local why ranges kind
+  if ranges=$(grep -m1 -o 'read in [a-z]* ranges on two connections.*ranges=[0-9]*' "$1"); then
+    kind=${ranges#read in }; echo "native COPY, ${ranges##*ranges=} ${kind%% *} ranges on 2 connections"
+  elif grep -q 'large_values_aside=true' "$1"; then echo "native COPY, large values read aside"
+  elif grep -q 'extract started (native COPY)' "$1"; then echo "native COPY"
   elif why=$(grep -m1 -o 'read through ODBC: .*' "$1"); then
     why=${why#read through ODBC: }; echo "ODBC (${why%% task=*})"
   elif grep -q 'extract started' "$1"; then echo "ODBC"
@@ -171,7 +174,7 @@ shape() {
   local native_gz; native_gz=$(stat -c %s "$OUT/shapes.gz")
   rm -f "$OUT/shapes.gz"
   sync
-  if ! DBHAUL_LOG=dbhaul=warn,dbhaul::pipeline::extract=debug /usr/bin/time -f '%e %M' -o "$OUT/time" \
+  if ! DBHAUL_LOG=dbhaul=warn,dbhaul::pipeline::extract=debug,dbhaul::source::pg_copy=debug /usr/bin/time -f '%e %M' -o "$OUT/time" \
       "$BIN" run "$job" --work-dir "$OUT/shapes-work" --json > "$OUT/shapes-summary.json" 2> "$log"; then
     echo "dbhaul run failed on $name; the end of $log:" >&2; tail -n 20 "$log" >&2; exit 1
   fi

@@ -575,11 +575,21 @@ impl NativeReader {
                 }
                 false => None,
             };
-            if let (Some(ranges), Some(snapshot)) = (&plan.ranges, &snapshot) {
-                self.read_ranges(ranges, bounds, snapshot, &mut gather, out, &table)
+            let second = match (&plan.ranges, &snapshot) {
+                (Some(_), Some(snapshot)) => match join_snapshot(&self.params, snapshot).await {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::warn!("a second connection to the source failed ({e}); {table} is read with one COPY");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let (Some(ranges), Some(second)) = (&plan.ranges, &second) {
+                self.read_ranges(ranges, bounds, second, &mut gather, out, &table)
                     .await?;
             } else {
-                let mut side = snapshot.map(|snapshot| SideReader {
+                let mut side = snapshot.filter(|_| plan.marker).map(|snapshot| SideReader {
                     params: &self.params,
                     snapshot,
                     client: None,
@@ -621,26 +631,18 @@ impl NativeReader {
         })
     }
 
-    /// The ranges of a key-ordered read on two connections (see [`NativeReader::read`]);
-    /// this connection is in the read's snapshot, exported as `snapshot`.
+    /// The ranges of a read on two connections (see [`NativeReader::read`]): this one and
+    /// `second`, both in the read's snapshot.
     async fn read_ranges(
         &self,
         ranges: &Ranges,
         bounds: &[String],
-        snapshot: &str,
+        second: &tokio_postgres::Client,
         gather: &mut Gather<'_>,
         out: &mut impl BatchOut,
         table: &str,
     ) -> Result<(), SourceError> {
-        let second = connect(&self.params).await?;
-        second
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                literal(snapshot)
-            ))
-            .await
-            .map_err(|e| pg_error(&e, "joining the read's snapshot on a second connection", ""))?;
-        let clients = [&self.client, &second];
+        let clients = [&self.client, second];
         // Range i: above bound i-1, up to bound i; the last has no upper bound.
         let sqls: Vec<String> = (0..=bounds.len())
             .map(|i| {
@@ -681,8 +683,9 @@ impl NativeReader {
                     let room = ahead
                         .as_ref()
                         .is_some_and(|a| !a.done && a.bytes < AHEAD_BYTES);
+                    // Unbiased: when both have a row, either is taken, so the range ahead
+                    // is read while the live one has rows waiting too.
                     let next = tokio::select! {
-                        biased;
                         row = stream.next() => Next::Live(row),
                         row = next_ahead(&mut ahead), if room => Next::Ahead(row),
                     };
@@ -856,17 +859,7 @@ struct SideReader<'p> {
 impl SideReader<'_> {
     async fn client(&mut self) -> Result<&tokio_postgres::Client, SourceError> {
         if self.client.is_none() {
-            let client = connect(self.params).await?;
-            client
-                .batch_execute(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                    literal(&self.snapshot)
-                ))
-                .await
-                .map_err(|e| {
-                    pg_error(&e, "joining the read's snapshot to read large values", "")
-                })?;
-            self.client = Some(client);
+            self.client = Some(join_snapshot(self.params, &self.snapshot).await?);
         }
         Ok(self.client.as_ref().expect("opened above"))
     }
@@ -1110,6 +1103,22 @@ async fn connect(params: &PgParams) -> Result<tokio_postgres::Client, SourceErro
         )
         .await
         .map_err(|e| pg_error(&e, "setting up the native COPY session", ""))?;
+    Ok(client)
+}
+
+/// A second connection in the read's exported `snapshot`.
+async fn join_snapshot(
+    params: &PgParams,
+    snapshot: &str,
+) -> Result<tokio_postgres::Client, SourceError> {
+    let client = connect(params).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            literal(snapshot)
+        ))
+        .await
+        .map_err(|e| pg_error(&e, "joining the read's snapshot on a second connection", ""))?;
     Ok(client)
 }
 
