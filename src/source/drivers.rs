@@ -63,47 +63,66 @@ fn check_with(
     if policy.any_path {
         return Ok(());
     }
-    let refused = |message: String| Err(SourceError::DriverRefused(message));
     for (key, value) in parse_attributes(connection)? {
-        let key = key.to_ascii_lowercase();
         let value = unbrace(value.trim()).trim().to_string();
-        if key == "driver" {
-            check_driver(
-                &value,
-                "the connection string's Driver=",
-                policy,
-                registered,
-            )?;
-        } else if key == "dsn" {
-            if let Some(driver) = dsn_value(&value, "Driver") {
-                let what = format!("data source `{value}` (its Driver= in odbc.ini)");
-                check_driver(&driver, &what, policy, registered)?;
-            }
-            if let Some(code) = CODE_KEYS.iter().find(|k| dsn_value(&value, k).is_some()) {
-                return refused(format!(
-                    "data source `{value}` sets {code}, which makes its driver load a library \
-                     of the file's choosing; this agent does not load code named by a data \
-                     source; {HOW_TO_ALLOW}"
-                ));
-            }
-        } else if FILE_KEYS.contains(&key.as_str()) {
+        check_attribute(&key, &value, policy, registered, dsn_value)?;
+    }
+    // The driver manager parses the string itself, and a parser that ends a braced value
+    // elsewhere (at the first `}` of a doubled `}}`, say) would find a `Driver=` inside a
+    // password that ours reads as the password's text. So every `key=value` piece of the
+    // raw string, cut at `;`, `{` and `}`, is checked too: stricter, never looser.
+    for piece in connection.split([';', '{', '}']) {
+        if let Some((key, value)) = piece.split_once('=')
+            && !value.trim().is_empty()
+        {
+            check_attribute(key, value.trim(), policy, registered, dsn_value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse one attribute of a connection string that loads or writes what the agent does not
+/// allow.
+fn check_attribute(
+    key: &str,
+    value: &str,
+    policy: &DriverPolicy,
+    registered: &dyn Fn(&str) -> Option<String>,
+    dsn_value: &dyn Fn(&str, &str) -> Option<String>,
+) -> Result<(), SourceError> {
+    let refused = |message: String| Err(SourceError::DriverRefused(message));
+    let key = key.trim().to_ascii_lowercase();
+    if key == "driver" {
+        check_driver(value, "the connection string's Driver=", policy, registered)?;
+    } else if key == "dsn" {
+        if let Some(driver) = dsn_value(value, "Driver") {
+            let what = format!("data source `{value}` (its Driver= in odbc.ini)");
+            check_driver(&driver, &what, policy, registered)?;
+        }
+        if let Some(code) = CODE_KEYS.iter().find(|k| dsn_value(value, k).is_some()) {
             return refused(format!(
-                "the connection string sets {}=, which makes the driver manager {} a file of \
-                 the task's choosing; this agent takes drivers registered by name (Driver={{...}}) \
-                 or data sources (DSN=) only; {HOW_TO_ALLOW}",
-                key.to_ascii_uppercase(),
-                if key == "savefile" {
-                    "write"
-                } else {
-                    "read its driver from"
-                }
-            ));
-        } else if CODE_KEYS.contains(&key.as_str()) {
-            return refused(format!(
-                "the connection string sets {key}=, which makes the driver load a library of \
-                 the task's choosing; {HOW_TO_ALLOW}"
+                "data source `{value}` sets {code}, which makes its driver load a library \
+                 of the file's choosing; this agent does not load code named by a data \
+                 source; {HOW_TO_ALLOW}"
             ));
         }
+    } else if FILE_KEYS.contains(&key.as_str()) {
+        return refused(format!(
+            "the connection string sets {}=, which makes the driver manager {} a file of \
+             the task's choosing; this agent takes drivers registered by name (Driver={{...}}) \
+             or data sources (DSN=) only; {HOW_TO_ALLOW}",
+            key.to_ascii_uppercase(),
+            if key == "savefile" {
+                "write"
+            } else {
+                "read its driver from"
+            }
+        ));
+    } else if CODE_KEYS.contains(&key.as_str()) {
+        return refused(format!(
+            "the connection string sets {key}=, which makes the driver load a library of \
+             the task's choosing; {HOW_TO_ALLOW}"
+        ));
     }
     Ok(())
 }
@@ -195,6 +214,15 @@ mod tests {
                 "not registered",
             ),
             ("Driver={SQLite3};plugin_dir=/tmp", false, "plugin_dir"),
+            // A Driver= inside a braced value: ours reads it as the password's text, a
+            // parser that ends the value at the first `}` would load the library.
+            (
+                "Driver={PostgreSQL Unicode};Pwd={a}};Driver=/tmp/evil.so;x=}",
+                false,
+                "by its path",
+            ),
+            ("DSN=good;Pwd={x;FILEDSN=/tmp/x.dsn}", false, "FILEDSN"),
+            ("Driver={PostgreSQL Unicode};Pwd={p=q;r}", true, ""),
         ];
         for (connection, ok, says) in cases {
             let result = check_with(connection, &strict, &registered, &dsn);
