@@ -1178,6 +1178,45 @@ fn a_whole_postgresql_table_read_in_block_ranges_writes_every_row_once() {
     assert!(written == expected, "rows lost, doubled or changed");
 }
 
+/// A source that refuses the second connection of a read in ranges (here its role's
+/// `CONNECTION LIMIT`) is still read whole: with one COPY, every row once, and it says so.
+#[test]
+fn a_source_that_refuses_a_second_connection_is_read_with_one_copy() {
+    let sandbox = Sandbox::new();
+    pg().batch_execute(
+        "DROP TABLE IF EXISTS src_pg.one_conn;
+         CREATE TABLE src_pg.one_conn AS
+           SELECT i AS id, repeat(md5(i::text), 3) AS pad FROM generate_series(1, 300000) AS i;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dbhaul_one') THEN
+             CREATE ROLE dbhaul_one LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE dbhaul_one CONNECTION LIMIT 1;
+         GRANT USAGE ON SCHEMA src_pg TO dbhaul_one;
+         GRANT SELECT ON src_pg.one_conn TO dbhaul_one;",
+    )
+    .unwrap();
+    let task = "one-conn";
+    let job = sandbox.job(
+        task,
+        &job_text(
+            task,
+            &pg_odbc().replace("Uid=postgres;", "Uid=dbhaul_one;"),
+            "[[tables]]\nname = \"src_pg.one_conn\"\n",
+            "",
+        ),
+    );
+    let run = sandbox.run_job_env(&job, &sandbox.work_dir(), &[("DBHAUL_LOG", "dbhaul=debug")]);
+    let summary = run.assert_ok();
+    assert!(
+        run.stderr.contains("src_pg") && run.stderr.contains("is read with one COPY"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(summary["rows"], 300_000, "{summary:#}");
+}
+
 /// A `DSN=` connection string reads PostgreSQL through the native COPY too: the server,
 /// port, database and login come from the DSN's `odbc.ini` entry, found as the driver
 /// manager finds it (here `ODBCINI`); a key-ordered (resumable) read, with a `text` and a

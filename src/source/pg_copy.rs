@@ -564,16 +564,30 @@ impl NativeReader {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(setup)?;
-            let snapshot = match plan.marker || (plan.ranges.is_some() && !bounds.is_empty()) {
-                true => {
-                    let row = self
-                        .client
+            let exported = match plan.marker || (plan.ranges.is_some() && !bounds.is_empty()) {
+                true => Some(
+                    self.client
                         .query_one("SELECT pg_export_snapshot()", &[])
+                        .await,
+                ),
+                false => None,
+            };
+            let snapshot = match exported {
+                None => None,
+                Some(Ok(row)) => Some(row.get::<_, String>(0)),
+                Some(Err(e)) if plan.marker => return Err(setup(e)),
+                // Ranges are only faster: a server that exports no snapshot is read with
+                // one COPY, in a transaction begun again.
+                Some(Err(e)) => {
+                    tracing::warn!("the source exports no snapshot for a second connection ({e}); {table} is read with one COPY");
+                    self.client
+                        .batch_execute(
+                            "ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                        )
                         .await
                         .map_err(setup)?;
-                    Some(row.get::<_, String>(0))
+                    None
                 }
-                false => None,
             };
             let second = match (&plan.ranges, &snapshot) {
                 (Some(_), Some(snapshot)) => match join_snapshot(&self.params, snapshot).await {
