@@ -13,10 +13,11 @@ use crate::model::SubtaskSpec;
 
 /// Tasks an agent has subtasks of, by task name.
 pub const AGENT_TASKS: Table = Table("tasks");
-/// The tables whose values hold secrets (a task's definition: its passwords and chunk key),
-/// sealed under a key per value that is deleted with it (see the store's file doc). The
-/// agent's and the controller's tasks tables are both named `tasks`.
-pub const SEALED_TABLES: &[&str] = &["tasks"];
+/// The tables whose values hold secrets (a task's definition: its passwords and chunk key;
+/// a registered agent's record: the password the controller logs in with), sealed under a
+/// key per value that is deleted with it (see the store's file doc). The agent's and the
+/// controller's tasks tables are both named `tasks`; `agents` is the controller's.
+pub const SEALED_TABLES: &[&str] = &["tasks", "agents"];
 /// An agent's assignments, by `<task>/<subtask id>`.
 pub const AGENT_ASSIGNMENTS: Table = Table("assignments");
 
@@ -69,7 +70,7 @@ pub struct AgentRecord {
     /// The pinned certificate fingerprint.
     pub fingerprint: String,
     /// What the controller logs in with: the agent's password, or the secret a joining
-    /// agent made for it. The store file is readable by the service user only.
+    /// agent made for it. Sealed in the store, which its service user alone reads.
     pub password: String,
     pub registered_at: String,
     /// What it may be given (all three for agents registered before roles existed).

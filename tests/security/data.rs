@@ -350,3 +350,31 @@ fn a_deleted_tasks_password_is_gone_from_both_stores() {
         );
     }
 }
+
+/// Finding 8, for the agents' passwords: the controller keeps each registered agent's
+/// password to log in with. It is sealed in `controller.redb` while the agent is
+/// registered, and unreadable there once `agents remove` has forgotten the agent.
+#[test]
+fn a_removed_agents_password_is_gone_from_the_controllers_store() {
+    let sandbox = Sandbox::new();
+    let controller = Controller::start(sandbox.dir.path());
+    let mut agent = Agent::configure(sandbox.dir.path(), "agent1", 1);
+    agent.start();
+    controller.register(&agent);
+    let store = controller.dir.join("controller.redb");
+    assert!(!holds(&store, AGENT_PASSWORD), "the password in clear");
+    let out = controller.cli(&["agents", "remove", "agent1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !holds(&store, AGENT_PASSWORD),
+        "the removed agent's password"
+    );
+    let keys = controller.dir.join("controller.keys");
+    let left = std::fs::read_dir(&keys).map_or(0, |d| d.count());
+    assert_eq!(
+        left,
+        0,
+        "a key file outlived its agent in {}",
+        keys.display()
+    );
+}
