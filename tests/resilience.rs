@@ -414,6 +414,63 @@ fn terminate_extract(f: &Fault) {
     }
 }
 
+/// `dbhaul run` runs a subtask again by itself after a fault that may pass, as the
+/// settings page says (`retries`, `retry_wait_s`), like an agent: the extract's
+/// connection, terminated by the server while it waits on a lock, is opened again after
+/// 1 s, and every row is extracted once.
+#[test]
+fn dbhaul_run_runs_a_subtask_again_after_a_lost_source_connection() {
+    let sandbox = Sandbox::new();
+    pg_hash_table("run_retry", 20_000);
+    let mut lock = pg();
+    lock.batch_execute("BEGIN; LOCK TABLE src_pg.run_retry IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let killed: i64 = pg()
+                .query_one(
+                    "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+                     JOIN pg_locks l ON l.pid = a.pid \
+                     WHERE NOT l.granted AND l.relation = 'src_pg.run_retry'::regclass \
+                     AND a.application_name = 'dbhaul'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if killed > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no extract backend found"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lock.batch_execute("COMMIT").unwrap();
+    });
+    let job = sandbox.job(
+        "run-retry",
+        &job_text(
+            "run-retry",
+            &pg_odbc(),
+            "[[tables]]\nname = \"src_pg.run_retry\"\n",
+            "retries = 2\nretry_wait_s = 1",
+        ),
+    );
+    let run = sandbox.run_job(&job);
+    killer.join().unwrap();
+    let summary = run.assert_ok();
+    assert_eq!(summary["rows"], 20_000, "{summary:#}");
+    assert!(
+        run.stderr
+            .contains("subtask runs again in 1 s (retry 1 of 2)")
+            && run.stderr.contains("57P01"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn with_no_retry_left_a_lost_source_fails_clearly_and_resume_lands_each_row_once() {
     let f = Fault::new("source_fail", 1, 20_000);

@@ -587,7 +587,11 @@ impl AgentSupervisor {
             let (retries, first_wait) = retry_policy(&self.tasks, task);
             if a.retries < retries {
                 a.retries += 1;
-                let wait = first_wait.saturating_mul(1 << (a.retries - 1).min(6));
+                let policy = crate::pipeline::job_runner::RetryPolicy {
+                    retries,
+                    first_wait,
+                };
+                let wait = policy.wait(a.retries);
                 a.not_before = Some(Instant::now() + wait);
                 status.state = State::Pending;
                 status.error = Some(format!(

@@ -59,6 +59,10 @@ fn rate_line(progress: &SubtaskProgress, elapsed: Duration) -> String {
 
 impl JobObserver for ProgressView {
     fn started(&mut self, id: &str) {
+        // A subtask that runs again after a fault that may pass: its first bar goes.
+        if let Some(bar) = self.running.remove(id).and_then(|r| r.bar) {
+            bar.finish_and_clear();
+        }
         let bar = self.bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new_spinner());
             bar.set_style(

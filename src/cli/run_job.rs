@@ -13,7 +13,7 @@ use super::progress::ProgressView;
 use super::{Exit, RunArgs, report_error};
 use crate::config::Job;
 use crate::pipeline::checks;
-use crate::pipeline::job_runner::{JobRunner, StopJob};
+use crate::pipeline::job_runner::{JobRunner, RetryPolicy, StopJob};
 use crate::pipeline::{SubtaskContext, SubtaskOutcome};
 use crate::source::Source;
 use crate::target::WorkDir;
@@ -86,8 +86,17 @@ pub fn run(args: RunArgs) -> Exit {
             io: io.as_ref().map(Arbiter::handle),
         });
         let view = ProgressView::new(n_subtasks);
-        let (runner, done) =
-            JobRunner::start(context, subtasks, args.parallel as usize, Box::new(view));
+        let retry = RetryPolicy {
+            retries: job.retries,
+            first_wait: job.retry_wait,
+        };
+        let (runner, done) = JobRunner::start(
+            context,
+            subtasks,
+            args.parallel as usize,
+            retry,
+            Box::new(view),
+        );
         tokio::pin!(done);
         let outcome = tokio::select! {
             outcomes = &mut done => (outcomes.unwrap_or_default(), false),

@@ -216,7 +216,7 @@ impl Extractor {
             cancel: &self.cancel,
         };
         let bounds = match &plan.ranges {
-            Some(ranges) => reader.range_bounds(&table, ranges),
+            Some(ranges) => reader.range_bounds(&table, ranges)?,
             None => Vec::new(),
         };
         let rows = reader.read(&self.spec, &plan, &bounds, &context.files, &mut out)?;

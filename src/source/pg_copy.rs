@@ -468,15 +468,26 @@ impl NativeReader {
     /// a hundred ranges; none for a table never analysed). A whole table is cut at block
     /// numbers when it is a plain table (not a view) on PostgreSQL 14 or later (TID range
     /// scans).
-    pub fn range_bounds(&self, table: &str, ranges: &Ranges) -> Vec<String> {
+    /// A query the server refuses (no access to `pg_stats`, say) leaves one COPY; a lost
+    /// connection is the read's error.
+    pub fn range_bounds(&self, table: &str, ranges: &Ranges) -> Result<Vec<String>, SourceError> {
         let bounds = match &ranges.cut {
             Cut::Key { name, .. } => self.key_bounds(table, name),
             Cut::Blocks => self.block_bounds(table),
         };
-        bounds.unwrap_or_else(|e| {
-            tracing::debug!("{table} is read with one COPY ({e})");
-            Vec::new()
-        })
+        match bounds {
+            Ok(bounds) => Ok(bounds),
+            Err(e)
+                if e.as_db_error().is_some()
+                    && !e.code().is_some_and(|c| {
+                        c.code().starts_with("57") || c.code().starts_with("08")
+                    }) =>
+            {
+                tracing::debug!("{table} is read with one COPY ({e})");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(pg_error(&e, "sizing the read's ranges", "")),
+        }
     }
 
     fn key_bounds(&self, table: &str, column: &str) -> Result<Vec<String>, tokio_postgres::Error> {
