@@ -321,12 +321,17 @@ fn a_full_working_folder_fails_the_run_and_leaves_no_partial_chunk_under_a_final
     let sandbox = Sandbox::new();
     pg_hash_table("filler", 150_000);
     let mount = Mount::tmpfs(&sandbox.path("small"), "size=2m");
-    let job = sandbox.job(
-        "j",
-        &job_for(&pg_odbc(), "src_pg.filler", "[files]\nchunk_mb = 1\n"),
+    // A full folder may pass: run again once after 1 s (the default is twice, after 30 s
+    // and 60 s), then the run fails.
+    let text = job_for(&pg_odbc(), "src_pg.filler", "[files]\nchunk_mb = 1\n").replacen(
+        "[task]\n",
+        "[task]\nretries = 1\nretry_wait_s = 1\n",
+        1,
     );
+    let job = sandbox.job("j", &text);
     let run = sandbox.run_job_in(&job, &mount.dir);
     run.assert_code(1)
+        .assert_stderr("subtask runs again in 1 s (retry 1 of 1)")
         .assert_stderr("the working folder is full")
         .assert_stderr("free space");
     let dir = mount.dir.join("bad/src_pg.filler");

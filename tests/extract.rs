@@ -27,6 +27,37 @@ fn extract(
     sandbox.run_job(&job).assert_ok()
 }
 
+/// The chunks of a subtask's folder, decompressed and joined in their order, and how
+/// many there were.
+fn chunks_joined(dir: &std::path::Path) -> (Vec<u8>, usize) {
+    use std::io::Read;
+    let mut chunks: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
+        .collect();
+    chunks.sort();
+    let mut bytes = Vec::new();
+    for chunk in &chunks {
+        flate2::read::GzDecoder::new(std::fs::File::open(chunk).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+    }
+    (bytes, chunks.len())
+}
+
+/// What PostgreSQL's own `COPY (…) TO STDOUT` writes for `copy`.
+fn pg_copy_out(client: &mut postgres::Client, copy: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    client
+        .copy_out(copy)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
 fn fidelity_round_trip(db: Db) {
     let sandbox = Sandbox::new();
     let rows = fixtures::fidelity_rows(3000);
@@ -1016,19 +1047,7 @@ fn key_ranges_read_on_two_connections_keep_key_order_and_every_row_once_from_mar
         .work_dir()
         .join(task)
         .join(format!("{TEST_DB}.kr_overlap"));
-    let mut chunks: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
-        .collect();
-    chunks.sort();
-    let mut text = String::new();
-    for chunk in &chunks {
-        use std::io::Read;
-        flate2::read::GzDecoder::new(std::fs::File::open(chunk).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-    }
+    let text = String::from_utf8(chunks_joined(&dir).0).unwrap();
     let keys: Vec<(u32, String)> = text
         .lines()
         .map(|line| {
@@ -1081,31 +1100,12 @@ fn a_key_ordered_postgresql_read_in_key_ranges_writes_what_one_ordered_copy_writ
         run.stderr
     );
     let dir = sandbox.work_dir().join(task).join("src_pg.kr_pg");
-    let mut chunks: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".csv.gz"))
-        .collect();
-    chunks.sort();
-    assert!(chunks.len() > 2, "{chunks:?}");
-    let mut written = Vec::new();
-    for chunk in &chunks {
-        use std::io::Read;
-        flate2::read::GzDecoder::new(std::fs::File::open(chunk).unwrap())
-            .read_to_end(&mut written)
-            .unwrap();
-    }
-    let mut expected = Vec::new();
-    {
-        use std::io::Read;
-        client
-            .copy_out(
-                "COPY (SELECT a, g, pad FROM src_pg.kr_pg ORDER BY a, g) TO STDOUT (FORMAT csv)",
-            )
-            .unwrap()
-            .read_to_end(&mut expected)
-            .unwrap();
-    }
+    let (written, chunks) = chunks_joined(&dir);
+    assert!(chunks > 2, "{chunks} chunks");
+    let expected = pg_copy_out(
+        &mut client,
+        "COPY (SELECT a, g, pad FROM src_pg.kr_pg ORDER BY a, g) TO STDOUT (FORMAT csv)",
+    );
     assert_eq!(written.len(), expected.len(), "bytes");
     assert!(
         written == expected,
@@ -1149,25 +1149,8 @@ fn a_whole_postgresql_table_read_in_block_ranges_writes_every_row_once() {
         run.stderr
     );
     let dir = sandbox.work_dir().join(task).join("src_pg.br_pg");
-    let mut written = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().ends_with(".csv.gz") {
-            use std::io::Read;
-            flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
-                .read_to_end(&mut written)
-                .unwrap();
-        }
-    }
-    let mut expected = Vec::new();
-    {
-        use std::io::Read;
-        client
-            .copy_out("COPY src_pg.br_pg TO STDOUT (FORMAT csv)")
-            .unwrap()
-            .read_to_end(&mut expected)
-            .unwrap();
-    }
+    let written = chunks_joined(&dir).0;
+    let expected = pg_copy_out(&mut client, "COPY src_pg.br_pg TO STDOUT (FORMAT csv)");
     let lines = |bytes: &[u8]| {
         let mut lines: Vec<Vec<u8>> = bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
         lines.sort();

@@ -392,17 +392,20 @@ fn a_source_connection_killed_by_the_server_is_run_again_by_itself_and_lands_eac
 /// Terminate the backend that runs the extract's query (waiting on a lock), as an
 /// administrator would; not the session that holds the lock.
 fn terminate_extract(f: &Fault) {
+    terminate_until_found(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query ILIKE $1 AND query NOT ILIKE 'LOCK TABLE%' \
+         AND pid <> pg_backend_pid()",
+        &format!("%src_pg%{}%", f.table),
+    );
+}
+
+/// Run `terminate` (a count of `pg_terminate_backend` calls, given `parameter`) until it
+/// terminates a backend; 20 s at most.
+fn terminate_until_found(terminate: &str, parameter: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let killed: i64 = pg()
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE query ILIKE $1 AND query NOT ILIKE 'LOCK TABLE%' \
-                 AND pid <> pg_backend_pid()",
-                &[&format!("%src_pg%{}%", f.table)],
-            )
-            .unwrap()
-            .get(0);
+        let killed: i64 = pg().query_one(terminate, &[&parameter]).unwrap().get(0);
         if killed > 0 {
             break;
         }
@@ -426,27 +429,12 @@ fn dbhaul_run_runs_a_subtask_again_after_a_lost_source_connection() {
     lock.batch_execute("BEGIN; LOCK TABLE src_pg.run_retry IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let killer = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let killed: i64 = pg()
-                .query_one(
-                    "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
-                     JOIN pg_locks l ON l.pid = a.pid \
-                     WHERE NOT l.granted AND l.relation = 'src_pg.run_retry'::regclass \
-                     AND a.application_name = 'dbhaul'",
-                    &[],
-                )
-                .unwrap()
-                .get(0);
-            if killed > 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no extract backend found"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        terminate_until_found(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+             JOIN pg_locks l ON l.pid = a.pid \
+             WHERE NOT l.granted AND l.relation = $1::text::regclass AND a.application_name = 'dbhaul'",
+            "src_pg.run_retry",
+        );
         lock.batch_execute("COMMIT").unwrap();
     });
     let job = sandbox.job(

@@ -253,46 +253,13 @@ impl Controller {
 
     /// The agent's record, if it may be removed: it holds no unfinished subtask.
     fn removable(&self, name: &str) -> Result<AgentRecord, ApiError> {
-        let state = self.lock();
-        let Some(record) = state.agents.get(name) else {
-            return Err(ApiError::not_found(format!(
-                "no agent named {name}; `dbhaul agents list` shows the registered ones"
-            )));
-        };
-        for (task, task_record) in &state.tasks {
-            if task_record.subtasks.iter().any(|s| {
-                s.dispatched
-                    && !s.status.state.is_final()
-                    && s.status.agent.as_deref() == Some(name)
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "agent {name} holds unfinished subtasks of task {task}; stop the task \
-                     (`dbhaul tasks stop {task}`) or let it finish first"
-                )));
-            }
-        }
-        Ok(record.clone())
+        removable_from(&self.lock(), name).cloned()
     }
 
     fn forget_agent(&self, name: &str) -> Result<(), ApiError> {
         let mut state = self.lock();
-        if !state.agents.contains_key(name) {
-            return Err(ApiError::not_found(format!(
-                "no agent named {name}; `dbhaul agents list` shows the registered ones"
-            )));
-        }
-        for (task, record) in &state.tasks {
-            if record.subtasks.iter().any(|s| {
-                s.dispatched
-                    && !s.status.state.is_final()
-                    && s.status.agent.as_deref() == Some(name)
-            }) {
-                return Err(ApiError::conflict(format!(
-                    "agent {name} holds unfinished subtasks of task {task}; stop the task \
-                     (`dbhaul tasks stop {task}`) or let it finish first"
-                )));
-            }
-        }
+        // Again: a subtask may have gone to it while it was being released.
+        removable_from(&state, name)?;
         self.store
             .remove(CONTROLLER_AGENTS, &[name.to_string()])
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -357,4 +324,27 @@ pub(crate) fn now() -> String {
 /// Compare secrets without an early exit on the first difference.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The agent's record in `state`, if it may be removed: it holds no unfinished subtask.
+fn removable_from<'s>(
+    state: &'s super::ControllerState,
+    name: &str,
+) -> Result<&'s AgentRecord, ApiError> {
+    let Some(record) = state.agents.get(name) else {
+        return Err(ApiError::not_found(format!(
+            "no agent named {name}; `dbhaul agents list` shows the registered ones"
+        )));
+    };
+    for (task, task_record) in &state.tasks {
+        if task_record.subtasks.iter().any(|s| {
+            s.dispatched && !s.status.state.is_final() && s.status.agent.as_deref() == Some(name)
+        }) {
+            return Err(ApiError::conflict(format!(
+                "agent {name} holds unfinished subtasks of task {task}; stop the task \
+                 (`dbhaul tasks stop {task}`) or let it finish first"
+            )));
+        }
+    }
+    Ok(record)
 }
