@@ -31,6 +31,13 @@ pub struct ClientArgs {
     /// are read (default: /opt/dbhaul/var/controller when --controller is on loopback).
     #[arg(long, env = "DBHAUL_CONTROLLER_DIR", global = true)]
     pub controller_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: ControllerTrustArgs,
+}
+
+/// How the controller's certificate is trusted, for the CLI and for joining agents.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerTrustArgs {
     /// Pin the controller's certificate by its SHA-256 fingerprint (`dbhaul controller
     /// status` on its machine prints it).
     #[arg(long, env = "DBHAUL_CONTROLLER_FINGERPRINT", global = true)]
@@ -44,6 +51,16 @@ pub struct ClientArgs {
         conflicts_with = "controller_fingerprint"
     )]
     pub controller_ca: Option<PathBuf>,
+}
+
+impl ControllerTrustArgs {
+    /// The trust given: a pin, CAs, or neither (`None`).
+    pub fn given(&self) -> Result<Option<Trust>, String> {
+        if let Some(raw) = &self.controller_fingerprint {
+            return Ok(Some(Trust::Pin(crate::api::tls::parse_fingerprint(raw)?)));
+        }
+        Ok(self.controller_ca.clone().map(Trust::Roots))
+    }
 }
 
 impl ClientArgs {
@@ -72,11 +89,8 @@ impl ClientArgs {
 
     /// How to trust the controller's certificate.
     fn trust(&self) -> Result<Trust, String> {
-        if let Some(raw) = &self.controller_fingerprint {
-            return Ok(Trust::Pin(crate::api::tls::parse_fingerprint(raw)?));
-        }
-        if let Some(ca) = &self.controller_ca {
-            return Ok(Trust::Roots(ca.clone()));
+        if let Some(given) = self.trust.given()? {
+            return Ok(given);
         }
         let local = self
             .local_folder()

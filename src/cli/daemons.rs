@@ -63,17 +63,8 @@ pub struct AgentServeArgs {
     /// join again.
     #[arg(long)]
     pub controller: Option<String>,
-    /// Pin the controller's certificate by its SHA-256 fingerprint (`dbhaul controller
-    /// status` on its machine prints it).
-    #[arg(long, env = "DBHAUL_CONTROLLER_FINGERPRINT")]
-    pub controller_fingerprint: Option<String>,
-    /// Trust the controller's certificate when these CAs (PEM) sign it.
-    #[arg(
-        long,
-        env = "DBHAUL_CONTROLLER_CA",
-        conflicts_with = "controller_fingerprint"
-    )]
-    pub controller_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: super::client::ControllerTrustArgs,
     /// A file holding the controller's join token (a copy of join.token in the controller's
     /// folder), readable by the agent's user only.
     #[arg(long, env = "DBHAUL_JOIN_TOKEN_FILE", value_name = "PATH")]
@@ -283,16 +274,12 @@ pub fn configure_agent(args: ConfigureArgs) -> Exit {
 
 pub fn serve_agent(args: AgentServeArgs) -> Exit {
     use crate::api::controller_client::Trust;
-    let trust = match (&args.controller_fingerprint, &args.controller_ca) {
-        (Some(raw), _) => match crate::api::tls::parse_fingerprint(raw) {
-            Ok(fingerprint) => Trust::Pin(fingerprint),
-            Err(e) => {
-                report_error(format!("--controller-fingerprint: {e}"));
-                return Exit::Usage;
-            }
-        },
-        (None, Some(ca)) => Trust::Roots(ca.clone()),
-        (None, None) => Trust::System,
+    let trust = match args.trust.given() {
+        Ok(given) => given.unwrap_or(Trust::System),
+        Err(e) => {
+            report_error(format!("--controller-fingerprint: {e}"));
+            return Exit::Usage;
+        }
     };
     let token = match (&args.join_token_file, args.join_token) {
         (Some(file), _) => match std::fs::read_to_string(file) {
