@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::FileSettings;
+use crate::config::files::write_private;
 use crate::model::{ChunkName, ChunkRecord, SubtaskSpec};
-use crate::target::local::write_atomic;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 
@@ -74,7 +74,7 @@ impl Checkpoint {
 
     pub fn save(&self, dir: &Path) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("a checkpoint serializes");
-        write_atomic(&dir.join(CHECKPOINT_FILE), &json)
+        write_private(&dir.join(CHECKPOINT_FILE), &json)
     }
 
     /// The checkpoint in `dir`, if there is one this subtask can resume from. `Err` says

@@ -19,11 +19,12 @@ use super::messages::{
     Abort, ChunkSealed, CsvBatch, LobPart, SealedFile, Stage, StageReport, ToUpload,
 };
 use crate::config::FileSettings;
+use crate::config::files::write_private;
 use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
 use crate::model::{ChunkName, ChunkRecord, LobRecord, Manifest, SubtaskSpec, lob_file};
 use crate::source::fetch::row_predicate;
 use crate::target::ChunkWriter;
-use crate::target::local::{LobWriter, MANIFEST_FILE, describe_io, write_atomic};
+use crate::target::local::{LobWriter, MANIFEST_FILE, describe_io};
 
 /// Batches the compressor may have queued: a few MB each.
 pub const COMPRESSOR_CREDITS: usize = 4;
@@ -320,7 +321,7 @@ impl Compressor {
         let manifest = build_manifest(&self.context, &self.spec, &self.run, self.rows, chunks);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         let path = self.context.subtask_dir(&self.spec).join(MANIFEST_FILE);
-        write_atomic(&path, &json).map_err(|e| ("writing manifest.json".to_string(), e))?;
+        write_private(&path, &json).map_err(|e| ("writing manifest.json".to_string(), e))?;
         if let Some(upload) = &self.upload {
             let file = SealedFile::Manifest {
                 path,

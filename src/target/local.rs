@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::encrypt::{Encrypt, TaskKey};
 use crate::model::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, lob_file};
 
-const PARTIAL_SUFFIX: &str = ".partial";
+use crate::config::files::PARTIAL_SUFFIX;
 /// The manifest's file name in every subtask folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
@@ -204,22 +204,6 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
-}
-
-/// Write a small file atomically: temporary name, fsync, rename, fsync the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = partial_path(path);
-    let result = (|| {
-        let mut file = create_private(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn partial_path(path: &Path) -> PathBuf {
