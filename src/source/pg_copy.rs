@@ -668,18 +668,15 @@ impl NativeReader {
         table: &str,
     ) -> Result<(), SourceError> {
         let clients = [&self.client, second];
-        // Range i: above bound i-1, up to bound i; the last has no upper bound.
-        let sqls: Vec<String> = (0..=bounds.len())
-            .map(|i| {
-                let low = i.checked_sub(1).map(|j| bounds[j].as_str());
-                ranges.sql(low, bounds.get(i).map(String::as_str))
-            })
-            .collect();
+        // Range i: above bound i-1, up to bound i; the last has no upper bound. Its
+        // statement is made when it starts (a large table has many thousands).
+        let count = bounds.len() + 1;
         let start = |i: usize| {
-            let sql = sqls[i].as_str();
+            let low = i.checked_sub(1).map(|j| bounds[j].as_str());
+            let sql = ranges.sql(low, bounds.get(i).map(String::as_str));
             async move {
                 clients[i % 2]
-                    .copy_out(sql)
+                    .copy_out(sql.as_str())
                     .await
                     .map(Box::pin)
                     .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), table))
@@ -691,13 +688,13 @@ impl NativeReader {
         };
         tracing::debug!(
             table,
-            ranges = sqls.len(),
+            ranges = count,
             "read in {kind} ranges on two connections"
         );
         let rows_of =
             |e: tokio_postgres::Error| pg_error(&e, &format!("reading rows of {table}"), table);
         let mut live = Some(start(0).await?);
-        let mut ahead = match sqls.len() > 1 {
+        let mut ahead = match count > 1 {
             true => Some(Ahead::new(start(1).await?)),
             false => None,
         };
@@ -744,7 +741,7 @@ impl NativeReader {
                 gather.ended(row, out)?;
             }
             live = (!next.done).then_some(next.stream);
-            if index + 1 < sqls.len() {
+            if index + 1 < count {
                 ahead = Some(Ahead::new(start(index + 1).await?));
             }
         }
