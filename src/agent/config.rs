@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use argon2::Argon2;
-use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
@@ -184,13 +184,6 @@ fn verify(hash: &str, password: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
-}
-
-/// A random token of 32 bytes, hex: session tokens and join credentials.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// This machine's host name, for defaults.

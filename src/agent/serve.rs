@@ -9,12 +9,13 @@ use std::time::Duration;
 use actix::Actor;
 use actix_web::{App, HttpServer, web};
 
-use super::config::{AgentConfig, AgentPaths, hash_password, random_token};
+use super::config::{AgentConfig, AgentPaths, hash_password};
 use super::supervisor::AgentSupervisor;
 use crate::api::ServeError;
 use crate::api::agent_server::{self, AgentApi};
 use crate::api::controller_client::ControllerClient;
 use crate::api::wire::JoinRequest;
+use crate::config::random_token;
 use crate::store::Store;
 
 /// Where to join a controller, for fleets brought up by automation.

@@ -49,10 +49,11 @@ use super::wire::{
     Assign, CheckResult, ErrorBody, Health, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
     SetLogLevel, SubtaskSelection, TaskDefinition, TestReport,
 };
-use crate::agent::config::{AgentConfig, AgentPaths, random_token};
+use crate::agent::config::{AgentConfig, AgentPaths};
 use crate::agent::supervisor::{
     Action, AgentSupervisor, Control, CountByState, Forget, Load, Query, SharedDriverPolicy, Take,
 };
+use crate::config::random_token;
 use crate::telemetry::metrics;
 
 /// Argon2 verifications at once.

@@ -3,6 +3,15 @@
 
 use std::fmt;
 
+/// A random token of 32 bytes from the operating system, hex: session, admin and join
+/// tokens, task ids.
+pub fn random_token() -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -77,7 +77,7 @@ fn controller_id(path: &Path) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
-    let id = crate::agent::config::random_token()[..16].to_string();
+    let id = crate::config::random_token()[..16].to_string();
     crate::config::files::write_private(path, format!("{id}\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(id)

@@ -24,11 +24,11 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 
 use super::Controller;
-use crate::agent::config::random_token;
 use crate::api::ServeError;
 use crate::api::controller_gate::Gate;
 use crate::api::controller_server::{self, ControllerApi};
 use crate::config::files;
+use crate::config::random_token;
 
 /// The certificate file in the controller's folder, which local clients pin.
 pub const CERT_FILE: &str = "controller.crt";

@@ -138,7 +138,7 @@ impl Controller {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut definition = request.task;
         definition.name = job.name.to_string();
-        definition.id = crate::agent::config::random_token()[..16].to_string();
+        definition.id = crate::config::random_token()[..16].to_string();
         if self.lock().tasks.contains_key(&definition.name) {
             return Err(ApiError::conflict(format!(
                 "a task named {} exists; delete it first (`dbhaul tasks delete {}`) or give the \
@@ -705,7 +705,7 @@ fn rename(record: &mut TaskRecord, new_name: &str) -> Result<(), String> {
     }
     record.definition.job = job;
     record.definition.name = new_name.to_string();
-    record.definition.id = crate::agent::config::random_token()[..16].to_string();
+    record.definition.id = crate::config::random_token()[..16].to_string();
     for subtask in record
         .subtasks
         .iter_mut()
