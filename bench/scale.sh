@@ -47,9 +47,15 @@ done
 subtasks=$("$BIN" tasks show scale --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["subtasks"]))')
 echo "task: $subtasks subtasks over $AGENTS agents"
 
-python3 - "$port" "$controller" "$subtasks" "$AGENTS" "$OUT/../scale.json" "$BIN" <<'PY'
-import http.client, json, os, subprocess, sys, time
+python3 - "$port" "$controller" "$subtasks" "$AGENTS" "$OUT/../scale.json" "$BIN" "$OUT/controller" <<'PY'
+import http.client, json, os, ssl, subprocess, sys, time
 port, pid, subtasks, agents, out, binary = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+# The controller speaks HTTPS and wants its admin token, read from its folder as its owner
+# may. Its certificate is self-signed: checked by its fingerprint against controller.crt.
+folder = sys.argv[7]
+token = open(os.path.join(folder, "admin.token")).read().strip()
+pinned = ssl.PEM_cert_to_DER_cert(open(os.path.join(folder, "controller.crt")).read())
+context = ssl._create_unverified_context()
 tick = os.sysconf("SC_CLK_TCK")
 def cpu():
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -65,10 +71,12 @@ def rss():
 paths = {"tasks list": "/v1/tasks", "agents": "/v1/agents?max_age_s=2",
          "task view (every subtask)": "/v1/tasks/scale", "health": "/v1/health"}
 samples = {k: [] for k in paths}
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+conn.connect()
+assert conn.sock.getpeercert(binary_form=True) == pinned, "not the controller's certificate"
 def get(path):
     t = time.perf_counter()
-    conn.request("GET", path)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
     r = conn.getresponse(); body = r.read()
     assert r.status == 200, (path, r.status, body[:200])
     return time.perf_counter() - t, body
