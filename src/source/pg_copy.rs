@@ -23,6 +23,14 @@
 //! slices by the row's address, and written quoted (text) or as hex (bytea), passing the
 //! batch on every few MB. A view has no row address: its values come in the row, held
 //! once.
+//!
+//! **Two connections.** The server prints the CSV on one core per COPY, so a large read is
+//! cut into ranges ([`Ranges`]) read on two connections in one snapshot: a whole table at
+//! block numbers (`ctid` ranges, PostgreSQL 14+), a key-ordered read at values of its first
+//! key column from `pg_stats`. One range streams on while the next is read ahead on the
+//! other connection (at most [`AHEAD_BYTES`]); rows come in the order one COPY gives them.
+//! Small tables, subtasks with a predicate, views and reads with large values aside are
+//! one COPY, and so is a read whose second connection cannot be had.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -759,7 +767,7 @@ impl NativeReader {
 pub const RANGE_BLOCKS: i64 = 1024;
 /// The range read ahead on the second connection is held up to this many bytes; past it,
 /// that connection waits (the server blocks on its socket) until the range's turn comes.
-const AHEAD_BYTES: usize = 16 << 20;
+pub const AHEAD_BYTES: usize = 16 << 20;
 
 /// Histogram bounds thinned to about `ranges` ranges; none under three. The first and last
 /// bounds (the smallest and largest values sampled) are dropped: the first and last ranges
