@@ -2,11 +2,13 @@
 //! subtasks, chunks and manifests. Nothing here opens a file, a socket or a database; every
 //! other module speaks in these types.
 
+pub mod cancel;
 pub mod chunk;
 pub mod names;
 pub mod subtask;
 pub mod task;
 
+pub use cancel::CancelSwitch;
 pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest, lob_file};
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,

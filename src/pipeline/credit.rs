@@ -6,7 +6,6 @@
 //! credits × message size, whatever the size of the table.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
 use prometheus_client::metrics::gauge::Gauge;
@@ -140,31 +139,12 @@ impl Credits {
     }
 }
 
-/// The subtask's one cancel switch: set once, seen by every stage between batches.
-#[derive(Debug, Clone, Default)]
-pub struct CancelSwitch(Arc<AtomicBool>);
-
-impl CancelSwitch {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the switch is set (checked every 50 ms): for `select!` in async stages.
-    pub async fn cancelled(&self) {
-        while !self.is_cancelled() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-}
+pub use crate::model::CancelSwitch;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     struct Slow {

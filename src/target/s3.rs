@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::config::stages::ServerSideEncryption;
 use crate::config::{ChecksumMode, TargetSettings};
-use crate::pipeline::credit::CancelSwitch;
+use crate::model::CancelSwitch;
 
 /// Longest wait between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

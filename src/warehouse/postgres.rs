@@ -19,8 +19,8 @@ use tokio_postgres::Client;
 use super::field_filter::FieldFilter;
 use super::{TargetTable, WarehouseError, literal, loads_table, now_literal};
 use crate::config::{CopyOptions, FileSettings, WarehouseSettings};
+use crate::model::CancelSwitch;
 use crate::model::{ChunkRecord, Compression};
-use crate::pipeline::credit::CancelSwitch;
 use crate::target::{S3Error, S3Target};
 
 /// Hand decompressed data to COPY in pieces of about this size.
