@@ -174,7 +174,7 @@ shape() {
   local native_gz; native_gz=$(stat -c %s "$OUT/shapes.gz")
   rm -f "$OUT/shapes.gz"
   sync
-  if ! DBHAUL_LOG=dbhaul=warn,dbhaul::pipeline::extract=debug,dbhaul::source::pg_copy=debug /usr/bin/time -f '%e %M' -o "$OUT/time" \
+  if ! DBHAUL_LOG=dbhaul=warn,dbhaul::pipeline::extract=debug /usr/bin/time -f '%e %M' -o "$OUT/time" \
       "$BIN" run "$job" --work-dir "$OUT/shapes-work" --json > "$OUT/shapes-summary.json" 2> "$log"; then
     echo "dbhaul run failed on $name; the end of $log:" >&2; tail -n 20 "$log" >&2; exit 1
   fi

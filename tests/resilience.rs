@@ -647,6 +647,9 @@ fn an_agent_killed_mid_table_resumes_after_its_last_durable_chunk_and_each_row_l
     );
     let log = stdout(&f.controller.cli(&["tasks", "log", "fault"]));
     assert!(log.contains("resumes after chunk"), "{log}");
+    // Both attempts were read in key ranges on two connections, the second after the
+    // checkpoint's last key.
+    assert_eq!(log.matches("read in key ranges").count(), 2, "{log}");
     let runs: i64 = pg()
         .query_one(
             &format!(

@@ -219,6 +219,10 @@ impl Extractor {
             Some(ranges) => reader.range_bounds(&table, ranges)?,
             None => Vec::new(),
         };
+        if !bounds.is_empty() {
+            let kind = if plan.key.is_some() { "key" } else { "block" };
+            tracing::info!(task = %context.task, subtask = %subtask, ranges = bounds.len() + 1, "read in {kind} ranges on two connections in one snapshot");
+        }
         let rows = reader.read(&self.spec, &plan, &bounds, &context.files, &mut out)?;
         self.out
             .send_blocking(|credit| CsvBatch {

@@ -642,12 +642,7 @@ impl NativeReader {
                             gather.bytes.extend_from_slice(&row[1..])
                         }
                         (Some(side), _) => {
-                            let mut pending = Pending {
-                                bytes: &mut gather.bytes,
-                                rows: &mut gather.rows,
-                                total: &mut gather.total,
-                            };
-                            rebuild_row(&row, plan, delimiter, side, &mut pending, out, &table)
+                            rebuild_row(&row, plan, delimiter, side, &mut gather, out, &table)
                                 .await?
                         }
                         (None, _) => gather.bytes.extend_from_slice(&row),
@@ -690,15 +685,6 @@ impl NativeReader {
                     .map_err(|e| pg_error(&e, &format!("reading {table} with `{sql}`"), table))
             }
         };
-        let kind = match ranges.cut {
-            Cut::Key { .. } => "key",
-            Cut::Blocks => "block",
-        };
-        tracing::debug!(
-            table,
-            ranges = count,
-            "read in {kind} ranges on two connections"
-        );
         let rows_of =
             |e: tokio_postgres::Error| pg_error(&e, &format!("reading rows of {table}"), table);
         let mut live = Some(start(0).await?);
@@ -731,7 +717,9 @@ impl NativeReader {
                             match row {
                                 Some(row) => {
                                     let row = row.map_err(rows_of)?;
-                                    a.bytes += row.len();
+                                    // Its bytes and its handle: a table of short rows
+                                    // holds many handles per MiB.
+                                    a.bytes += row.len() + std::mem::size_of::<Bytes>();
                                     a.rows.push(row);
                                 }
                                 None => a.done = true,
@@ -790,6 +778,7 @@ fn thin_bounds(values: Vec<String>, ranges: i64) -> Vec<String> {
 struct Ahead {
     stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
     rows: Vec<Bytes>,
+    /// What `rows` hold, handles included.
     bytes: usize,
     /// The stream has ended: every row is in `rows`.
     done: bool,
@@ -867,6 +856,17 @@ impl Gather<'_> {
         Ok(())
     }
 
+    /// Pass on what is gathered in the middle of a row (a large value being written).
+    fn pass_on_mid_row(&mut self, out: &mut impl BatchOut) -> Result<(), SourceError> {
+        let capacity = self.bytes.capacity();
+        let full = std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity));
+        out.batch(full, self.rows, false, None)
+            .map_err(|_| SourceError::Cancelled)?;
+        self.total += self.rows;
+        self.rows = 0;
+        Ok(())
+    }
+
     /// The key of the last row ended, when the read is in key order.
     fn last_key(&self) -> Option<Vec<String>> {
         let key = self.plan.key.as_ref()?;
@@ -895,28 +895,6 @@ impl SideReader<'_> {
     }
 }
 
-/// What a read has gathered and not passed on yet.
-struct Pending<'a> {
-    bytes: &'a mut Vec<u8>,
-    /// Rows ended in `bytes`.
-    rows: &'a mut u64,
-    /// Rows passed on so far.
-    total: &'a mut u64,
-}
-
-impl Pending<'_> {
-    /// Pass on what is gathered, in the middle of a row.
-    fn pass_on_mid_row(&mut self, out: &mut impl BatchOut) -> Result<(), SourceError> {
-        let capacity = self.bytes.capacity();
-        let full = std::mem::replace(self.bytes, Vec::with_capacity(capacity));
-        out.batch(full, *self.rows, false, None)
-            .map_err(|_| SourceError::Cancelled)?;
-        *self.total += *self.rows;
-        *self.rows = 0;
-        Ok(())
-    }
-}
-
 /// Write a row whose hidden first field names large values: its other fields as the
 /// server wrote them, each large value read on the side in slices, passing what is
 /// gathered on mid-value whenever it grows past [`FLUSH_BYTES`].
@@ -925,7 +903,7 @@ async fn rebuild_row(
     plan: &NativePlan,
     delimiter: u8,
     side: &mut SideReader<'_>,
-    pending: &mut Pending<'_>,
+    gather: &mut Gather<'_>,
     out: &mut impl BatchOut,
     table: &str,
 ) -> Result<(), SourceError> {
@@ -952,12 +930,12 @@ async fn rebuild_row(
     let mut flags = flags.bytes();
     for (i, span) in spans[1..].iter().enumerate() {
         if i > 0 {
-            pending.bytes.push(delimiter);
+            gather.bytes.push(delimiter);
         }
         let large = match &plan.large[i] {
             Some(large) if flags.next().ok_or_else(bad)? == b'1' => large,
             _ => {
-                pending.bytes.extend_from_slice(&row[span.clone()]);
+                gather.bytes.extend_from_slice(&row[span.clone()]);
                 continue;
             }
         };
@@ -975,8 +953,8 @@ async fn rebuild_row(
             .map_err(|e| pg_error(&e, &what(), table))?;
         let mut stream = std::pin::pin!(stream);
         match large.binary {
-            true => pending.bytes.extend_from_slice(&plan.binary_prefix),
-            false => pending.bytes.push(b'"'),
+            true => gather.bytes.extend_from_slice(&plan.binary_prefix),
+            false => gather.bytes.push(b'"'),
         }
         let mut expected = 1i64;
         while let Some(slice) = stream.next().await {
@@ -991,14 +969,14 @@ async fn rebuild_row(
             let piece: &[u8] = slice.get(1);
             expected += SLICE_BYTES as i64;
             if large.binary {
-                let at = pending.bytes.len();
-                pending.bytes.resize(at + piece.len() * 2, 0);
-                hex::encode_to_slice(piece, &mut pending.bytes[at..]).expect("sized for hex");
+                let at = gather.bytes.len();
+                gather.bytes.resize(at + piece.len() * 2, 0);
+                hex::encode_to_slice(piece, &mut gather.bytes[at..]).expect("sized for hex");
             } else {
-                quoted_body(piece, pending.bytes);
+                quoted_body(piece, &mut gather.bytes);
             }
-            if pending.bytes.len() >= FLUSH_BYTES {
-                pending.pass_on_mid_row(out)?;
+            if gather.bytes.len() >= FLUSH_BYTES {
+                gather.pass_on_mid_row(out)?;
             }
         }
         if expected == 1 {
@@ -1009,10 +987,10 @@ async fn rebuild_row(
             });
         }
         if !large.binary {
-            pending.bytes.push(b'"');
+            gather.bytes.push(b'"');
         }
     }
-    pending.bytes.push(b'\n');
+    gather.bytes.push(b'\n');
     Ok(())
 }
 

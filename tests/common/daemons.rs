@@ -285,6 +285,17 @@ impl Controller {
 
     /// [`Controller::register`] with more arguments (`--roles ...`).
     pub fn register_with(&self, agent: &Agent, extra: &[&str]) {
+        let out = self.try_register(agent, extra);
+        assert!(
+            out.status.success(),
+            "register {}: {}",
+            agent.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `dbhaul agents register` of `agent` with its password and fingerprint, as it ends.
+    pub fn try_register(&self, agent: &Agent, extra: &[&str]) -> Output {
         let port = agent.port.to_string();
         let mut args = vec![
             "agents",
@@ -299,13 +310,7 @@ impl Controller {
             &agent.fingerprint,
         ];
         args.extend_from_slice(extra);
-        let out = self.cli_stdin(&args, &format!("{AGENT_PASSWORD}\n"));
-        assert!(
-            out.status.success(),
-            "register {}: {}",
-            agent.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.cli_stdin(&args, &format!("{AGENT_PASSWORD}\n"))
     }
 
     /// `tasks show NAME --json`.

@@ -510,20 +510,7 @@ fn an_agent_belongs_to_one_controller_until_released() {
     let out = first.cli(&["tasks", "create", job.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let port = agent.port.to_string();
-    let register = [
-        "agents",
-        "register",
-        "shared",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--password-stdin",
-        "--fingerprint",
-        &agent.fingerprint,
-    ];
-    let out = second.cli_stdin(&register, &format!("{AGENT_PASSWORD}\n"));
+    let out = second.try_register(&agent, &[]);
     let said = stderr(&out);
     assert!(
         !out.status.success(),
@@ -545,6 +532,5 @@ fn an_agent_belongs_to_one_controller_until_released() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = first.cli(&["agents", "remove", "shared"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = second.cli_stdin(&register, &format!("{AGENT_PASSWORD}\n"));
-    assert!(out.status.success(), "{}", stderr(&out));
+    second.register(&agent);
 }
