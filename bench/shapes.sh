@@ -4,6 +4,7 @@
 # the other. PostgreSQL's native pipeline is
 # `psql \copy (SELECT * FROM t) TO STDOUT WITH (FORMAT csv) | pigz -p 2 -1`, MariaDB's
 # `mariadb --quick -B -N -e 'SELECT * FROM t' | pigz -p 2 -1`. The shapes:
+#   0. lineitem: TPC-H lineitem as loaded, varchar/char columns, for comparison;
 #   1. lineitem_text: TPC-H lineitem with its character columns as `text` (LOBs to ODBC);
 #   2. the same through a DSN (an odbc.ini of its own in bench/out, ODBCINI);
 #   3. the same with `[task] sorting = "if_possible"` (key-ordered, resumable read);
@@ -187,6 +188,7 @@ shape() {
   rm -rf "$OUT/shapes-work"
 }
 
+shape "lineitem (varchar/char, PK)" "$expected" "$(pg_native lineitem)" "$(job shape_varchar "$pg_conn" public.lineitem)"
 shape "lineitem_text" "$expected" "$(pg_native lineitem_text)" "$(job shape_text "$pg_conn" public.lineitem_text)"
 shape "lineitem_text, DSN" "$expected" "$(pg_native lineitem_text)" "$(job shape_dsn "DSN=dbhaul_bench_pg;" public.lineitem_text)"
 shape "lineitem_text, sorting if_possible" "$expected" "$(pg_native lineitem_text)" \
