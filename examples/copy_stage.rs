@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dbhaul::config::job::Job;
+use dbhaul::destination::S3Target;
 use dbhaul::model::ChunkRecord;
 use dbhaul::pipeline::credit::CancelSwitch;
-use dbhaul::target::S3Target;
 use dbhaul::warehouse::postgres::{ChunkLoad, Loaded, load_chunk};
 use dbhaul::warehouse::{self, TargetTable};
 

@@ -13,10 +13,14 @@ pub mod cli;
 pub mod config;
 /// The controller daemon: agents, tasks, dispatch and polling.
 pub mod controller;
+/// Where chunk files land: the local working folder and S3.
+pub mod destination;
 /// Tasks as XML files: export and import, never a secret.
 pub mod export;
 /// The words of the design (task, subtask, chunk, manifest) as plain types; no I/O.
 pub mod model;
+/// Connections made outside ODBC: PostgreSQL URLs as libpq reads them, TLS.
+pub mod net;
 /// The data path: extractor thread, CSV encoding, compressor, subtask supervision.
 pub mod pipeline;
 /// Turning a job and a source catalog into subtasks (tables and partitions).
@@ -25,8 +29,6 @@ pub mod planner;
 pub mod source;
 /// The only module that opens redb: the daemons' stores.
 pub mod store;
-/// Where chunk files land: the local working folder and S3.
-pub mod target;
 /// Logging, per-task log files and Prometheus metrics.
 pub mod telemetry;
 /// The copy stage's warehouses: PostgreSQL and Redshift, exactly once.

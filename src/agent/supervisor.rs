@@ -446,7 +446,7 @@ async fn prepare_task(
     };
     let target = match &job.target {
         Some(settings) => Some(
-            crate::target::S3Target::connect(settings)
+            crate::destination::S3Target::connect(settings)
                 .await
                 .map_err(|e| format!("target: {e}"))?,
         ),
@@ -463,7 +463,7 @@ async fn prepare_task(
         native_copy: job.native_copy,
         source,
         files: job.files.clone(),
-        work: crate::target::WorkDir::new(work.join(job.name.as_str())),
+        work: crate::destination::WorkDir::new(work.join(job.name.as_str())),
         target,
         warehouse: job.warehouse.clone(),
         io: job.mode.uploads().then_some(io),

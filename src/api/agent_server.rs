@@ -472,7 +472,7 @@ async fn test(
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
     let job = job_of(&api, &body.task, None)?;
-    let work = crate::target::WorkDir::new(api.paths.work().join(job.name.as_str()));
+    let work = crate::destination::WorkDir::new(api.paths.work().join(job.name.as_str()));
     let checks = crate::agent::blocking(move || crate::pipeline::checks::test_task(&job, &work))
         .await
         .map_err(ApiError::internal)?;

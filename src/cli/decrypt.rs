@@ -1,11 +1,11 @@
 //! `dbhaul decrypt FILE --key-env VAR`: a chunk written with `files.encryption_key_env`
-//! back into the compressed CSV it was, streaming (see `target::encrypt`).
+//! back into the compressed CSV it was, streaming (see `destination::encrypt`).
 
 use std::io::{Read, Write};
 
 use super::{DecryptArgs, Exit, report_error};
 use crate::config::Secret;
-use crate::target::encrypt::{Decrypt, TaskKey};
+use crate::destination::encrypt::{Decrypt, TaskKey};
 
 pub fn run(args: DecryptArgs) -> Exit {
     let key = match std::env::var(&args.key_env) {

@@ -12,11 +12,11 @@ use actix::Arbiter;
 use super::progress::ProgressView;
 use super::{Exit, RunArgs, report_error};
 use crate::config::Job;
+use crate::destination::WorkDir;
 use crate::pipeline::checks;
 use crate::pipeline::job_runner::{JobRunner, RetryPolicy, StopJob};
 use crate::pipeline::{SubtaskContext, SubtaskOutcome};
 use crate::source::Source;
-use crate::target::WorkDir;
 
 pub fn run(args: RunArgs) -> Exit {
     let job = match Job::load(&args.job) {

@@ -406,8 +406,8 @@ pub struct FileSettings {
     /// Keep uploaded objects once they are copied into the warehouse.
     pub keep_uploaded: bool,
     /// Encrypt every chunk file with this key (`files.encryption_key_env`): see
-    /// `target::encrypt`.
-    pub encryption_key: Option<crate::target::encrypt::TaskKey>,
+    /// `destination::encrypt`.
+    pub encryption_key: Option<super::TaskKey>,
     /// `files.lob_objects`: a LOB value above this many bytes is written to its own object
     /// under the subtask's `lobs/` folder, and its column holds the object's URL.
     pub lob_objects_over: Option<u64>,
@@ -688,7 +688,7 @@ impl Job {
                     )
                 })?;
                 Some(
-                    crate::target::encrypt::TaskKey::from_secret(&Secret::new(value))
+                    super::TaskKey::from_secret(&Secret::new(value))
                         .map_err(|m| err(Some(var.span()), format!("`{}` {m}", var.get_ref())))?,
                 )
             }
@@ -782,7 +782,7 @@ impl Job {
             _ => None,
         };
         if let (Some(var), Some(w)) = (&files.encryption_key_env, &warehouse)
-            && w.kind == crate::warehouse::WarehouseKind::Redshift
+            && w.kind == crate::config::WarehouseKind::Redshift
         {
             return Err(err(
                 Some(var.span()),
@@ -1488,7 +1488,7 @@ null_string = "\\N"
         )
         .expect("the Redshift example parses");
         let warehouse = redshift.warehouse.expect("[warehouse]");
-        assert_eq!(warehouse.kind, crate::warehouse::WarehouseKind::Redshift);
+        assert_eq!(warehouse.kind, crate::config::WarehouseKind::Redshift);
         assert_eq!(redshift.files.binary_format, BinaryFormat::Hex);
     }
 }

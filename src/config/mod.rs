@@ -11,5 +11,5 @@ pub use job::{
     DateInterval, FileSettings, Job, JobError, MAX_RANGES, PartitionRequest, Rule, SqlLiteral,
     TableRequest, like,
 };
-pub use secret::{Secret, random_token};
-pub use stages::{ChecksumMode, CopyOptions, TargetSettings, WarehouseSettings};
+pub use secret::{KEY_BYTES, Secret, TaskKey, random_token};
+pub use stages::{ChecksumMode, CopyOptions, TargetSettings, WarehouseKind, WarehouseSettings};

@@ -36,3 +36,45 @@ impl fmt::Display for Secret {
         f.write_str("***")
     }
 }
+
+/// Bytes of an encryption key (AES-256).
+pub const KEY_BYTES: usize = 32;
+
+/// A task key (and a chunk's data key): 32 bytes; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskKey([u8; KEY_BYTES]);
+
+impl std::fmt::Debug for TaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TaskKey(***)")
+    }
+}
+
+impl TaskKey {
+    /// The key a job's `encryption_key_env` holds, or why it is not one.
+    pub fn from_secret(secret: &Secret) -> Result<TaskKey, String> {
+        let text = secret.expose().trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .filter(|b| b.len() == KEY_BYTES)
+            .ok_or_else(|| {
+                format!(
+                    "is not a key: give 64 hex digits (32 random bytes), such as `openssl rand \
+                 -hex 32` prints (it has {} characters)",
+                    text.len()
+                )
+            })?;
+        let mut key = [0u8; KEY_BYTES];
+        key.copy_from_slice(&bytes);
+        Ok(TaskKey(key))
+    }
+
+    /// A key of these bytes (a chunk's data key).
+    pub fn from_bytes(bytes: [u8; KEY_BYTES]) -> TaskKey {
+        TaskKey(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.0
+    }
+}

@@ -10,7 +10,23 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Secret;
-use crate::warehouse::WarehouseKind;
+
+/// Which warehouse a task copies into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseKind {
+    Postgres,
+    Redshift,
+}
+
+impl WarehouseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarehouseKind::Postgres => "postgres",
+            WarehouseKind::Redshift => "redshift",
+        }
+    }
+}
 
 /// Default multipart part size: 16 MiB (S3 allows 5 MiB to 5 GiB).
 pub const DEFAULT_PART_SIZE_MB: u64 = 16;
@@ -511,7 +527,7 @@ impl WarehouseSection {
     ) -> Result<WarehouseSettings, SpanError> {
         let url = self.url.get_ref().trim().to_string();
         let is_pg_url = url.starts_with("postgresql://") || url.starts_with("postgres://");
-        if !is_pg_url || crate::warehouse::parse_url(&url).is_err() {
+        if !is_pg_url || crate::net::postgres::parse_url(&url).is_err() {
             return Err((
                 Some(self.url.span()),
                 "warehouse.url is not a PostgreSQL URL such as \

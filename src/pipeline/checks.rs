@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use crate::config::Job;
+use crate::destination::{S3Target, WorkDir};
 use crate::model::SubtaskSpec;
 use crate::source::Source;
-use crate::target::{S3Target, WorkDir};
 use crate::warehouse;
 
 /// Below this much free space in the working folder a run is warned.
@@ -66,7 +66,7 @@ pub fn work_folder(work: &WorkDir) -> Check {
             work.root().display(),
             free as f64 / 1e9
         )),
-        Err(e) => Err(crate::target::local::describe_io(
+        Err(e) => Err(crate::destination::local::describe_io(
             &format!("working folder {}", work.root().display()),
             &e,
         )),
@@ -112,7 +112,7 @@ pub async fn bucket(job: &Job, attempts: u32) -> (Check, Option<S3Target>) {
     let result = async {
         let target = S3Target::connect(settings).await?;
         let detail = target.probe(job.name.as_str(), attempts).await?;
-        Ok::<_, crate::target::S3Error>((target, detail))
+        Ok::<_, crate::destination::S3Error>((target, detail))
     }
     .await;
     match result {

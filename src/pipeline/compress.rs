@@ -20,11 +20,11 @@ use super::messages::{
 };
 use crate::config::FileSettings;
 use crate::config::files::write_private;
+use crate::destination::ChunkWriter;
+use crate::destination::local::{LobWriter, MANIFEST_FILE, describe_io};
 use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
 use crate::model::{ChunkName, ChunkRecord, LobRecord, Manifest, SubtaskSpec, lob_file};
 use crate::source::fetch::row_predicate;
-use crate::target::ChunkWriter;
-use crate::target::local::{LobWriter, MANIFEST_FILE, describe_io};
 
 /// Batches the compressor may have queued: a few MB each.
 pub const COMPRESSOR_CREDITS: usize = 4;
@@ -298,7 +298,7 @@ impl Compressor {
         self.done = true;
         // A full folder may well have room again soon (uploaded chunks are deleted, an
         // operator frees space): the subtask is run again, from its checkpoint if any.
-        let transient = crate::target::local::is_full(&error);
+        let transient = crate::destination::local::is_full(&error);
         let error = describe_io(&what, &error);
         self.report.do_send(StageReport::Failed {
             stage: Stage::Compress,
@@ -541,7 +541,7 @@ fn build_manifest(
             encryption: files
                 .encryption_key
                 .is_some()
-                .then_some(crate::target::encrypt::FORMAT_NAME),
+                .then_some(crate::destination::encrypt::FORMAT_NAME),
         },
         rows,
         chunks,

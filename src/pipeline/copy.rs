@@ -14,9 +14,9 @@ use super::SubtaskContext;
 use super::credit::{CancelSwitch, Credits};
 use super::messages::{Abort, Stage, StageReport, ToCopy, UploadedFile};
 use crate::config::WarehouseSettings;
+use crate::destination::{S3Error, S3Target};
 use crate::model::chunk::CopyManifest;
 use crate::model::{ChunkRecord, SubtaskSpec};
-use crate::target::{S3Error, S3Target};
 use crate::warehouse::postgres::{ChunkLoad, LoadError, Loaded, load_chunk, load_empty_subtask};
 use crate::warehouse::redshift::{self, SubtaskRef};
 use crate::warehouse::{self, TargetTable, WarehouseError, WarehouseKind};
@@ -384,7 +384,7 @@ impl CopyJob {
                 .collect();
             keys.push(
                 self.target
-                    .key(task, &id, crate::target::local::MANIFEST_FILE),
+                    .key(task, &id, crate::destination::local::MANIFEST_FILE),
             );
             if let Err(e) = self.target.delete(&keys, &self.cancel).await {
                 tracing::warn!("the copy is done, but deleting its uploaded files failed: {e}");

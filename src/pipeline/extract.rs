@@ -284,7 +284,7 @@ struct LobObjects {
     over: usize,
     task: String,
     subtask: String,
-    target: crate::target::S3Target,
+    target: crate::destination::S3Target,
 }
 
 impl LobObjects {

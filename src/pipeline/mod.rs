@@ -30,9 +30,9 @@ use std::path::PathBuf;
 use actix::prelude::*;
 
 use crate::config::{FileSettings, WarehouseSettings};
+use crate::destination::{S3Target, WorkDir};
 use crate::model::{Sorting, SubtaskSpec, TaskName};
 use crate::source::Source;
-use crate::target::{S3Target, WorkDir};
 
 /// What every subtask of a task shares.
 #[derive(Debug)]

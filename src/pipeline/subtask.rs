@@ -16,9 +16,9 @@ use super::extract::Extractor;
 use super::messages::{Abort, ChunkSealed, Stage, StageReport, ToCopy, UploadedFile};
 use super::upload::{UPLOADER_CREDITS, Uploader};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
+use crate::destination::local::MANIFEST_FILE;
 use crate::model::{Sorting, SubtaskSpec};
 use crate::source::fetch::{KeyOrder, always_in_key_order};
-use crate::target::local::MANIFEST_FILE;
 
 /// Stop a running subtask (Ctrl-C, or a user's stop).
 #[derive(Message)]

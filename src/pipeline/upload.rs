@@ -11,9 +11,9 @@ use actix::prelude::*;
 use super::SubtaskContext;
 use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::messages::{Abort, SealedFile, Stage, StageReport, ToCopy, ToUpload, UploadedFile};
+use crate::destination::local::lob_path;
+use crate::destination::{S3Error, S3Target};
 use crate::model::{ChunkRecord, SubtaskSpec, lob_file};
-use crate::target::local::lob_path;
-use crate::target::{S3Error, S3Target};
 
 /// Sealed chunks that may wait for the uploader.
 pub const UPLOADER_CREDITS: usize = 2;
@@ -193,7 +193,7 @@ impl Handler<ToUpload> for Uploader {
                             manifest.rows
                         )));
                     }
-                    let key = target.key(&task, &id, crate::target::local::MANIFEST_FILE);
+                    let key = target.key(&task, &id, crate::destination::local::MANIFEST_FILE);
                     let bytes = target.upload_file(&path, &key, &cancel).await?;
                     if let Some(out) = &out {
                         let file = UploadedFile::Manifest {

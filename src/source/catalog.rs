@@ -5,7 +5,8 @@
 
 use odbc_api::{Connection, Cursor, IntoParameter};
 
-use super::connection::{Dialect, Source};
+use super::Dialect;
+use super::connection::Source;
 use super::{SourceError, error::describe};
 use crate::model::{ColumnSpec, SubtaskSpec, TableRef};
 

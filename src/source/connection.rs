@@ -13,20 +13,16 @@ use odbc_api::{Connection, ConnectionOptions, environment, escape_attribute_valu
 use super::SourceError;
 use super::error::{describe, sql_state};
 use crate::config::Secret;
-use crate::model::TableRef;
+use crate::model::{Dialect, TableRef};
 
-/// The database behind a connection, as far as dbhaul treats them differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    /// MariaDB or MySQL: namespaces are catalogs, and the Debian driver (Connector/ODBC
-    /// 3.1) buffers whole result sets, so tables are read in key ranges.
-    MariaDb,
-    Sqlite,
-    Other,
+/// What the source's driver needs, by the database behind it.
+trait DialectSetup {
+    fn from_dbms_name(name: &str) -> Dialect;
+    fn session_setup(self) -> &'static [&'static str];
+    fn driver_options(self, purpose: Purpose) -> Vec<(&'static str, String)>;
 }
 
-impl Dialect {
+impl DialectSetup for Dialect {
     fn from_dbms_name(name: &str) -> Dialect {
         let name = name.to_ascii_lowercase();
         if name.contains("postgres") {
@@ -72,16 +68,6 @@ impl Dialect {
             Dialect::Sqlite => vec![("NoCreat", "1".into())],
             Dialect::Other => vec![],
         }
-    }
-
-    /// Whether the namespace in `schema.table` is an ODBC catalog rather than a schema.
-    pub fn namespace_is_catalog(self) -> bool {
-        self == Dialect::MariaDb
-    }
-
-    /// Whether one query can stream a whole table in bounded memory.
-    pub fn streams_results(self) -> bool {
-        self != Dialect::MariaDb
     }
 }
 

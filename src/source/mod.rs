@@ -13,6 +13,7 @@ pub mod fetch;
 mod odbc_ini;
 pub mod pg_copy;
 
-pub use connection::{Dialect, Source, holds_password, redact};
+pub use crate::model::Dialect;
+pub use connection::{Source, holds_password, redact};
 pub use drivers::DriverPolicy;
 pub use error::SourceError;

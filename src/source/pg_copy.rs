@@ -1095,7 +1095,7 @@ async fn connect(params: &PgParams) -> Result<tokio_postgres::Client, SourceErro
     config.ssl_mode(mode);
     let what = "connecting to the source for the native COPY";
     let (client, connection) = config
-        .connect(crate::warehouse::tls_connector(verify))
+        .connect(crate::net::postgres::tls_connector(verify))
         .await
         .map_err(|e| pg_error(&e, what, ""))?;
     tokio::spawn(async move {

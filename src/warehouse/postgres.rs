@@ -19,9 +19,9 @@ use tokio_postgres::Client;
 use super::field_filter::FieldFilter;
 use super::{TargetTable, WarehouseError, literal, loads_table, now_literal};
 use crate::config::{CopyOptions, FileSettings, WarehouseSettings};
+use crate::destination::{S3Error, S3Target};
 use crate::model::CancelSwitch;
 use crate::model::{ChunkRecord, Compression};
-use crate::target::{S3Error, S3Target};
 
 /// Hand decompressed data to COPY in pieces of about this size.
 const COPY_PIECE: usize = 1024 * 1024;
@@ -125,7 +125,7 @@ pub async fn load_chunk(
     let mut decrypt = files
         .encryption_key
         .as_ref()
-        .map(crate::target::encrypt::Decrypt::new);
+        .map(crate::destination::encrypt::Decrypt::new);
     let mut filter = field_filter(table, files);
     loop {
         let piece = tokio::select! {

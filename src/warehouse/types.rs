@@ -10,9 +10,9 @@
 //! wider type wins. Nothing here talks to a database.
 
 use super::WarehouseKind;
+use crate::model::Dialect;
 use crate::model::subtask::sql;
 use crate::model::{ColumnSpec, FetchKind};
-use crate::source::Dialect;
 
 /// PostgreSQL's longest `varchar(n)`, in characters.
 const POSTGRES_MAX_VARCHAR: usize = 10_485_760;

@@ -19,7 +19,9 @@ use std::io::{self, Write};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
+#[cfg(test)]
 use crate::config::Secret;
+pub use crate::config::TaskKey;
 
 /// The manifest's name for the format.
 pub const FORMAT_NAME: &str = "aes-256-gcm-stream (DBHAULE1, 64 KiB segments)";
@@ -28,43 +30,14 @@ pub const MAGIC: &[u8; 8] = b"DBHAULE1";
 /// Data per segment.
 pub const SEGMENT: usize = 64 * 1024;
 const TAG: usize = 16;
-const KEY: usize = 32;
+const KEY: usize = crate::config::KEY_BYTES;
 const PREFIX: usize = 7;
 const SEALED_KEY: usize = NONCE_LEN + KEY + TAG;
 const HEADER: usize = MAGIC.len() + SEALED_KEY + PREFIX;
 
-/// A task key (and a chunk's data key): 32 bytes; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TaskKey([u8; KEY]);
-
-impl std::fmt::Debug for TaskKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TaskKey(***)")
-    }
-}
-
-impl TaskKey {
-    /// The key a job's `encryption_key_env` holds, or why it is not one.
-    pub fn from_secret(secret: &Secret) -> Result<TaskKey, String> {
-        let text = secret.expose().trim();
-        let bytes = hex::decode(text)
-            .ok()
-            .filter(|b| b.len() == KEY)
-            .ok_or_else(|| {
-                format!(
-                    "is not a key: give 64 hex digits (32 random bytes), such as `openssl rand \
-                 -hex 32` prints (it has {} characters)",
-                    text.len()
-                )
-            })?;
-        let mut key = [0u8; KEY];
-        key.copy_from_slice(&bytes);
-        Ok(TaskKey(key))
-    }
-
-    fn cipher(&self) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte key"))
-    }
+/// A key's AES-256-GCM cipher.
+fn cipher(key: &TaskKey) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.bytes()).expect("a 32-byte key"))
 }
 
 fn random<const N: usize>() -> io::Result<[u8; N]> {
@@ -98,7 +71,7 @@ impl<W: Write> Encrypt<W> {
         let data_key: [u8; KEY] = random()?;
         let nonce: [u8; NONCE_LEN] = random()?;
         let mut sealed = data_key.to_vec();
-        key.cipher()
+        cipher(key)
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(MAGIC),
@@ -112,7 +85,7 @@ impl<W: Write> Encrypt<W> {
         inner.write_all(&prefix)?;
         Ok(Encrypt {
             inner,
-            cipher: TaskKey(data_key).cipher(),
+            cipher: cipher(&TaskKey::from_bytes(data_key)),
             prefix,
             counter: 0,
             pending: Vec::with_capacity(SEGMENT + TAG),
@@ -195,9 +168,7 @@ impl Decrypt {
         let at = MAGIC.len();
         let nonce: [u8; NONCE_LEN] = self.buffer[at..at + NONCE_LEN].try_into().expect("12");
         let mut sealed = self.buffer[at + NONCE_LEN..at + SEALED_KEY].to_vec();
-        let data_key = self
-            .key
-            .cipher()
+        let data_key = cipher(&self.key)
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(MAGIC),
@@ -211,7 +182,7 @@ impl Decrypt {
             })?;
         let mut key = [0u8; KEY];
         key.copy_from_slice(data_key);
-        self.cipher = Some(TaskKey(key).cipher());
+        self.cipher = Some(cipher(&TaskKey::from_bytes(key)));
         self.prefix
             .copy_from_slice(&self.buffer[at + SEALED_KEY..HEADER]);
         self.buffer.drain(..HEADER);

@@ -1,0 +1,3 @@
+//! Network connections shared by the source and the warehouse sides.
+
+pub mod postgres;
