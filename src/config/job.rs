@@ -499,300 +499,19 @@ impl Job {
         read: impl Fn(&str) -> Result<String, String>,
         mode: Option<MigrationMode>,
     ) -> Result<Job, JobError> {
-        let err = |span: Option<Range<usize>>, message: String| {
-            let (line, column) = match span {
-                Some(span) if span != (0..0) => {
-                    let (l, c) = line_col(text, span.start);
-                    (Some(l), Some(c))
-                }
-                _ => (None, None),
-            };
-            JobError {
-                file: file.to_string(),
-                line,
-                column,
-                message,
-            }
-        };
-
+        let at = At { file, text };
         let raw: JobFile = toml::from_str(text)
-            .map_err(|e| err(e.span(), e.message().trim_end().replace('\n', " ")))?;
+            .map_err(|e| at.err(e.span(), e.message().trim_end().replace('\n', " ")))?;
 
         let name = TaskName::parse(raw.task.name.get_ref())
-            .map_err(|m| err(Some(raw.task.name.span()), format!("task.name: {m}")))?;
-
-        let connection = raw.source.connection.get_ref().trim().to_string();
-        if connection.is_empty() {
-            return Err(err(
-                Some(raw.source.connection.span()),
-                "source.connection is empty; give an ODBC connection string such as \
-                 \"Driver={PostgreSQL Unicode};Server=db;Port=5432;Database=erp;Uid=etl;\""
-                    .into(),
-            ));
-        }
-        let password = match &raw.source.password_env {
-            None => None,
-            Some(var) => match env(var.get_ref()) {
-                Some(value) => Some(Secret::new(value)),
-                None => {
-                    return Err(err(
-                        Some(var.span()),
-                        format!(
-                            "source.password_env names `{}`, which is not set; export it \
-                             with the source password before running",
-                            var.get_ref()
-                        ),
-                    ));
-                }
-            },
-        };
-
-        if raw.tables.is_empty() {
-            return Err(err(
-                None,
-                "no [[tables]]: add at least one, e.g. [[tables]] name = \"public.orders\"; \
-                 `dbhaul tables --source ...` lists what the source has"
-                    .into(),
-            ));
-        }
-        let mut tables = Vec::with_capacity(raw.tables.len());
-        for table in raw.tables {
-            let table_name = table.name.get_ref().trim().to_string();
-            if table_name.is_empty() {
-                return Err(err(Some(table.name.span()), "tables.name is empty".into()));
-            }
-            if tables.iter().any(|t: &TableRequest| t.name == table_name) {
-                return Err(err(
-                    Some(table.name.span()),
-                    format!("table `{table_name}` is listed twice"),
-                ));
-            }
-            let partition = match table.partition {
-                None => None,
-                Some(p) => {
-                    let span = p.span();
-                    Some(partition_request(p.into_inner(), &read).map_err(|m| {
-                        err(
-                            Some(span),
-                            format!("tables.partition of `{table_name}`: {m}"),
-                        )
-                    })?)
-                }
-            };
-            let filter = table
-                .filter
-                .map(|f| f.trim().to_string())
-                .filter(|f| !f.is_empty());
-            let lob_columns: Vec<String> = table
-                .lob_columns
-                .iter()
-                .map(|c| c.trim().to_string())
-                .collect();
-            if lob_columns.iter().any(String::is_empty) {
-                return Err(err(
-                    Some(table.name.span()),
-                    format!("tables.lob_columns of `{table_name}` holds an empty column name"),
-                ));
-            }
-            tables.push(TableRequest {
-                name: table_name,
-                filter,
-                partition,
-                lob_columns,
-            });
-        }
-        let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
-        for rule in raw.rules {
-            let name = rule.name.get_ref().trim().to_string();
-            if name.is_empty() {
-                return Err(err(Some(rule.name.span()), "rules.name is empty".into()));
-            }
-            if rules.iter().any(|r| r.name == name) {
-                return Err(err(
-                    Some(rule.name.span()),
-                    format!("rule `{name}` is defined twice"),
-                ));
-            }
-            let filter = rule.filter.get_ref().trim().to_string();
-            if filter.is_empty() {
-                return Err(err(
-                    Some(rule.filter.span()),
-                    format!(
-                        "rule `{name}`: where is empty; give a predicate such as \"created >= '2020-01-01'\""
-                    ),
-                ));
-            }
-            let (schema, table) = (rule.schema.trim(), rule.table.trim());
-            if schema.is_empty() || table.is_empty() {
-                return Err(err(
-                    Some(rule.name.span()),
-                    format!(
-                        "rule `{name}`: an empty schema or table pattern matches nothing; \
-                         leave it out to match every one (\"%\")"
-                    ),
-                ));
-            }
-            rules.push(Rule {
-                name,
-                schema: schema.to_string(),
-                table: table.to_string(),
-                filter,
-                enabled: rule.enabled,
-            });
-        }
-
-        let files = &raw.files;
-        let chunk_mb = *files.chunk_mb.get_ref();
-        if !(1..=4096).contains(&chunk_mb) {
-            return Err(err(
-                Some(files.chunk_mb.span()),
-                format!("files.chunk_mb = {chunk_mb}: must be 1 to 4096 (MB of compressed output)"),
-            ));
-        }
-        let gzip_level = *files.gzip_level.get_ref();
-        if !(1..=9).contains(&gzip_level) {
-            return Err(err(
-                Some(files.gzip_level.span()),
-                format!("files.gzip_level = {gzip_level}: must be 1 (fastest) to 9 (smallest)"),
-            ));
-        }
-        let delimiter = parse_delimiter(files.delimiter.get_ref()).map_err(|m| {
-            err(
-                Some(files.delimiter.span()),
-                format!("files.delimiter: {m}"),
-            )
-        })?;
-        let null_string = files.null_string.get_ref().clone();
-        if null_string
-            .bytes()
-            .any(|b| b == delimiter || b == b'"' || b == b'\r' || b == b'\n')
-        {
-            return Err(err(
-                Some(files.null_string.span()),
-                "files.null_string must not contain the delimiter, a double quote, CR or LF".into(),
-            ));
-        }
-
-        let encryption_key = match &files.encryption_key_env {
-            None => None,
-            Some(var) => {
-                let value = env(var.get_ref()).ok_or_else(|| {
-                    err(
-                        Some(var.span()),
-                        format!(
-                            "files.encryption_key_env names `{}`, which is not set; export it \
-                             with the chunk key (`openssl rand -hex 32` makes one; keep it: \
-                             the chunks cannot be read without it)",
-                            var.get_ref()
-                        ),
-                    )
-                })?;
-                Some(
-                    super::TaskKey::from_secret(&Secret::new(value))
-                        .map_err(|m| err(Some(var.span()), format!("`{}` {m}", var.get_ref())))?,
-                )
-            }
-        };
-
+            .map_err(|m| at.err(Some(raw.task.name.span()), format!("task.name: {m}")))?;
+        let (connection, password) = source_settings(&raw.source, &env, &at)?;
+        let tables = table_requests(raw.tables, &read, &at)?;
+        let rules = rules(raw.rules, &at)?;
         let mode = mode.unwrap_or(raw.task.mode);
-        let lob_objects_over = match (
-            *files.lob_objects.get_ref(),
-            *files.lob_objects_over.get_ref(),
-        ) {
-            (false, _) => None,
-            (true, over) if !(1..=MAX_LOB_OBJECTS_OVER).contains(&over) => {
-                return Err(err(
-                    Some(files.lob_objects_over.span()),
-                    format!(
-                        "files.lob_objects_over = {over}: must be 1 to {MAX_LOB_OBJECTS_OVER} \
-                         bytes (a value is held in memory up to this size); the default, \
-                         {DEFAULT_LOB_OBJECTS_OVER}, is Redshift's longest VARCHAR"
-                    ),
-                ));
-            }
-            (true, _) if !mode.uploads() => {
-                return Err(err(
-                    Some(files.lob_objects.span()),
-                    format!(
-                        "files.lob_objects = true needs an upload mode: each large LOB value \
-                         goes to its own S3 object and its column holds the object's URL; set \
-                         task.mode = \"extract-upload\" or \"extract-upload-copy\" (it is \
-                         \"{}\")",
-                        mode.as_str()
-                    ),
-                ));
-            }
-            (true, _) if files.encryption_key_env.is_some() => {
-                return Err(err(
-                    Some(files.lob_objects.span()),
-                    "files.lob_objects = true with files.encryption_key_env: LOB objects are \
-                     read by URL from the warehouse and are not encrypted by dbhaul; use \
-                     target.server_side_encryption for them, or leave LOB values in the \
-                     (encrypted) chunks with lob_objects = false"
-                        .into(),
-                ));
-            }
-            (true, over) => Some(over),
-        };
-        let target = match raw.target {
-            Some(section) if mode.uploads() => {
-                let section = section.into_inner();
-                if section.device() == TargetDevice::SnowballEdge && chunk_mb > DEVICE_MAX_CHUNK_MB
-                {
-                    return Err(err(
-                        Some(files.chunk_mb.span()),
-                        format!(
-                            "files.chunk_mb = {chunk_mb}: a Snowball Edge target \
-                             (target.device = \"snowball-edge\") takes chunks of 1 to \
-                             {DEVICE_MAX_CHUNK_MB} MB"
-                        ),
-                    ));
-                }
-                Some(section.validate().map_err(|(s, m)| err(s, m))?)
-            }
-            None if mode.uploads() => {
-                return Err(err(
-                    None,
-                    format!(
-                        "task.mode = \"{}\" uploads, but there is no [target]; add one with \
-                         url = \"s3://bucket/prefix\" (and endpoint = \"https://...\" for an \
-                         S3-compatible device)",
-                        mode.as_str()
-                    ),
-                ));
-            }
-            _ => None,
-        };
-        let warehouse = match raw.warehouse {
-            Some(section) if mode.copies() => Some(WarehouseSettings {
-                lob_urls: lob_objects_over.is_some(),
-                ..section
-                    .into_inner()
-                    .validate(&env)
-                    .map_err(|(s, m)| err(s, m))?
-            }),
-            None if mode.copies() => {
-                return Err(err(
-                    None,
-                    "task.mode = \"extract-upload-copy\" copies, but there is no [warehouse]; \
-                     add one with kind = \"postgres\" or \"redshift\" and url = \"postgresql://...\""
-                        .into(),
-                ));
-            }
-            _ => None,
-        };
-        if let (Some(var), Some(w)) = (&files.encryption_key_env, &warehouse)
-            && w.kind == crate::config::WarehouseKind::Redshift
-        {
-            return Err(err(
-                Some(var.span()),
-                "files.encryption_key_env: Redshift's COPY cannot read dbhaul's encrypted \
-                 chunks (its ENCRYPTED option reads only the S3 encryption client's envelope \
-                 format); for Redshift use target.server_side_encryption = \"aws:kms\", which \
-                 its COPY reads without being told"
-                    .into(),
-            ));
-        }
+        let files = file_settings(&raw.files, mode, &env, &at)?;
+        let target = target_settings(raw.target, &raw.files, mode, &at)?;
+        let warehouse = warehouse_settings(raw.warehouse, &raw.files, &files, mode, &env, &at)?;
 
         Ok(Job {
             name,
@@ -808,23 +527,369 @@ impl Job {
             native_copy: raw.source.native_copy,
             tables,
             rules,
-            files: FileSettings {
-                chunk_bytes: chunk_mb * 1024 * 1024,
-                compression: files.compression,
-                gzip_level,
-                delimiter,
-                null_string,
-                rtrim: files.rtrim,
-                binary_format: files.binary_format,
-                keep_local: files.keep_local,
-                keep_uploaded: files.keep_uploaded,
-                encryption_key,
-                lob_objects_over,
-            },
+            files,
             target,
             warehouse,
         })
     }
+}
+
+/// Where a job file's errors point: the file's name and text, for line and column.
+struct At<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl At<'_> {
+    /// An error at `span` of the file (none, or an empty one: the file as a whole).
+    fn err(&self, span: Option<Range<usize>>, message: String) -> JobError {
+        let (line, column) = match span {
+            Some(span) if span != (0..0) => {
+                let (l, c) = line_col(self.text, span.start);
+                (Some(l), Some(c))
+            }
+            _ => (None, None),
+        };
+        JobError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// `[source]`: the connection string and the password its `password_env` names.
+fn source_settings(
+    source: &SourceSection,
+    env: &impl Fn(&str) -> Option<String>,
+    at: &At<'_>,
+) -> Result<(String, Option<Secret>), JobError> {
+    let connection = source.connection.get_ref().trim().to_string();
+    if connection.is_empty() {
+        return Err(at.err(
+            Some(source.connection.span()),
+            "source.connection is empty; give an ODBC connection string such as \
+             \"Driver={PostgreSQL Unicode};Server=db;Port=5432;Database=erp;Uid=etl;\""
+                .into(),
+        ));
+    }
+    let password = match &source.password_env {
+        None => None,
+        Some(var) => match env(var.get_ref()) {
+            Some(value) => Some(Secret::new(value)),
+            None => {
+                return Err(at.err(
+                    Some(var.span()),
+                    format!(
+                        "source.password_env names `{}`, which is not set; export it \
+                         with the source password before running",
+                        var.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
+    Ok((connection, password))
+}
+
+/// `[[tables]]`: at least one, each named once, with its partition, filter and LOB columns.
+fn table_requests(
+    raw: Vec<TableSection>,
+    read: &impl Fn(&str) -> Result<String, String>,
+    at: &At<'_>,
+) -> Result<Vec<TableRequest>, JobError> {
+    if raw.is_empty() {
+        return Err(at.err(
+            None,
+            "no [[tables]]: add at least one, e.g. [[tables]] name = \"public.orders\"; \
+             `dbhaul tables --source ...` lists what the source has"
+                .into(),
+        ));
+    }
+    let mut tables = Vec::with_capacity(raw.len());
+    for table in raw {
+        let table_name = table.name.get_ref().trim().to_string();
+        if table_name.is_empty() {
+            return Err(at.err(Some(table.name.span()), "tables.name is empty".into()));
+        }
+        if tables.iter().any(|t: &TableRequest| t.name == table_name) {
+            return Err(at.err(
+                Some(table.name.span()),
+                format!("table `{table_name}` is listed twice"),
+            ));
+        }
+        let partition = match table.partition {
+            None => None,
+            Some(p) => {
+                let span = p.span();
+                Some(partition_request(p.into_inner(), read).map_err(|m| {
+                    at.err(
+                        Some(span),
+                        format!("tables.partition of `{table_name}`: {m}"),
+                    )
+                })?)
+            }
+        };
+        let filter = table
+            .filter
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty());
+        let lob_columns: Vec<String> = table
+            .lob_columns
+            .iter()
+            .map(|c| c.trim().to_string())
+            .collect();
+        if lob_columns.iter().any(String::is_empty) {
+            return Err(at.err(
+                Some(table.name.span()),
+                format!("tables.lob_columns of `{table_name}` holds an empty column name"),
+            ));
+        }
+        tables.push(TableRequest {
+            name: table_name,
+            filter,
+            partition,
+            lob_columns,
+        });
+    }
+    Ok(tables)
+}
+
+/// `[[rules]]`: each named once, with a predicate and non-empty patterns.
+fn rules(raw: Vec<RuleSection>, at: &At<'_>) -> Result<Vec<Rule>, JobError> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+    for rule in raw {
+        let name = rule.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(at.err(Some(rule.name.span()), "rules.name is empty".into()));
+        }
+        if rules.iter().any(|r| r.name == name) {
+            return Err(at.err(
+                Some(rule.name.span()),
+                format!("rule `{name}` is defined twice"),
+            ));
+        }
+        let filter = rule.filter.get_ref().trim().to_string();
+        if filter.is_empty() {
+            return Err(at.err(
+                Some(rule.filter.span()),
+                format!(
+                    "rule `{name}`: where is empty; give a predicate such as \"created >= '2020-01-01'\""
+                ),
+            ));
+        }
+        let (schema, table) = (rule.schema.trim(), rule.table.trim());
+        if schema.is_empty() || table.is_empty() {
+            return Err(at.err(
+                Some(rule.name.span()),
+                format!(
+                    "rule `{name}`: an empty schema or table pattern matches nothing; \
+                     leave it out to match every one (\"%\")"
+                ),
+            ));
+        }
+        rules.push(Rule {
+            name,
+            schema: schema.to_string(),
+            table: table.to_string(),
+            filter,
+            enabled: rule.enabled,
+        });
+    }
+    Ok(rules)
+}
+
+/// `[files]`: chunk size, compression, CSV format, encryption and LOB objects, in `mode`.
+fn file_settings(
+    files: &FilesSection,
+    mode: MigrationMode,
+    env: &impl Fn(&str) -> Option<String>,
+    at: &At<'_>,
+) -> Result<FileSettings, JobError> {
+    let chunk_mb = *files.chunk_mb.get_ref();
+    if !(1..=4096).contains(&chunk_mb) {
+        return Err(at.err(
+            Some(files.chunk_mb.span()),
+            format!("files.chunk_mb = {chunk_mb}: must be 1 to 4096 (MB of compressed output)"),
+        ));
+    }
+    let gzip_level = *files.gzip_level.get_ref();
+    if !(1..=9).contains(&gzip_level) {
+        return Err(at.err(
+            Some(files.gzip_level.span()),
+            format!("files.gzip_level = {gzip_level}: must be 1 (fastest) to 9 (smallest)"),
+        ));
+    }
+    let delimiter = parse_delimiter(files.delimiter.get_ref()).map_err(|m| {
+        at.err(
+            Some(files.delimiter.span()),
+            format!("files.delimiter: {m}"),
+        )
+    })?;
+    let null_string = files.null_string.get_ref().clone();
+    if null_string
+        .bytes()
+        .any(|b| b == delimiter || b == b'"' || b == b'\r' || b == b'\n')
+    {
+        return Err(at.err(
+            Some(files.null_string.span()),
+            "files.null_string must not contain the delimiter, a double quote, CR or LF".into(),
+        ));
+    }
+
+    let encryption_key = match &files.encryption_key_env {
+        None => None,
+        Some(var) => {
+            let value = env(var.get_ref()).ok_or_else(|| {
+                at.err(
+                    Some(var.span()),
+                    format!(
+                        "files.encryption_key_env names `{}`, which is not set; export it \
+                         with the chunk key (`openssl rand -hex 32` makes one; keep it: \
+                         the chunks cannot be read without it)",
+                        var.get_ref()
+                    ),
+                )
+            })?;
+            Some(
+                super::TaskKey::from_secret(&Secret::new(value))
+                    .map_err(|m| at.err(Some(var.span()), format!("`{}` {m}", var.get_ref())))?,
+            )
+        }
+    };
+
+    let lob_objects_over = match (
+        *files.lob_objects.get_ref(),
+        *files.lob_objects_over.get_ref(),
+    ) {
+        (false, _) => None,
+        (true, over) if !(1..=MAX_LOB_OBJECTS_OVER).contains(&over) => {
+            return Err(at.err(
+                Some(files.lob_objects_over.span()),
+                format!(
+                    "files.lob_objects_over = {over}: must be 1 to {MAX_LOB_OBJECTS_OVER} \
+                     bytes (a value is held in memory up to this size); the default, \
+                     {DEFAULT_LOB_OBJECTS_OVER}, is Redshift's longest VARCHAR"
+                ),
+            ));
+        }
+        (true, _) if !mode.uploads() => {
+            return Err(at.err(
+                Some(files.lob_objects.span()),
+                format!(
+                    "files.lob_objects = true needs an upload mode: each large LOB value \
+                     goes to its own S3 object and its column holds the object's URL; set \
+                     task.mode = \"extract-upload\" or \"extract-upload-copy\" (it is \
+                     \"{}\")",
+                    mode.as_str()
+                ),
+            ));
+        }
+        (true, _) if files.encryption_key_env.is_some() => {
+            return Err(at.err(
+                Some(files.lob_objects.span()),
+                "files.lob_objects = true with files.encryption_key_env: LOB objects are \
+                 read by URL from the warehouse and are not encrypted by dbhaul; use \
+                 target.server_side_encryption for them, or leave LOB values in the \
+                 (encrypted) chunks with lob_objects = false"
+                    .into(),
+            ));
+        }
+        (true, over) => Some(over),
+    };
+    Ok(FileSettings {
+        chunk_bytes: chunk_mb * 1024 * 1024,
+        compression: files.compression,
+        gzip_level,
+        delimiter,
+        null_string,
+        rtrim: files.rtrim,
+        binary_format: files.binary_format,
+        keep_local: files.keep_local,
+        keep_uploaded: files.keep_uploaded,
+        encryption_key,
+        lob_objects_over,
+    })
+}
+
+/// `[target]`: required by the modes that upload, ignored by the others.
+fn target_settings(
+    raw: Option<Spanned<TargetSection>>,
+    files: &FilesSection,
+    mode: MigrationMode,
+    at: &At<'_>,
+) -> Result<Option<TargetSettings>, JobError> {
+    match raw {
+        Some(section) if mode.uploads() => {
+            let section = section.into_inner();
+            let chunk_mb = *files.chunk_mb.get_ref();
+            if section.device() == TargetDevice::SnowballEdge && chunk_mb > DEVICE_MAX_CHUNK_MB {
+                return Err(at.err(
+                    Some(files.chunk_mb.span()),
+                    format!(
+                        "files.chunk_mb = {chunk_mb}: a Snowball Edge target \
+                         (target.device = \"snowball-edge\") takes chunks of 1 to \
+                         {DEVICE_MAX_CHUNK_MB} MB"
+                    ),
+                ));
+            }
+            Ok(Some(section.validate().map_err(|(s, m)| at.err(s, m))?))
+        }
+        None if mode.uploads() => Err(at.err(
+            None,
+            format!(
+                "task.mode = \"{}\" uploads, but there is no [target]; add one with \
+                 url = \"s3://bucket/prefix\" (and endpoint = \"https://...\" for an \
+                 S3-compatible device)",
+                mode.as_str()
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// `[warehouse]`: required by the mode that copies, ignored by the others; Redshift cannot
+/// read chunks dbhaul encrypted.
+fn warehouse_settings(
+    raw: Option<Spanned<WarehouseSection>>,
+    raw_files: &FilesSection,
+    files: &FileSettings,
+    mode: MigrationMode,
+    env: &impl Fn(&str) -> Option<String>,
+    at: &At<'_>,
+) -> Result<Option<WarehouseSettings>, JobError> {
+    let warehouse = match raw {
+        Some(section) if mode.copies() => WarehouseSettings {
+            lob_urls: files.lob_objects_over.is_some(),
+            ..section
+                .into_inner()
+                .validate(env)
+                .map_err(|(s, m)| at.err(s, m))?
+        },
+        None if mode.copies() => {
+            return Err(at.err(
+                None,
+                "task.mode = \"extract-upload-copy\" copies, but there is no [warehouse]; \
+                 add one with kind = \"postgres\" or \"redshift\" and url = \"postgresql://...\""
+                    .into(),
+            ));
+        }
+        _ => return Ok(None),
+    };
+    if let Some(var) = &raw_files.encryption_key_env
+        && warehouse.kind == super::WarehouseKind::Redshift
+    {
+        return Err(at.err(
+            Some(var.span()),
+            "files.encryption_key_env: Redshift's COPY cannot read dbhaul's encrypted \
+             chunks (its ENCRYPTED option reads only the S3 encryption client's envelope \
+             format); for Redshift use target.server_side_encryption = \"aws:kms\", which \
+             its COPY reads without being told"
+                .into(),
+        ));
+    }
+    Ok(Some(warehouse))
 }
 
 fn partition_request(
