@@ -7,7 +7,7 @@
 pub mod agent;
 /// The only module that knows HTTP and JSON: wire types, TLS pinning, servers, clients.
 pub mod api;
-/// The command line: the contract of DESIGN.md, dispatch and exit codes.
+/// The command line: the contract users script against, dispatch and exit codes.
 pub mod cli;
 /// Job files: parsed as written, then validated into domain types.
 pub mod config;

@@ -191,8 +191,8 @@ fn bad_partitions_patterns_and_rules_are_refused_before_any_data_moves() {
     }
 }
 
-/// psqlODBC reads a query with the word FOR in one piece (STACK.md trap, found with LOB
-/// slices): a filter that has one is run, with a warning that says so and what to write.
+/// psqlODBC reads a query with the word FOR in one piece (it takes it for `FOR UPDATE`;
+/// found with LOB slices): a filter that has one is run, with a warning that says so and what to write.
 #[test]
 fn a_postgres_filter_with_the_word_for_runs_with_a_warning_about_memory() {
     let sandbox = Sandbox::new();

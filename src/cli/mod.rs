@@ -1,4 +1,4 @@
-//! The command line: the contract of DESIGN.md ("Command line"). Each command lives in its
+//! The command line: the contract users script against (commands, flags, exit codes). Each command lives in its
 //! own file and returns an [`Exit`]; this file holds the clap tree and the dispatch.
 
 mod client;

@@ -1,5 +1,5 @@
 //! Files that hold secrets or state: written whole (temporary file, fsync, rename) and
-//! readable by their owner only (0600; folders 0700), as DESIGN.md's security section asks.
+//! readable by their owner only (0600; folders 0700): another local account reads none of it.
 
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -106,7 +106,7 @@ fn default_attempts() -> Spanned<u32> {
 }
 
 /// Whether uploads carry the SDK's CRC32 checksums. Many S3-compatible servers store the
-/// aws-chunked framing that comes with them as object data (STACK.md trap 8), so custom
+/// aws-chunked framing that comes with them as object data (moto and MinIO versions did), so custom
 /// endpoints default to `when_required`. dbhaul's own SHA-256 per chunk is in the manifest
 /// and checked when the copy stage reads a chunk back, whatever this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

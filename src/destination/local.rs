@@ -1,7 +1,7 @@
 //! The local working folder: `<work>/<task>/<schema>.<table>[/<partition>]/`.
 //!
 //! Chunks are written to `<name>.partial`, fsynced, renamed to their final name, and the
-//! folder fsynced, in that order (STACK.md trap 10), so a crash or a full disk can leave a
+//! folder fsynced, in that order (a rename is durable only once its folder is), so a crash or a full disk can leave a
 //! `.partial` file behind but never a half-written file under a final name. A writer that
 //! is dropped before it is sealed deletes its partial file.
 //!

@@ -1,4 +1,4 @@
-//! S3 and S3-compatible targets (aws-sdk-s3, slim features; STACK.md trap 8). Keys are
+//! S3 and S3-compatible targets (aws-sdk-s3, slim features: no default HTTP client, rustls). Keys are
 //! deterministic — `<prefix>/<task>/<schema>.<table>[/<partition>]/<file>` — so an upload
 //! that is repeated overwrites rather than duplicates. Every operation is retried with
 //! exponential backoff and full jitter while the error can pass (network, timeouts, 5xx,
@@ -50,7 +50,8 @@ pub enum Attempt {
 
 /// A bucket and prefix on one endpoint, with one client. The client and its connection
 /// pool live on the runtime that created them: keep an `S3Target` on one long-lived
-/// arbiter (STACK.md trap 2).
+/// arbiter (each actix arbiter is a runtime of its own, and the pool's connections belong
+/// to the runtime that opened them).
 #[derive(Clone)]
 pub struct S3Target {
     client: Client,

@@ -1,4 +1,4 @@
-//! The words of DESIGN.md as plain types: task names, migration modes, tables, partitions,
+//! The words of the design (task, subtask, stage, chunk, manifest) as plain types: task names, migration modes, tables, partitions,
 //! subtasks, chunks and manifests. Nothing here opens a file, a socket or a database; every
 //! other module speaks in these types.
 

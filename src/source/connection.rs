@@ -1,5 +1,5 @@
 //! Connection strings and connections. The user's ODBC connection string is taken as given
-//! and completed with what each driver needs (STACK.md traps 5 and 6): psqlODBC must declare
+//! and completed with what each driver needs: psqlODBC must declare
 //! and fetch through a cursor or it loads whole result sets into memory, must not log every
 //! connection to /tmp, and must report unbounded text as unbounded; sqliteodbc must not
 //! create a missing database file; MariaDB must speak utf8mb4. Every session reads time

@@ -1,6 +1,6 @@
 //! The native path for PostgreSQL sources: `COPY (SELECT …) TO STDOUT (FORMAT csv)` over
 //! PostgreSQL's own protocol (tokio-postgres), instead of psqlODBC parsing and re-printing
-//! every value on one core (STACK.md traps 16–18). The server writes the CSV; dbhaul counts
+//! every value on one core (several times slower than the server's own COPY). The server writes the CSV; dbhaul counts
 //! rows, notes the key of each batch's last row when the read is in key order, and hands
 //! the bytes to the compressor.
 //!

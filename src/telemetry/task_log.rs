@@ -10,8 +10,9 @@
 //! Every line starts with a UTC time stamp, so the controller merges the agents' files with
 //! its own in time order by sorting lines as text (`dbhaul tasks log`).
 //!
-//! As STACK.md trap 13 says: one [`TaskLogLayer`] routes events by task and level, and one
-//! writer thread owns every open file; sending to it waits when it is behind (no line is
+//! One [`TaskLogLayer`] routes events by task and level (not a non-blocking writer per task,
+//! which would drop lines under load and hold a thread per task), and one writer thread owns
+//! every open file; sending to it waits when it is behind (no line is
 //! dropped). Events from libraries never reach a task file: their messages are not ours to
 //! vouch for. Lines are made from ids, counts and error messages, which are secret-free by
 //! construction; as a second guard, the values of a task's secrets are replaced by `***`

@@ -1,5 +1,5 @@
 //! The copy stage's side: warehouses reached over the PostgreSQL protocol (tokio-postgres;
-//! COPY does not work through psqlODBC, STACK.md trap 7). PostgreSQL loads each chunk with
+//! psqlODBC has no `COPY FROM STDIN`). PostgreSQL loads each chunk with
 //! client-side `COPY ... FROM STDIN` ([`postgres`]); Redshift loads a subtask with one
 //! server-side `COPY ... FROM 's3://.../manifest.json' MANIFEST` ([`redshift`]). Both record
 //! what they loaded in the bookkeeping table [`LOADS_TABLE`] in the same transaction, so a
