@@ -30,9 +30,9 @@ use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 use odbc_api::parameter::{Binary, Text, VarCell};
 use odbc_api::{Connection, Cursor, CursorRow, IntoParameter, Nullable};
 
+use super::SourceError;
 use super::connection::Source;
 use super::pg_copy::Path;
-use super::{SourceError, error::describe};
 use crate::model::subtask::sql;
 use crate::model::{FetchKind, SubtaskSpec, ValueFamily};
 
@@ -1322,15 +1322,11 @@ fn execute<'c>(
 
 fn classify_query_error(error: odbc_api::Error, table: &str, sql: &str) -> SourceError {
     let state = super::error::sql_state(&error).unwrap_or_default();
-    let detail = describe(&error);
     match state.as_str() {
         "42S02" | "42P01" => SourceError::TableNotFound {
             table: table.to_string(),
         },
-        _ => SourceError::Odbc {
-            what: format!("reading {table} with `{sql}`"),
-            detail,
-        },
+        _ => SourceError::odbc(format!("reading {table} with `{sql}`"), error),
     }
 }
 
