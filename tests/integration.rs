@@ -9,6 +9,7 @@ mod cli;
 mod daemons;
 mod errors;
 mod extract;
+mod failures;
 mod layering;
 mod observe;
 mod packaging;

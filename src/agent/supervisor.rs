@@ -581,7 +581,7 @@ impl AgentSupervisor {
         }
         status.finished_at = Some(now());
         if let Err(error) = &outcome.manifest
-            && outcome.transient
+            && outcome.is_retryable()
             && !a.stop_requested
         {
             let (retries, first_wait) = retry_policy(&self.tasks, task);
@@ -629,7 +629,7 @@ impl AgentSupervisor {
         };
         status.state = state;
         status.error = match (&outcome.manifest, state) {
-            (Err(e), State::Failed) => Some(e.clone()),
+            (Err(e), State::Failed) => Some(e.to_string()),
             _ => None,
         };
         set_stages(status, state);

@@ -218,7 +218,7 @@ impl Summary {
                     "failed"
                 },
                 manifest: o.manifest.as_ref().ok().map(|p| p.display().to_string()),
-                error: o.manifest.as_ref().err().cloned(),
+                error: o.manifest.as_ref().err().map(ToString::to_string),
                 id: o.id,
                 rows: o.rows,
                 resumed_rows: o.resumed_rows,

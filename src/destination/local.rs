@@ -20,7 +20,9 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::encrypt::{Encrypt, TaskKey};
-use crate::model::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, lob_file};
+use crate::model::{
+    ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, StageFailure, lob_file,
+};
 
 use crate::config::files::PARTIAL_SUFFIX;
 /// The manifest's file name in every subtask folder.
@@ -517,6 +519,17 @@ pub fn is_full(error: &io::Error) -> bool {
     )
 }
 
+/// A stage's failure from a file error while doing `what`: a full folder may well have
+/// room again soon (uploaded chunks are deleted, an operator frees space), so the subtask
+/// is run again, from its checkpoint if any; any other file error is fatal.
+pub fn io_failure(what: &str, error: &io::Error) -> StageFailure {
+    let message = describe_io(what, error);
+    match is_full(error) {
+        true => StageFailure::Transient(message),
+        false => StageFailure::Fatal(message),
+    }
+}
+
 pub fn describe_io(what: &str, error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
@@ -533,6 +546,26 @@ pub fn describe_io(what: &str, error: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_folder_may_pass_and_other_file_errors_do_not() {
+        let cases = [
+            (libc::ENOSPC, true),
+            (libc::EDQUOT, true),
+            (libc::EACCES, false),
+            (libc::EROFS, false),
+            (libc::EIO, false),
+        ];
+        for (errno, retryable) in cases {
+            let error = std::io::Error::from_raw_os_error(errno);
+            let failure = super::io_failure("writing a chunk", &error);
+            assert_eq!(failure.is_retryable(), retryable, "{failure}");
+            assert_eq!(
+                failure.to_string(),
+                super::describe_io("writing a chunk", &error)
+            );
+        }
+    }
+
     use super::*;
     use std::io::Read;
 

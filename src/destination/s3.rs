@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::config::stages::ServerSideEncryption;
 use crate::config::{ChecksumMode, TargetSettings};
-use crate::model::CancelSwitch;
+use crate::model::{CancelSwitch, StageFailure};
 
 /// Longest wait between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -39,6 +39,18 @@ pub enum S3Error {
     GaveUp(String),
     #[error("stopped")]
     Cancelled,
+}
+
+/// A stage's failure from an S3 error. An operation that gave up has already been tried
+/// `target.attempts` times with backoff (the message says to raise it): the subtask does
+/// not run again on top of that, so it is fatal like an error that cannot pass.
+impl From<S3Error> for StageFailure {
+    fn from(error: S3Error) -> StageFailure {
+        match error {
+            S3Error::Fatal(message) | S3Error::GaveUp(message) => StageFailure::Fatal(message),
+            S3Error::Cancelled => StageFailure::Stopped,
+        }
+    }
 }
 
 /// One failed try, before the retry loop decides what it means.
@@ -604,6 +616,24 @@ use crate::telemetry::error_chain;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_errors_become_stage_failures_that_keep_their_words() {
+        let cases = [
+            (
+                S3Error::Fatal("no bucket".into()),
+                StageFailure::Fatal("no bucket".into()),
+            ),
+            (
+                S3Error::GaveUp("gave up".into()),
+                StageFailure::Fatal("gave up".into()),
+            ),
+            (S3Error::Cancelled, StageFailure::Stopped),
+        ];
+        for (error, failure) in cases {
+            assert_eq!(StageFailure::from(error), failure);
+        }
+    }
 
     #[test]
     fn keys_follow_the_documented_layout() {

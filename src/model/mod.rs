@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod chunk;
 pub mod dialect;
+pub mod failure;
 pub mod names;
 pub mod subtask;
 pub mod task;
@@ -12,6 +13,7 @@ pub mod task;
 pub use cancel::CancelSwitch;
 pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest, lob_file};
 pub use dialect::Dialect;
+pub use failure::StageFailure;
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,

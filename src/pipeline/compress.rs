@@ -21,7 +21,7 @@ use super::messages::{
 use crate::config::FileSettings;
 use crate::config::files::write_private;
 use crate::destination::ChunkWriter;
-use crate::destination::local::{LobWriter, MANIFEST_FILE, describe_io};
+use crate::destination::local::{LobWriter, MANIFEST_FILE, io_failure};
 use crate::model::chunk::{EntryMeta, FileFormat, LeftOutColumn, ManifestColumn, ManifestEntry};
 use crate::model::{ChunkName, ChunkRecord, LobRecord, Manifest, SubtaskSpec, lob_file};
 use crate::source::fetch::row_predicate;
@@ -296,14 +296,9 @@ impl Compressor {
             roller.discard();
         }
         self.done = true;
-        // A full folder may well have room again soon (uploaded chunks are deleted, an
-        // operator frees space): the subtask is run again, from its checkpoint if any.
-        let transient = crate::destination::local::is_full(&error);
-        let error = describe_io(&what, &error);
         self.report.do_send(StageReport::Failed {
             stage: Stage::Compress,
-            error,
-            transient,
+            failure: io_failure(&what, &error),
         });
         ctx.stop();
     }

@@ -14,9 +14,9 @@ use super::SubtaskContext;
 use super::credit::{CancelSwitch, Credits};
 use super::messages::{Abort, Stage, StageReport, ToCopy, UploadedFile};
 use crate::config::WarehouseSettings;
-use crate::destination::{S3Error, S3Target};
+use crate::destination::S3Target;
 use crate::model::chunk::CopyManifest;
-use crate::model::{ChunkRecord, SubtaskSpec};
+use crate::model::{ChunkRecord, StageFailure, SubtaskSpec};
 use crate::warehouse::postgres::{ChunkLoad, LoadError, Loaded, load_chunk, load_empty_subtask};
 use crate::warehouse::redshift::{self, SubtaskRef};
 use crate::warehouse::{self, TargetTable, WarehouseError, WarehouseKind};
@@ -67,14 +67,12 @@ impl Copier {
         }
     }
 
-    fn fail(&mut self, error: String, ctx: &mut Context<Self>) {
+    fn fail(&mut self, failure: StageFailure, ctx: &mut Context<Self>) {
         self.failed = true;
         if !self.cancel.is_cancelled() {
-            let transient = crate::warehouse::is_lost_connection(&error);
             self.report.do_send(StageReport::Failed {
                 stage: Stage::Copy,
-                error,
-                transient,
+                failure,
             });
         }
         ctx.stop();
@@ -112,7 +110,7 @@ impl Actor for Copier {
             open.into_actor(self)
                 .map(|result, actor, ctx| match result {
                     Ok(session) => actor.session = Some(session),
-                    Err(e) => actor.fail(e.to_string(), ctx),
+                    Err(e) => actor.fail(e.into(), ctx),
                 }),
         );
     }
@@ -132,7 +130,8 @@ impl Handler<ToCopy> for Copier {
             return;
         }
         let Some((mut client, table)) = self.session.take() else {
-            return self.fail("the warehouse session is gone".into(), ctx);
+            let bug = "the warehouse session is gone; this is a bug, please report it";
+            return self.fail(StageFailure::Internal(bug.into()), ctx);
         };
         let kind = self.settings.kind;
         let replace = !self.replaced;
@@ -180,7 +179,7 @@ impl Handler<ToCopy> for Copier {
             // connection goes with the copier.
             let result = tokio::select! {
                 result = load => result,
-                () = cancel.cancelled() => Err("stopped".to_string()),
+                () = cancel.cancelled() => Err(StageFailure::Stopped),
             };
             drop(credit);
             (client, table, result)
@@ -237,7 +236,7 @@ impl CopyJob {
         chunk: &ChunkRecord,
         key: &str,
         replace: bool,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, StageFailure> {
         let id = self.spec.id();
         let task = &self.context.task;
         let load = ChunkLoad {
@@ -274,17 +273,22 @@ impl CopyJob {
                     tokio::time::sleep(std::time::Duration::from_millis(500 * attempt as u64))
                         .await;
                 }
+                // A read that broke off every time: the network, which may pass.
                 Err(LoadError::Download(e)) => {
-                    return Err(format!("reading {key} back from the target: {e}"));
+                    let message = format!("reading {key} back from the target: {e}");
+                    return Err(StageFailure::Transient(message));
                 }
-                Err(LoadError::S3(S3Error::Cancelled)) => return Err("stopped".into()),
-                Err(LoadError::S3(e)) => return Err(e.to_string()),
-                Err(LoadError::Warehouse(e)) => return Err(e.to_string()),
+                Err(LoadError::S3(e)) => return Err(e.into()),
+                Err(LoadError::Warehouse(e)) => return Err(e.into()),
             }
         }
     }
 
-    async fn postgres_empty(&self, client: &mut Client, table: &TargetTable) -> Result<(), String> {
+    async fn postgres_empty(
+        &self,
+        client: &mut Client,
+        table: &TargetTable,
+    ) -> Result<(), StageFailure> {
         let id = self.spec.id();
         load_empty_subtask(
             client,
@@ -295,7 +299,7 @@ impl CopyJob {
             &self.run,
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(StageFailure::from)
     }
 
     async fn redshift_subtask(
@@ -305,7 +309,7 @@ impl CopyJob {
         key: &str,
         sha256: &str,
         manifest: &CopyManifest,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, StageFailure> {
         let id = self.spec.id();
         let url = self.target.url_of(key);
         let sql = redshift::subtask_sql(
@@ -321,14 +325,16 @@ impl CopyJob {
                 sha256,
             },
         );
-        redshift::load_subtask(client, &self.settings, &sql, manifest.rows)
-            .await
-            .map_err(|e| e.to_string())?;
+        redshift::load_subtask(client, &self.settings, &sql, manifest.rows).await?;
         self.validate(client, manifest).await
     }
 
     /// Rows recorded in the warehouse for this run = rows extracted (= a source count).
-    async fn validate(&self, client: &Client, manifest: &CopyManifest) -> Result<u64, String> {
+    async fn validate(
+        &self,
+        client: &Client,
+        manifest: &CopyManifest,
+    ) -> Result<u64, StageFailure> {
         let id = self.spec.id();
         let loaded = warehouse::loaded_rows(
             client,
@@ -337,16 +343,15 @@ impl CopyJob {
             &id,
             &self.run,
         )
-        .await
-        .map_err(|e| e.to_string())? as u64;
+        .await? as u64;
         // Redshift may reject up to `warehouse.copy.maxerror` rows, when asked to.
         let rejected = manifest.rows.saturating_sub(loaded);
         if !self.settings.copy.accepts(loaded, manifest.rows) {
-            return Err(format!(
+            return Err(StageFailure::Fatal(format!(
                 "the warehouse holds {loaded} rows of {id} from this run, but {} were \
                  extracted",
                 manifest.rows
-            ));
+            )));
         }
         if rejected > 0 {
             tracing::warn!(
@@ -365,14 +370,14 @@ impl CopyJob {
                 crate::source::catalog::count_rows(&source, &spec)
             })
             .await
-            .map_err(|e| format!("counting the source rows: {e}"))?
-            .map_err(|e| format!("counting the source rows: {e}"))?;
+            .map_err(|e| StageFailure::Internal(format!("counting the source rows: {e}")))?
+            .map_err(|e| StageFailure::from(e).within("counting the source rows"))?;
             if counted != manifest.rows {
-                return Err(format!(
+                return Err(StageFailure::Fatal(format!(
                     "the source now has {counted} rows of {id}, but {} were extracted and \
                      loaded (did the table change during the run?)",
                     manifest.rows
-                ));
+                )));
             }
         }
         if !self.context.files.keep_uploaded {

@@ -147,28 +147,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    struct Slow {
-        seen: Arc<AtomicUsize>,
-    }
-
-    impl Actor for Slow {
-        type Context = Context<Self>;
-    }
-
     #[derive(Message)]
     #[rtype(result = "()")]
     struct Work {
         n: usize,
-        _credit: Credit,
-    }
-
-    impl Handler<Work> for Slow {
-        type Result = ();
-        fn handle(&mut self, work: Work, _: &mut Context<Self>) {
-            assert_eq!(work.n, self.seen.load(Ordering::SeqCst), "order kept");
-            std::thread::sleep(Duration::from_millis(2));
-            self.seen.fetch_add(1, Ordering::SeqCst);
-        }
+        credit: Credit,
     }
 
     struct Gate;
@@ -227,42 +210,84 @@ mod tests {
         });
     }
 
-    /// Counted apart from the credits (a count read off the semaphore would agree with it
-    /// whatever it let through): messages whose send returned, minus those handled.
+    /// A receiver that counts what it really holds: messages received minus credits it
+    /// has released. It keeps each credit a while (as a stage keeps one while it works),
+    /// then lets the oldest go, one per tick.
+    struct Holder {
+        held: std::collections::VecDeque<Credit>,
+        received: Arc<AtomicUsize>,
+        released: Arc<AtomicUsize>,
+        most_held: Arc<AtomicUsize>,
+    }
+
+    impl Actor for Holder {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.run_interval(Duration::from_millis(1), |holder, _| {
+                if holder.held.pop_front().is_some() {
+                    holder.released.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    }
+
+    impl Handler<Work> for Holder {
+        type Result = ();
+        fn handle(&mut self, work: Work, _: &mut Context<Self>) {
+            let received = self.received.fetch_add(1, Ordering::SeqCst) + 1;
+            assert_eq!(work.n + 1, received, "order kept");
+            self.held.push_back(work.credit);
+            let held = received - self.released.load(Ordering::SeqCst);
+            self.most_held.fetch_max(held, Ordering::SeqCst);
+        }
+    }
+
+    /// The receiver's own count, not the semaphore's: were the sender not to wait for a
+    /// credit, the holder would receive all 200 at once and hold far more than 3. Its
+    /// mailbox is large on purpose, so that only the credits can bound it.
     #[test]
     fn a_fast_sender_never_has_more_than_the_credits_in_flight() {
         let system = System::new();
-        let seen = Arc::new(AtomicUsize::new(0));
-        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let (received, released, most_held) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
         let credits = Credits::new("test", 3);
         system.block_on(async {
             let arbiter = Arbiter::new();
-            let (s, c) = (seen.clone(), credits.clone());
-            let addr = Slow::start_in_arbiter(&arbiter.handle(), move |ctx| {
-                ctx.set_mailbox_capacity(c.mailbox_capacity());
-                Slow { seen: s }
-            });
-            let sender = BoundedSender::new(addr.recipient(), &credits);
-            let (done, most) = (seen.clone(), max_in_flight.clone());
-            let producer = std::thread::spawn(move || {
-                for n in 0..200 {
-                    sender
-                        .send_blocking(|credit| Work { n, _credit: credit })
-                        .unwrap();
-                    let in_flight = n + 1 - done.load(Ordering::SeqCst);
-                    most.fetch_max(in_flight, Ordering::SeqCst);
+            let (r, l, m) = (received.clone(), released.clone(), most_held.clone());
+            let addr = Holder::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                ctx.set_mailbox_capacity(1000);
+                Holder {
+                    held: Default::default(),
+                    received: r,
+                    released: l,
+                    most_held: m,
                 }
             });
-            while seen.load(Ordering::SeqCst) < 200 {
+            let sender = BoundedSender::new(addr.recipient(), &credits);
+            let producer = std::thread::spawn(move || {
+                for n in 0..200 {
+                    sender.send_blocking(|credit| Work { n, credit }).unwrap();
+                }
+            });
+            while released.load(Ordering::SeqCst) < 200 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             producer.join().unwrap();
             arbiter.stop();
         });
-        assert_eq!(seen.load(Ordering::SeqCst), 200);
+        assert_eq!(received.load(Ordering::SeqCst), 200);
+        let most = most_held.load(Ordering::SeqCst);
         assert!(
-            max_in_flight.load(Ordering::SeqCst) <= 3,
-            "{max_in_flight:?}"
+            most <= 3,
+            "the receiver held {most} messages with 3 credits"
+        );
+        assert!(
+            most >= 2,
+            "the receiver was never behind ({most}): the test tests nothing"
         );
     }
 }

@@ -12,7 +12,7 @@ use super::SubtaskContext;
 use super::credit::{BoundedSender, CancelSwitch};
 use super::csv::CsvEncoder;
 use super::messages::{CsvBatch, LobPart, Stage, StageReport};
-use crate::model::SubtaskSpec;
+use crate::model::{StageFailure, SubtaskSpec};
 use crate::source::connection::{Purpose, lob_fetch_rows};
 use crate::source::fetch::{Field, KeyOrder, RowSink, Stop, read_subtask};
 use crate::source::pg_copy;
@@ -44,8 +44,7 @@ impl Extractor {
         // A panic in a driver or in our code must end the subtask with an error, never
         // leave it waiting for a report that does not come.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.extract()));
-        let mut transient = false;
-        let error = match outcome {
+        let failure = match outcome {
             Ok(Ok(rows)) => {
                 self.report.do_send(StageReport::Finished {
                     stage: Stage::Extract,
@@ -53,23 +52,21 @@ impl Extractor {
                 });
                 return;
             }
-            Ok(Err(SourceError::Cancelled)) if self.cancel.is_cancelled() => "stopped".to_string(),
+            Ok(Err(SourceError::Cancelled)) if self.cancel.is_cancelled() => StageFailure::Stopped,
             // The compressor went away first. It has usually reported why already, in which
             // case the subtask ignores this report.
-            Ok(Err(SourceError::Cancelled)) => "the compressor stopped unexpectedly".to_string(),
-            Ok(Err(e)) => {
-                transient = e.is_transient();
-                e.to_string()
+            Ok(Err(SourceError::Cancelled)) => {
+                StageFailure::Fatal("the compressor stopped unexpectedly".into())
             }
-            Err(panic) => format!(
+            Ok(Err(e)) => e.into(),
+            Err(panic) => StageFailure::Internal(format!(
                 "the extractor crashed ({}); this is a bug, please report it",
                 panic_message(&panic)
-            ),
+            )),
         };
         let report = StageReport::Failed {
             stage: Stage::Extract,
-            error,
-            transient,
+            failure,
         };
         self.report.do_send(report);
     }

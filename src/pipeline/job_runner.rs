@@ -141,7 +141,7 @@ impl JobRunner {
             return Some(outcome);
         };
         let used = self.retried.entry(outcome.id.clone()).or_default();
-        if !outcome.transient || self.stopping || *used >= self.retry.retries {
+        if !outcome.is_retryable() || self.stopping || *used >= self.retry.retries {
             return Some(outcome);
         }
         *used += 1;

@@ -9,7 +9,7 @@ use super::credit::Credit;
 use std::sync::Arc;
 
 use crate::model::chunk::CopyManifest;
-use crate::model::{ChunkRecord, Manifest};
+use crate::model::{ChunkRecord, Manifest, StageFailure};
 
 /// Encoded CSV from the extractor. `rows` counts rows completed in this batch; a batch
 /// may end inside a row (a large LOB value is passed on in pieces), and a chunk is only
@@ -136,13 +136,9 @@ pub enum StageReport {
     },
     /// The stage did all its work.
     Finished { stage: Stage, rows: u64 },
-    /// The stage stopped on an error; the message names the cause and the fix.
-    /// `transient`: a lost connection, which running the subtask again may get past.
-    Failed {
-        stage: Stage,
-        error: String,
-        transient: bool,
-    },
+    /// The stage stopped on an error (its message names the cause and the fix), or on
+    /// the subtask's stop; the kind says whether running the subtask again may help.
+    Failed { stage: Stage, failure: StageFailure },
 }
 
 /// Stop now, discarding unfinished work (a partial chunk is deleted, never renamed).

@@ -31,7 +31,7 @@ use actix::prelude::*;
 
 use crate::config::{FileSettings, WarehouseSettings};
 use crate::destination::{S3Target, WorkDir};
-use crate::model::{Sorting, SubtaskSpec, TaskName};
+use crate::model::{Sorting, StageFailure, SubtaskSpec, TaskName};
 use crate::source::Source;
 
 /// What every subtask of a task shares.
@@ -84,11 +84,18 @@ pub struct SubtaskOutcome {
     pub bytes_uncompressed: u64,
     pub bytes_compressed: u64,
     pub seconds: f64,
-    /// The manifest's path, or why the subtask failed.
-    pub manifest: Result<PathBuf, String>,
+    /// The manifest's path, or why the subtask failed (or that it was stopped).
+    pub manifest: Result<PathBuf, StageFailure>,
+}
+
+impl SubtaskOutcome {
     /// It failed on a fault that may pass — a lost connection (the source's or the
     /// warehouse's), a full working folder: running it again may well succeed.
-    pub transient: bool,
+    pub fn is_retryable(&self) -> bool {
+        self.manifest
+            .as_ref()
+            .is_err_and(StageFailure::is_retryable)
+    }
 }
 
 /// What a subtask tells whoever runs it.

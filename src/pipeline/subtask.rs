@@ -17,7 +17,7 @@ use super::messages::{Abort, ChunkSealed, Stage, StageReport, ToCopy, UploadedFi
 use super::upload::{UPLOADER_CREDITS, Uploader};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::destination::local::MANIFEST_FILE;
-use crate::model::{Sorting, SubtaskSpec};
+use crate::model::{Sorting, StageFailure, SubtaskSpec};
 use crate::source::fetch::{KeyOrder, always_in_key_order};
 
 /// Stop a running subtask (Ctrl-C, or a user's stop).
@@ -45,8 +45,6 @@ pub struct SubtaskActor {
     chunks: u64,
     bytes_in: u64,
     progress: SubtaskProgress,
-    /// The failure that ended it was a lost connection.
-    transient: bool,
     /// Rows each stage reported when it finished, by [`stage_index`].
     finished_rows: [Option<u64>; 4],
     /// Rows and bytes already counted in the metrics, by [`stage_index`].
@@ -165,7 +163,6 @@ impl SubtaskActor {
             bytes_in: resumed.bytes_uncompressed,
             progress,
             finished_rows: [None; 4],
-            transient: false,
             counted,
             finished: false,
         }
@@ -186,7 +183,7 @@ impl SubtaskActor {
         stages
     }
 
-    fn finish(&mut self, result: Result<(), String>, ctx: &mut Context<Self>) {
+    fn finish(&mut self, result: Result<(), StageFailure>, ctx: &mut Context<Self>) {
         if self.finished {
             return;
         }
@@ -206,7 +203,6 @@ impl SubtaskActor {
             bytes_compressed: self.progress.bytes_out,
             seconds: self.started.elapsed().as_secs_f64(),
             manifest: result.map(|()| self.context.subtask_dir(&self.spec).join(MANIFEST_FILE)),
-            transient: self.transient,
         };
         if failed {
             self.cancel.cancel();
@@ -255,11 +251,11 @@ impl SubtaskActor {
         let (_, read) = rows[0];
         let result = match rows.iter().find(|(_, r)| *r != read) {
             None => Ok(()),
-            Some((stage, other)) => Err(format!(
+            Some((stage, other)) => Err(StageFailure::Internal(format!(
                 "{read} rows were read but the {} stage saw {other}; nothing was lost \
                  silently: run the task again, and please report this",
                 stage.as_str()
-            )),
+            ))),
         };
         self.finish(result, ctx);
     }
@@ -371,7 +367,8 @@ impl Actor for SubtaskActor {
         self.events
             .do_send(SubtaskEvent::Started { id: self.spec.id() });
         if let Err(e) = extractor.spawn() {
-            self.finish(Err(format!("cannot start the extractor thread: {e}")), ctx);
+            let error = format!("cannot start the extractor thread: {e}");
+            self.finish(Err(StageFailure::Fatal(error)), ctx);
         }
     }
 }
@@ -400,7 +397,7 @@ impl SubtaskActor {
     fn start_copy_only(&mut self, ctx: &mut Context<Self>) {
         let Some(io) = self.context.io.clone() else {
             let error = "no I/O arbiter for the copy stage; this is a bug, please report it";
-            return self.finish(Err(error.into()), ctx);
+            return self.finish(Err(StageFailure::Internal(error.into())), ctx);
         };
         let (context, spec, cancel) =
             (self.context.clone(), self.spec.clone(), self.cancel.clone());
@@ -413,8 +410,7 @@ impl SubtaskActor {
             let fail = |error: String| {
                 report.do_send(StageReport::Failed {
                     stage: Stage::Copy,
-                    error,
-                    transient: false,
+                    failure: StageFailure::Fatal(error),
                 })
             };
             let target = context.target.clone().expect("the copy leg uploads");
@@ -557,22 +553,17 @@ impl Handler<StageReport> for SubtaskActor {
                 self.send_progress();
                 self.check_done(ctx);
             }
-            StageReport::Failed {
-                error,
-                stage,
-                transient,
-            } => {
+            StageReport::Failed { stage, failure } => {
                 if !self.finished {
-                    self.transient = transient;
                     crate::telemetry::metrics::failure(self.context.task.as_str(), stage.as_str());
                     tracing::debug!(
                         task = %self.context.task,
                         subtask = %self.spec.id(),
                         stage = stage.as_str(),
-                        "stage failed: {error}"
+                        "stage failed: {failure}"
                     );
                 }
-                self.finish(Err(error), ctx)
+                self.finish(Err(failure), ctx)
             }
         }
     }
@@ -582,6 +573,6 @@ impl Handler<StopSubtask> for SubtaskActor {
     type Result = ();
 
     fn handle(&mut self, _: StopSubtask, ctx: &mut Context<Self>) {
-        self.finish(Err("stopped".into()), ctx);
+        self.finish(Err(StageFailure::Stopped), ctx);
     }
 }

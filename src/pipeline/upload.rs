@@ -13,7 +13,7 @@ use super::credit::{BoundedSender, CancelSwitch, Credits};
 use super::messages::{Abort, SealedFile, Stage, StageReport, ToCopy, ToUpload, UploadedFile};
 use crate::destination::local::lob_path;
 use crate::destination::{S3Error, S3Target};
-use crate::model::{ChunkRecord, SubtaskSpec, lob_file};
+use crate::model::{ChunkRecord, StageFailure, SubtaskSpec, lob_file};
 
 /// Sealed chunks that may wait for the uploader.
 pub const UPLOADER_CREDITS: usize = 2;
@@ -242,8 +242,7 @@ impl Handler<ToUpload> for Uploader {
                         actor.failed = true;
                         actor.report.do_send(StageReport::Failed {
                             stage: Stage::Upload,
-                            error: "the copier stopped unexpectedly".into(),
-                            transient: false,
+                            failure: StageFailure::Fatal("the copier stopped unexpectedly".into()),
                         });
                         ctx.stop();
                     }
@@ -251,8 +250,7 @@ impl Handler<ToUpload> for Uploader {
                         actor.failed = true;
                         actor.report.do_send(StageReport::Failed {
                             stage: Stage::Upload,
-                            error: e.to_string(),
-                            transient: false,
+                            failure: e.into(),
                         });
                         ctx.stop();
                     }

@@ -6,8 +6,8 @@
 use odbc_api::{Connection, Cursor, IntoParameter};
 
 use super::Dialect;
+use super::SourceError;
 use super::connection::Source;
-use super::{SourceError, error::describe};
 use crate::model::{ColumnSpec, SubtaskSpec, TableRef};
 
 /// A table or view the catalog lists.
@@ -387,10 +387,7 @@ pub fn query_text(
     let params: Vec<_> = params.iter().map(|p| p.as_str().into_parameter()).collect();
     let cursor = conn
         .execute(sql, &params[..], None)
-        .map_err(|e| SourceError::Odbc {
-            what: what(),
-            detail: describe(&e),
-        })?;
+        .map_err(|e| SourceError::odbc(what(), e))?;
     let Some(mut cursor) = cursor else {
         return Ok(Vec::new());
     };

@@ -330,10 +330,7 @@ fn connect_error(attributes: &[(String, String)], error: odbc_api::Error) -> Sou
             ));
         }
     }
-    SourceError::Odbc {
-        what: "connecting to the source".into(),
-        detail,
-    }
+    SourceError::odbc("connecting to the source", error)
 }
 
 fn is_key(key: &str, names: &[&str]) -> bool {

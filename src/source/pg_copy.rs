@@ -1144,14 +1144,18 @@ fn pg_error(error: &tokio_postgres::Error, what: &str, table: &str) -> SourceErr
             table: table.to_string(),
         },
         Some(c) if c.starts_with("28") => SourceError::AuthFailed { detail },
-        Some(c) => SourceError::Odbc {
+        Some(c) => SourceError::Database {
             what: what.to_string(),
             detail: format!("{detail} [SQLSTATE {c}]"),
+            state: c.to_string(),
+            native: 0,
         },
         None if error.is_closed() || std::error::Error::source(error).is_some() => {
-            SourceError::Odbc {
+            SourceError::Database {
                 what: what.to_string(),
                 detail: format!("{detail} [SQLSTATE 08006]"),
+                state: "08006".into(),
+                native: 0,
             }
         }
         None => SourceError::Odbc {

@@ -22,7 +22,8 @@ use tokio_postgres::Client;
 
 pub use crate::config::WarehouseKind;
 use crate::config::WarehouseSettings;
-use crate::model::{ColumnSpec, Dialect, SubtaskSpec};
+use crate::model::failure::sqlstate_may_pass;
+use crate::model::{ColumnSpec, Dialect, StageFailure, SubtaskSpec};
 pub use crate::net::postgres::parse_url;
 use crate::net::postgres::tls_connector;
 use types::quote_ident;
@@ -30,30 +31,76 @@ use types::quote_ident;
 /// The bookkeeping table, in the warehouse schema.
 pub const LOADS_TABLE: &str = "dbhaul_loads";
 
-/// A warehouse error with its cause and fix.
+/// A warehouse error with its cause and fix, and whether it was a lost or refused
+/// connection (a restart, a network cut, an administrator's kill), which running the
+/// subtask again may get past: told from tokio-postgres' typed error (the SQLSTATE of
+/// [`sqlstate_may_pass`], a closed connection, a socket error), never from its words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WarehouseError(pub String);
+#[error("{message}")]
+pub struct WarehouseError {
+    message: String,
+    /// The server's SQLSTATE, when it sent one.
+    sqlstate: Option<String>,
+    lost_connection: bool,
+}
 
-/// Whether a copy stage's failure was a lost or refused warehouse connection (a restart, a
-/// network cut, an administrator's kill), which running the subtask again may get past.
-/// Told from the message the copy stage wrote: PostgreSQL's SQLSTATE in parentheses
-/// (class 08, 57P01-57P03, 40001, 40P01) or tokio-postgres' words for a closed socket.
-pub fn is_lost_connection(message: &str) -> bool {
-    const SQLSTATES: [&str; 6] = ["(08", "(57P01)", "(57P02)", "(57P03)", "(40001)", "(40P01)"];
-    const WORDS: [&str; 7] = [
-        "connection closed",
-        "error communicating with the server",
-        "error connecting to server",
-        "Connection refused",
-        "Connection reset",
-        "Broken pipe",
-        "timed out",
-    ];
-    SQLSTATES.iter().any(|s| message.contains(s)) || WORDS.iter().any(|w| message.contains(w))
+impl From<WarehouseError> for StageFailure {
+    fn from(error: WarehouseError) -> StageFailure {
+        match error.lost_connection {
+            true => StageFailure::Transient(error.message),
+            false => StageFailure::Fatal(error.message),
+        }
+    }
+}
+
+/// Whether a tokio-postgres error says the connection was lost or refused (or the
+/// transaction lost a race): the server's SQLSTATE when it sent one, else a closed
+/// connection or a socket error underneath (refused, reset, timed out).
+pub fn may_pass(error: &tokio_postgres::Error) -> bool {
+    if let Some(code) = error.code() {
+        return sqlstate_may_pass(code.code());
+    }
+    if error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl WarehouseError {
+    /// An error that running the subtask again will not get past.
+    pub fn new(message: impl Into<String>) -> Self {
+        WarehouseError {
+            message: message.into(),
+            sqlstate: None,
+            lost_connection: false,
+        }
+    }
+
+    /// A lost or refused connection: running the subtask again may succeed.
+    pub fn lost_connection(message: impl Into<String>) -> Self {
+        WarehouseError {
+            message: message.into(),
+            sqlstate: None,
+            lost_connection: true,
+        }
+    }
+
+    /// The server's SQLSTATE, when the error came from it.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.sqlstate.as_deref()
+    }
+
+    pub fn is_lost_connection(&self) -> bool {
+        self.lost_connection
+    }
+
     /// Describe a tokio-postgres error while doing `what`.
     pub fn from_pg(
         settings: &WarehouseSettings,
@@ -94,7 +141,11 @@ impl WarehouseError {
                 }
             }
         };
-        WarehouseError(format!("warehouse {url}: {what}: {message}"))
+        WarehouseError {
+            message: format!("warehouse {url}: {what}: {message}"),
+            sqlstate: error.code().map(|c| c.code().to_string()),
+            lost_connection: may_pass(error),
+        }
     }
 }
 
@@ -103,7 +154,7 @@ impl WarehouseError {
 /// written in UTC without an offset, and must be read back the same way.
 pub async fn connect(settings: &WarehouseSettings) -> Result<Client, WarehouseError> {
     let (mut config, verify) =
-        parse_url(&settings.url).map_err(|e| WarehouseError(format!("warehouse.url: {e}")))?;
+        parse_url(&settings.url).map_err(|e| WarehouseError::new(format!("warehouse.url: {e}")))?;
     if let Some(password) = &settings.password {
         config.password(password.expose());
     }
@@ -191,7 +242,7 @@ pub async fn resolve_table(
             wanted.to_ascii_lowercase()
         }
         None => {
-            return Err(WarehouseError(format!(
+            return Err(WarehouseError::new(format!(
                 "warehouse {}: table {schema}.{wanted} does not exist; create it (docs/type-map.md \
                  shows matching types) or set warehouse.create_tables = true",
                 settings.display_url()
@@ -200,7 +251,7 @@ pub async fn resolve_table(
     };
     let target_columns = columns_of(client, settings, &table).await?;
     let matched = match_columns(&spec.columns, &target_columns).map_err(|mismatch| {
-        WarehouseError(format!(
+        WarehouseError::new(format!(
             "warehouse {}: {}",
             settings.display_url(),
             mismatch.describe(&format!("{schema}.{table}"), &target_columns)
@@ -457,7 +508,7 @@ pub async fn check_access(
         .map_err(|e| pg("reading the catalog", e))?
         .is_some();
     if !schema_exists {
-        return Err(WarehouseError(format!(
+        return Err(WarehouseError::new(format!(
             "warehouse {}: schema `{schema}` does not exist; create it or fix warehouse.schema",
             settings.display_url()
         )));
@@ -537,7 +588,7 @@ pub async fn check_access(
             }
         ))
     } else {
-        Err(WarehouseError(format!(
+        Err(WarehouseError::new(format!(
             "warehouse {}: {}",
             settings.display_url(),
             problems.join("; ")
@@ -570,9 +621,7 @@ pub async fn prepare(
 }
 
 fn is_concurrent_create(e: &WarehouseError) -> bool {
-    ["(23505)", "(42P07)", "(42710)"]
-        .iter()
-        .any(|code| e.0.contains(code))
+    matches!(e.sqlstate(), Some("23505" | "42P07" | "42710"))
 }
 
 async fn prepare_once(

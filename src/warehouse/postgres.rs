@@ -161,7 +161,7 @@ pub async fn load_chunk(
     );
     let sha256 = hex::encode(digest.finalize());
     if sha256 != load.chunk.sha256 {
-        return Err(LoadError::Warehouse(WarehouseError(format!(
+        return Err(LoadError::Warehouse(WarehouseError::new(format!(
             "{} read back from the target has SHA-256 {sha256}, the manifest says {}: the \
              object was changed or damaged after upload; nothing of it was loaded",
             load.key, load.chunk.sha256
@@ -177,7 +177,7 @@ pub async fn load_chunk(
         .await
         .map_err(|e| pg(&format!("COPY into {} of {}", table.qualified, load.key), e))?;
     if copied != load.chunk.rows {
-        return Err(LoadError::Warehouse(WarehouseError(format!(
+        return Err(LoadError::Warehouse(WarehouseError::new(format!(
             "COPY of {} loaded {copied} rows, the manifest says {}; nothing of it was kept",
             load.key, load.chunk.rows
         ))));
@@ -375,14 +375,14 @@ pub fn replace_earlier_sql(table: &TargetTable, schema: &str) -> String {
 }
 
 fn undecryptable(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
-    LoadError::Warehouse(WarehouseError(format!(
+    LoadError::Warehouse(WarehouseError::new(format!(
         "{} does not decrypt: {error}; nothing of it was loaded",
         load.key
     )))
 }
 
 fn corrupt(load: &ChunkLoad<'_>, error: std::io::Error) -> LoadError {
-    LoadError::Warehouse(WarehouseError(format!(
+    LoadError::Warehouse(WarehouseError::new(format!(
         "{} does not decompress ({error}): the object was changed or damaged after upload",
         load.key
     )))

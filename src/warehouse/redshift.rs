@@ -167,7 +167,7 @@ pub async fn load_subtask(
         };
         // Fewer rows only as many as MAXERROR lets Redshift reject.
         if !warehouse.copy.accepts(copied, expected_rows) {
-            return Err(WarehouseError(format!(
+            return Err(WarehouseError::new(format!(
                 "Redshift COPY loaded {copied} rows, the manifest says {expected_rows}; rolled back"
             )));
         }

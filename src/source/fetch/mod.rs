@@ -41,9 +41,9 @@ pub use self::key_ranges::*;
 pub use self::lob::*;
 use self::row_wise::*;
 pub use self::select::*;
+use super::SourceError;
 use super::connection::Source;
 use super::pg_copy::Path;
-use super::{SourceError, error::describe};
 use crate::model::subtask::sql;
 use crate::model::{FetchKind, SubtaskSpec, ValueFamily};
 
@@ -332,15 +332,11 @@ fn execute<'c>(
 
 fn classify_query_error(error: odbc_api::Error, table: &str, sql: &str) -> SourceError {
     let state = super::error::sql_state(&error).unwrap_or_default();
-    let detail = describe(&error);
     match state.as_str() {
         "42S02" | "42P01" => SourceError::TableNotFound {
             table: table.to_string(),
         },
-        _ => SourceError::Odbc {
-            what: format!("reading {table} with `{sql}`"),
-            detail,
-        },
+        _ => SourceError::odbc(format!("reading {table} with `{sql}`"), error),
     }
 }
 
