@@ -3,10 +3,13 @@
 //! the subtasks it is given and keeps their status in its own store. An agent never needs a
 //! controller to finish its work.
 
+mod assignments;
 pub mod config;
 pub mod configure;
+mod prepare;
 pub mod serve;
 pub mod supervisor;
+mod views;
 
 /// Run blocking work (ODBC, Argon2) on a thread of its own and await its result.
 pub async fn blocking<T: Send + 'static>(

@@ -7,6 +7,13 @@
 //!
 //! It never waits for a controller: once started, a subtask runs to its end whether or not
 //! anyone polls.
+//!
+//! This file is the actor: it turns the API's messages and its subtasks' events into
+//! [`Event`]s of the one [`Scheduler`] (slots, queue, runs again with a growing wait, as
+//! `dbhaul run` has them) and its answers into effects — a [`SubtaskActor`] started, a
+//! timer, a record written. Beside it: [`super::assignments`] (the records and their
+//! store), [`super::prepare`] (a task made ready to run here) and [`super::views`] (the
+//! statuses and counts it reports).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,64 +21,33 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::assignments::{self, Assignment, PERSIST_EVERY};
 use super::config::AgentPaths;
+use super::prepare::{TaskRuntime, prepare_task, retry_policy, runtime_mode, watch_log};
+use super::views::{self, apply_outcome, apply_progress, key_subtask, now, set_stages};
 use crate::api::ApiError;
 use crate::api::wire::{
     Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
 };
 use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
+use crate::pipeline::scheduler::{self, End, Event, Retry, Scheduler};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
-use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
+use crate::pipeline::{SubtaskEvent, SubtaskOutcome};
 use crate::store::Store;
 use crate::store::schema::{
     AGENT_ASSIGNMENTS, AGENT_TASKS, AgentTaskRecord, AssignmentRecord, assignment_key,
 };
 
-/// Progress is written to the store at most this often per subtask (state changes always).
-const PERSIST_EVERY: Duration = Duration::from_secs(2);
-
-/// What a task needs on this agent once prepared: its subtasks' shared context.
-struct TaskRuntime {
-    definition: TaskDefinition,
-    /// The stages this agent runs, when another agent runs the rest.
-    leg: Option<Leg>,
-    context: Option<Arc<SubtaskContext>>,
-    /// The tables the context was prepared for (warehouse tables checked or created):
-    /// a subtask of another table, taken later, prepares the task again.
-    prepared: Vec<TableRef>,
-    preparing: bool,
-    relay: Addr<Relay>,
-}
-
-struct Assignment {
-    record: AssignmentRecord,
-    stop_requested: bool,
-    persisted: Instant,
-    /// Runs again after a lost connection since the user last started or resumed it.
-    retries: u32,
-    /// A run again waits until then.
-    not_before: Option<Instant>,
-}
-
-impl Assignment {
-    fn new(record: AssignmentRecord) -> Assignment {
-        Assignment {
-            record,
-            stop_requested: false,
-            persisted: Instant::now(),
-            retries: 0,
-            not_before: None,
-        }
-    }
-}
-
 pub struct AgentSupervisor {
     store: Arc<Store>,
     paths: AgentPaths,
-    capacity: usize,
     tasks: HashMap<String, TaskRuntime>,
     assignments: BTreeMap<String, Assignment>,
     running: HashMap<String, Addr<SubtaskActor>>,
+    /// Slots, queue and runs again, by assignment key: what starts when.
+    scheduler: Scheduler<String>,
+    /// A run's outcome, until the scheduler says whether it runs again or is final.
+    ended: HashMap<String, SubtaskOutcome>,
     /// The one long-lived arbiter of every uploader and copier (STACK.md trap 2).
     io: Arbiter,
     /// The drivers a task may load: the agent's settings, kept current by its API.
@@ -92,21 +68,18 @@ impl AgentSupervisor {
             drivers,
             store,
             paths,
-            capacity: capacity.max(1),
             tasks: HashMap::new(),
             assignments: BTreeMap::new(),
             running: HashMap::new(),
+            scheduler: Scheduler::new(capacity),
+            ended: HashMap::new(),
             io: Arbiter::new(),
         }
     }
 
     fn persist(&mut self, key: &str) {
-        let Some(assignment) = self.assignments.get_mut(key) else {
-            return;
-        };
-        assignment.persisted = Instant::now();
-        if let Err(e) = self.store.put(AGENT_ASSIGNMENTS, key, &assignment.record) {
-            tracing::error!(subtask = %key, "cannot record the subtask's status: {e}");
+        if let Some(assignment) = self.assignments.get_mut(key) {
+            assignments::persist(&self.store, key, assignment);
         }
     }
 
@@ -133,7 +106,8 @@ impl AgentSupervisor {
                     task: name.clone(),
                     supervisor: ctx.address(),
                 }
-                .start();
+                .start()
+                .recipient();
                 self.tasks.insert(
                     name,
                     TaskRuntime {
@@ -149,61 +123,98 @@ impl AgentSupervisor {
         }
     }
 
-    /// Start waiting subtasks while slots are free; prepare their tasks first.
-    fn schedule(&mut self, ctx: &mut Context<Self>) {
-        let waiting: Vec<String> = self
-            .assignments
-            .iter()
-            .filter(|(key, a)| {
-                a.record.wanted
-                    && a.record.status.state == State::Pending
-                    && !self.running.contains_key(*key)
-                    && a.not_before.is_none_or(|t| t <= Instant::now())
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in waiting {
-            if self.running.len() >= self.capacity {
-                break;
-            }
-            let task = self.assignments[&key].record.task.clone();
-            let Some(runtime) = self.tasks.get_mut(&task) else {
-                continue;
+    /// The subtask wants to run: it joins the queue, with its runs again counted afresh.
+    fn queue(&mut self, key: &str, ctx: &mut Context<Self>) {
+        let Some(a) = self.assignments.get(key) else {
+            return;
+        };
+        let queued = Event::Queued {
+            key: key.to_string(),
+            earlier_attempts: a.record.status.attempts,
+            policy: retry_policy(&self.tasks, &a.record.task),
+        };
+        self.step(Instant::now(), queued, ctx);
+    }
+
+    /// Tell the scheduler what happened and carry out what it answers. A subtask whose
+    /// task is not prepared for its table keeps its place; its task is prepared.
+    fn step(&mut self, now: Instant, event: Event<String>, ctx: &mut Context<Self>) {
+        let mut unprepared = Vec::new();
+        let (tasks, assignments) = (&self.tasks, &self.assignments);
+        let actions = self.scheduler.handle_when(now, event, |key| {
+            let Some(a) = assignments.get(key) else {
+                return false;
             };
-            let table = &self.assignments[&key].record.spec.table;
-            let ready = runtime
-                .context
-                .clone()
-                .filter(|_| runtime.prepared.contains(table));
-            let Some(context) = ready else {
-                if !runtime.preparing {
-                    runtime.preparing = true;
-                    self.prepare(task, ctx);
-                }
-                continue;
+            let Some(runtime) = tasks.get(&a.record.task) else {
+                return false;
             };
-            let relay = runtime.relay.clone();
-            let spec = self.assignments[&key].record.spec.clone();
-            let attempt = self.assignments[&key].record.status.attempts + 1;
-            let actor = SubtaskActor::new(context, spec, relay.recipient(), attempt).start();
-            self.running.insert(key.clone(), actor);
-            if let Some(a) = self.assignments.get_mut(&key) {
-                a.record.status.state = State::Running;
-                a.record.status.error = None;
-                a.record.status.attempts += 1;
-                a.record.status.started_at = Some(now());
-                a.record.status.finished_at = None;
-                a.stop_requested = false;
-                let mode = runtime_mode(&self.tasks, &task);
-                a.record.status.extract = StageStatus::default();
-                a.record.status.upload = mode.0.then(StageStatus::default);
-                a.record.status.copy = mode.1.then(StageStatus::default);
-                a.record.status.chunks = 0;
-                set_stages(&mut a.record.status, State::Running);
+            let ready =
+                runtime.context.is_some() && runtime.prepared.contains(&a.record.spec.table);
+            if !ready && !unprepared.contains(&a.record.task) {
+                unprepared.push(a.record.task.clone());
             }
-            self.persist(&key);
-            tracing::info!(task = %task, subtask = %key_subtask(&key), "subtask started");
+            ready
+        });
+        for task in unprepared {
+            if let Some(runtime) = self.tasks.get_mut(&task)
+                && !runtime.preparing
+            {
+                runtime.preparing = true;
+                self.prepare(task, ctx);
+            }
         }
+        for action in actions {
+            match action {
+                scheduler::Action::Start { key, attempt } => self.start(key, attempt),
+                scheduler::Action::RetryAt {
+                    key,
+                    at,
+                    wait,
+                    retry,
+                    retries,
+                } => {
+                    self.wait_to_run_again(&key, wait, retry, retries);
+                    ctx.run_later(wait, move |actor, ctx| {
+                        actor.step(Instant::now().max(at), Event::TimeAdvanced, ctx);
+                    });
+                }
+                scheduler::Action::Final { key, end } => self.ended(&key, end),
+            }
+        }
+    }
+
+    /// Start a subtask the scheduler gave a slot to (its task is prepared).
+    fn start(&mut self, key: String, attempt: u32) {
+        let Some(a) = self.assignments.get(&key) else {
+            return;
+        };
+        let task = a.record.task.clone();
+        let Some(runtime) = self.tasks.get(&task) else {
+            return;
+        };
+        let Some(context) = runtime.context.clone() else {
+            return;
+        };
+        let relay = runtime.relay.clone();
+        let spec = a.record.spec.clone();
+        let actor = SubtaskActor::new(context, spec, relay, attempt).start();
+        self.running.insert(key.clone(), actor);
+        let mode = runtime_mode(&self.tasks, &task);
+        if let Some(a) = self.assignments.get_mut(&key) {
+            a.record.status.state = State::Running;
+            a.record.status.error = None;
+            a.record.status.attempts = attempt;
+            a.record.status.started_at = Some(now());
+            a.record.status.finished_at = None;
+            a.stop_requested = false;
+            a.record.status.extract = StageStatus::default();
+            a.record.status.upload = mode.0.then(StageStatus::default);
+            a.record.status.copy = mode.1.then(StageStatus::default);
+            a.record.status.chunks = 0;
+            set_stages(&mut a.record.status, State::Running);
+        }
+        self.persist(&key);
+        tracing::info!(task = %task, subtask = %key_subtask(&key), "subtask started");
     }
 
     /// Open the source, connect to the bucket and prepare the warehouse for a task's
@@ -257,6 +268,7 @@ impl AgentSupervisor {
                         .map(|(k, _)| k.clone())
                         .collect();
                     for key in keys {
+                        actor.step(Instant::now(), Event::Withdrawn(key.clone()), ctx);
                         if let Some(a) = actor.assignments.get_mut(&key) {
                             a.record.wanted = false;
                             a.record.status.state = State::Failed;
@@ -268,22 +280,12 @@ impl AgentSupervisor {
                     }
                 }
             }
-            actor.schedule(ctx);
+            actor.step(Instant::now(), Event::TimeAdvanced, ctx);
         }));
     }
 
     fn statuses(&self, task: Option<&str>) -> Vec<SubtaskStatus> {
-        self.assignments
-            .values()
-            .filter(|a| task.is_none_or(|t| a.record.task == t))
-            .map(|a| {
-                let mut status = a.record.status.clone();
-                if task.is_none() {
-                    status.task = Some(a.record.task.clone());
-                }
-                status
-            })
-            .collect()
+        views::statuses(&self.assignments, task)
     }
 
     fn selected_keys(
@@ -320,194 +322,24 @@ impl AgentSupervisor {
     }
 }
 
-/// Log the task at the level it was given, or its job file's; its secrets never in a line.
-fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>, leg: Option<Leg>) {
-    let level = log_level
-        .or_else(|| definition.job_for(leg).ok().map(|job| job.log_level))
-        .unwrap_or(LogLevel::Info);
-    crate::telemetry::task_log::watch(
-        &definition.name,
-        level,
-        definition.secrets.values().cloned(),
-    );
-}
-
-fn key_subtask(key: &str) -> &str {
-    key.split_once('/').map_or(key, |(_, s)| s)
-}
-
-/// (runs again after a lost connection, wait before the first) from a task's job.
-fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Duration) {
-    tasks
-        .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
-        .map_or((0, Duration::from_secs(30)), |job| {
-            (job.retries, job.retry_wait)
-        })
-}
-
-/// (uploads, copies) of a task's mode, from its definition.
-fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool) {
-    tasks
-        .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
-        .map_or((false, false), |job| {
-            (job.mode.uploads(), job.mode.copies())
-        })
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Set every stage of a subtask to `state`, except stages already completed.
-fn set_stages(status: &mut SubtaskStatus, state: State) {
-    let mut stages = vec![&mut status.extract];
-    if let Some(upload) = status.upload.as_mut() {
-        stages.push(upload);
-    }
-    if let Some(copy) = status.copy.as_mut() {
-        stages.push(copy);
-    }
-    for stage in stages {
-        if stage.state != State::Completed || state == State::Pending {
-            stage.state = state;
-        }
-    }
-}
-
-/// The stages' counters from a running subtask's progress. A stage runs once it has seen a
-/// row; the copy stage counts rows in the warehouse.
-fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress) {
-    status.extract.rows = progress.rows;
-    status.extract.bytes = progress.bytes_out;
-    status.chunks = progress.chunks;
-    status.extract.state = if progress.extracted {
-        State::Completed
-    } else {
-        State::Running
-    };
-    if let (Some(upload), Some(rows)) = (status.upload.as_mut(), progress.uploaded_rows) {
-        upload.rows = rows;
-        upload.bytes = progress.uploaded_bytes;
-        upload.state = if progress.uploaded {
-            State::Completed
-        } else if rows > 0 {
-            State::Running
-        } else {
-            State::Pending
-        };
-    }
-    if let (Some(copy), Some(rows)) = (status.copy.as_mut(), progress.copied_rows) {
-        copy.rows = rows;
-        copy.state = if rows > 0 {
-            State::Running
-        } else {
-            State::Pending
-        };
-    }
-}
-
-async fn prepare_task(
-    definition: TaskDefinition,
-    leg: Option<Leg>,
-    specs: Vec<SubtaskSpec>,
-    work: std::path::PathBuf,
-    io: ArbiterHandle,
-    drivers: crate::source::DriverPolicy,
-) -> Result<Arc<SubtaskContext>, String> {
-    let job = definition.job_for(leg).map_err(|e| e.to_string())?;
-    let job = Arc::new(job);
-    let copy_only = leg == Some(Leg::Copy);
-    let source = if copy_only {
-        // The copy leg's agent need not reach the source: the source's kind (for the types
-        // of tables it creates) is told by the driver's name.
-        if job.warehouse.as_ref().is_some_and(|w| w.count_source) {
-            return Err(
-                "warehouse.count_source counts the source after each copy, but this \
-                 agent only copies (another agent extracts: no agent has every role the task \
-                 needs); register an agent with all three roles, or set count_source = false"
-                    .into(),
-            );
-        }
-        crate::source::Source::unconnected(&job.connection).map_err(|e| format!("source: {e}"))?
-    } else {
-        // Checked here too, not only when the task came: a subtask resumed from the store
-        // after a restart, or a task taken before the settings changed, meets them now.
-        crate::source::drivers::check(&job.connection, &drivers)
-            .map_err(|e| format!("source: {e}"))?;
-        let job = job.clone();
-        crate::agent::blocking(move || {
-            crate::source::Source::open(&job.connection, job.password.as_ref())
-                .map(|(source, _)| source)
-                .map_err(|e| format!("source: {e}"))
-        })
-        .await??
-    };
-    let target = match &job.target {
-        Some(settings) => Some(
-            crate::destination::S3Target::connect(settings)
-                .await
-                .map_err(|e| format!("target: {e}"))?,
-        ),
-        None => None,
-    };
-    let warehouse = crate::pipeline::checks::warehouse(&job, Some(&source), &specs, true).await;
-    if !warehouse.ok {
-        return Err(format!("warehouse: {}", warehouse.detail));
-    }
-    Ok(Arc::new(SubtaskContext {
-        task: job.name.clone(),
-        instance: definition.id.clone(),
-        sorting: job.sorting,
-        native_copy: job.native_copy,
-        source,
-        files: job.files.clone(),
-        work: crate::destination::WorkDir::new(work.join(job.name.as_str())),
-        target,
-        warehouse: job.warehouse.clone(),
-        io: job.mode.uploads().then_some(io),
-        copy_only,
-    }))
-}
-
 impl Actor for AgentSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let tasks: Vec<(String, AgentTaskRecord)> = match self.store.list(AGENT_TASKS) {
-            Ok(tasks) => tasks,
-            Err(e) => {
-                tracing::error!("cannot read the agent's store: {e}");
-                Vec::new()
-            }
-        };
-        for (_, task) in tasks {
+        let (tasks, assignments) = assignments::load(&self.store);
+        for task in tasks {
             self.task_runtime(task.definition, task.log_level, task.leg, ctx);
         }
-        let records: Vec<(String, AssignmentRecord)> =
-            self.store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
-        let mut resumed = Vec::new();
-        for (key, mut record) in records {
-            if record.status.state == State::Running {
-                // It was running when the agent stopped: run it again.
-                record.status.state = State::Pending;
-                record.wanted = true;
-                set_stages(&mut record.status, State::Pending);
-                resumed.push(key.clone());
-            }
-            self.assignments.insert(key, Assignment::new(record));
+        self.assignments = assignments;
+        let wanted: Vec<String> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.record.wanted && a.record.status.state == State::Pending)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &wanted {
+            self.queue(key, ctx);
         }
-        for key in &resumed {
-            let task = self.assignments[key].record.task.clone();
-            self.persist(key);
-            tracing::warn!(
-                task = %task,
-                subtask = %key_subtask(key),
-                "the subtask was running when the agent stopped; it runs again"
-            );
-        }
-        self.schedule(ctx);
     }
 }
 
@@ -568,53 +400,62 @@ impl AgentSupervisor {
         let Some(a) = self.assignments.get_mut(&key) else {
             return;
         };
+        apply_outcome(&mut a.record.status, &outcome);
+        // The one place a run's result is judged: a fault that may pass runs again, unless
+        // the user stopped it.
+        let event = match (&outcome.manifest, outcome.is_retryable() && !a.stop_requested) {
+            (Ok(_), _) => Event::Succeeded(key.clone()),
+            (Err(_), true) => Event::Failed {
+                key: key.clone(),
+                retry: Retry::MayPass,
+            },
+            (Err(_), false) => Event::Failed {
+                key: key.clone(),
+                retry: Retry::Never,
+            },
+        };
+        self.ended.insert(key, outcome);
+        self.step(Instant::now(), event, ctx);
+    }
+
+    /// A failed run runs again after `wait`: the subtask waits, and says why.
+    fn wait_to_run_again(&mut self, key: &str, wait: Duration, retry: u32, retries: u32) {
+        let Some(a) = self.assignments.get_mut(key) else {
+            return;
+        };
+        let error = match self.ended.remove(key).map(|o| o.manifest) {
+            Some(Err(error)) => error.to_string(),
+            _ => String::new(),
+        };
         let status = &mut a.record.status;
-        status.extract.rows = outcome.rows;
-        status.extract.bytes = outcome.bytes_compressed;
-        status.chunks = outcome.chunks;
-        if let (Some(upload), Some(rows)) = (status.upload.as_mut(), outcome.uploaded_rows) {
-            upload.rows = rows;
-            upload.bytes = outcome.bytes_compressed;
-        }
-        if let (Some(copy), Some(rows)) = (status.copy.as_mut(), outcome.copied_rows) {
-            copy.rows = rows;
-        }
-        status.finished_at = Some(now());
-        if let Err(error) = &outcome.manifest
-            && outcome.is_retryable()
-            && !a.stop_requested
-        {
-            let (retries, first_wait) = retry_policy(&self.tasks, task);
-            if a.retries < retries {
-                a.retries += 1;
-                let policy = crate::pipeline::job_runner::RetryPolicy {
-                    retries,
-                    first_wait,
-                };
-                let wait = policy.wait(a.retries);
-                a.not_before = Some(Instant::now() + wait);
-                status.state = State::Pending;
-                status.error = Some(format!(
-                    "{error} (runs again in {} s, retry {} of {retries})",
-                    wait.as_secs(),
-                    a.retries
-                ));
-                set_stages(status, State::Pending);
-                let line = format!(
-                    "subtask runs again in {} s (retry {} of {retries}) after a fault that may \
-                     pass: {error}",
-                    wait.as_secs(),
-                    a.retries
-                );
-                self.persist(&key);
-                crate::telemetry::metrics::retry("subtask");
-                tracing::warn!(task = %task, subtask = %outcome.id, "{line}");
-                ctx.run_later(wait, |actor, ctx| actor.schedule(ctx));
-                // Its slot is free meanwhile for what waits.
-                self.schedule(ctx);
-                return;
-            }
-        }
+        status.state = State::Pending;
+        status.error = Some(format!(
+            "{error} (runs again in {} s, retry {retry} of {retries})",
+            wait.as_secs(),
+        ));
+        set_stages(status, State::Pending);
+        let task = a.record.task.clone();
+        self.persist(key);
+        crate::telemetry::metrics::retry("subtask");
+        tracing::warn!(
+            task = %task,
+            subtask = %key_subtask(key),
+            "subtask runs again in {} s (retry {retry} of {retries}) after a fault that may \
+             pass: {error}",
+            wait.as_secs(),
+        );
+    }
+
+    /// The scheduler is done with a subtask: its run's end is recorded. One taken out of
+    /// the queue was recorded by whoever took it out.
+    fn ended(&mut self, key: &str, end: End) {
+        let outcome = self.ended.remove(key);
+        let (Some(outcome), End::Succeeded | End::Failed) = (outcome, end) else {
+            return;
+        };
+        let Some(a) = self.assignments.get_mut(key) else {
+            return;
+        };
         a.record.wanted = false;
         let (state, line) = match &outcome.manifest {
             Ok(_) => (
@@ -627,6 +468,7 @@ impl AgentSupervisor {
             Err(_) if a.stop_requested => (State::Stopped, "subtask stopped".to_string()),
             Err(e) => (State::Failed, format!("subtask failed: {e}")),
         };
+        let status = &mut a.record.status;
         status.state = state;
         status.error = match (&outcome.manifest, state) {
             (Err(e), State::Failed) => Some(e.to_string()),
@@ -634,13 +476,13 @@ impl AgentSupervisor {
         };
         set_stages(status, state);
         a.stop_requested = false;
-        self.persist(&key);
+        let task = a.record.task.clone();
+        self.persist(key);
         if state == State::Failed {
             tracing::error!(task = %task, subtask = %outcome.id, "{line}");
         } else {
             tracing::info!(task = %task, subtask = %outcome.id, "{line}");
         }
-        self.schedule(ctx);
     }
 }
 
@@ -704,6 +546,7 @@ impl Handler<Take> for AgentSupervisor {
                 .remove(AGENT_TASKS, std::slice::from_ref(&task))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             for key in &old {
+                self.step(Instant::now(), Event::Withdrawn(key.clone()), ctx);
                 self.assignments.remove(key);
             }
             self.tasks.remove(&task);
@@ -756,8 +599,12 @@ impl Handler<Take> for AgentSupervisor {
             .put_many(AGENT_ASSIGNMENTS, &refs)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let taken = records.len();
+        let mut wanted = Vec::new();
         for record in records {
             let key = record.key();
+            if record.wanted && record.status.state == State::Pending {
+                wanted.push(key.clone());
+            }
             match self.assignments.get_mut(&key) {
                 Some(held) => held.record = record,
                 None => {
@@ -766,7 +613,9 @@ impl Handler<Take> for AgentSupervisor {
             }
         }
         tracing::info!(task = %task, "took {taken} subtasks");
-        self.schedule(ctx);
+        for key in wanted {
+            self.queue(&key, ctx);
+        }
         Ok(statuses)
     }
 }
@@ -792,6 +641,7 @@ impl Handler<Control> for AgentSupervisor {
 
     fn handle(&mut self, control: Control, ctx: &mut Context<Self>) -> Self::Result {
         let keys = self.selected_keys(&control.task, &control.selection)?;
+        let (mut queue, mut withdraw) = (Vec::new(), Vec::new());
         for key in &keys {
             let running = self.running.get(key).cloned();
             let Some(a) = self.assignments.get_mut(key) else {
@@ -801,12 +651,11 @@ impl Handler<Control> for AgentSupervisor {
             match control.action {
                 Action::Start if state == State::Pending => {
                     a.record.wanted = true;
-                    a.retries = 0;
+                    queue.push(key.clone());
                 }
                 Action::Resume if matches!(state, State::Failed | State::Stopped) => {
                     a.record.wanted = true;
-                    a.retries = 0;
-                    a.not_before = None;
+                    queue.push(key.clone());
                     a.record.status.state = State::Pending;
                     a.record.status.error = None;
                     set_stages(&mut a.record.status, State::Pending);
@@ -815,8 +664,10 @@ impl Handler<Control> for AgentSupervisor {
                     Some(actor) => {
                         a.stop_requested = true;
                         actor.do_send(StopSubtask);
+                        withdraw.push(key.clone());
                     }
                     None if state == State::Pending => {
+                        withdraw.push(key.clone());
                         a.record.wanted = false;
                         a.record.status.state = State::Stopped;
                         set_stages(&mut a.record.status, State::Stopped);
@@ -833,7 +684,12 @@ impl Handler<Control> for AgentSupervisor {
             Action::Resume => "resume",
         };
         tracing::info!(task = %control.task, "{verb} of {} subtasks asked", keys.len());
-        self.schedule(ctx);
+        for key in withdraw {
+            self.step(Instant::now(), Event::Withdrawn(key), ctx);
+        }
+        for key in &queue {
+            self.queue(key, ctx);
+        }
         Ok(self.statuses(Some(&control.task)))
     }
 }
@@ -870,7 +726,7 @@ pub struct Forget {
 impl Handler<Forget> for AgentSupervisor {
     type Result = Result<(), ApiError>;
 
-    fn handle(&mut self, forget: Forget, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, forget: Forget, ctx: &mut Context<Self>) -> Self::Result {
         let keys = self.selected_keys(&forget.task, &SubtaskSelection::default())?;
         if let Some(key) = keys.iter().find(|k| self.running.contains_key(*k)) {
             return Err(ApiError::conflict(format!(
@@ -887,6 +743,7 @@ impl Handler<Forget> for AgentSupervisor {
             })
             .map_err(|e| ApiError::internal(e.to_string()))?;
         for key in &keys {
+            self.step(Instant::now(), Event::Withdrawn(key.clone()), ctx);
             self.assignments.remove(key);
         }
         self.tasks.remove(&forget.task);
@@ -905,13 +762,9 @@ impl Handler<Load> for AgentSupervisor {
     type Result = MessageResult<Load>;
 
     fn handle(&mut self, _: Load, _: &mut Context<Self>) -> Self::Result {
-        let queued = self
-            .assignments
-            .values()
-            .filter(|a| a.record.wanted && a.record.status.state == State::Pending)
-            .count();
+        let queued = views::queued(&self.assignments);
         MessageResult((
-            self.capacity as u32,
+            self.scheduler.slots() as u32,
             self.running.len() as u32,
             queued as u32,
         ))
@@ -959,12 +812,6 @@ impl Handler<CountByState> for AgentSupervisor {
     type Result = MessageResult<CountByState>;
 
     fn handle(&mut self, _: CountByState, _: &mut Context<Self>) -> Self::Result {
-        let mut counts: BTreeMap<(String, State), i64> = BTreeMap::new();
-        for a in self.assignments.values() {
-            *counts
-                .entry((a.record.task.clone(), a.record.status.state))
-                .or_default() += 1;
-        }
-        MessageResult(counts.into_iter().map(|((t, s), n)| (t, s, n)).collect())
+        MessageResult(views::count_by_state(&self.assignments))
     }
 }

@@ -3,15 +3,19 @@
 //! does not stop the others: the job goes on and its summary says what failed. A subtask
 //! that failed on a fault that may pass (a lost connection, a full working folder) runs
 //! again by itself, `retries` times, after `retry_wait` doubling each time, as an agent's
-//! supervisor does.
+//! supervisor does: both follow the same [`Scheduler`]. This actor only turns a subtask's
+//! events into the scheduler's, and its actions into effects (a [`SubtaskActor`] started, a
+//! timer, a line for the observer).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use super::scheduler::RetryPolicy;
+use super::scheduler::{Action, Event, Retry, Scheduler};
 use super::subtask::{StopSubtask, SubtaskActor};
 use super::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::model::SubtaskSpec;
@@ -28,38 +32,22 @@ pub trait JobObserver {
 #[rtype(result = "()")]
 pub struct StopJob;
 
-/// Runs again of a subtask after a fault that may pass (the job's `retries` and
-/// `retry_wait_s`).
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub retries: u32,
-    pub first_wait: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait before run again number `retry` (1, 2, …): the first wait, doubling.
-    pub fn wait(&self, retry: u32) -> Duration {
-        self.first_wait
-            .saturating_mul(1 << retry.saturating_sub(1).min(6))
-    }
-}
-
 pub struct JobRunner {
     context: Arc<SubtaskContext>,
-    /// What is to run, with the attempt it is (1 for a first run).
-    pending: VecDeque<(SubtaskSpec, u32)>,
-    running: Vec<(SubtaskSpec, u32, Addr<SubtaskActor>)>,
-    /// Subtasks waiting to run again, with the outcome that failed them (reported if the
-    /// job stops meanwhile).
-    waiting: HashMap<String, SubtaskOutcome>,
+    /// Slots, queue and runs again, by subtask id.
+    scheduler: Scheduler<String>,
+    specs: HashMap<String, SubtaskSpec>,
+    /// The job's subtasks in its order, with the runs each had before (one if a folder of
+    /// theirs shows an extraction that did not finish): queued once the runner starts.
+    first: Vec<(String, u32)>,
+    running: HashMap<String, Addr<SubtaskActor>>,
+    /// Each subtask's last outcome until it is reported: a run that waits to run again
+    /// ends with it if the job stops meanwhile.
+    ended: HashMap<String, SubtaskOutcome>,
     retry: RetryPolicy,
-    /// Runs again used so far, by subtask.
-    retried: HashMap<String, u32>,
-    parallel: usize,
     outcomes: Vec<SubtaskOutcome>,
     observer: Box<dyn JobObserver>,
     done: Option<oneshot::Sender<Vec<SubtaskOutcome>>>,
-    stopping: bool,
 }
 
 impl JobRunner {
@@ -72,97 +60,84 @@ impl JobRunner {
         observer: Box<dyn JobObserver>,
     ) -> (Addr<JobRunner>, oneshot::Receiver<Vec<SubtaskOutcome>>) {
         let (tx, rx) = oneshot::channel();
-        // A folder whose extraction did not finish (no manifest): this is a run again.
-        let pending = subtasks
-            .into_iter()
+        let first = subtasks
+            .iter()
             .map(|spec| {
-                let attempt = if context.work.interrupted(&spec.id()) {
-                    2
-                } else {
-                    1
-                };
-                (spec, attempt)
+                let id = spec.id();
+                let earlier = u32::from(context.work.interrupted(&id));
+                (id, earlier)
             })
             .collect();
         let runner = JobRunner {
             context,
-            pending,
-            running: Vec::new(),
-            waiting: HashMap::new(),
+            scheduler: Scheduler::new(parallel),
+            specs: subtasks.into_iter().map(|spec| (spec.id(), spec)).collect(),
+            first,
+            running: HashMap::new(),
+            ended: HashMap::new(),
             retry,
-            retried: HashMap::new(),
-            parallel: parallel.max(1),
             outcomes: Vec::new(),
             observer,
             done: Some(tx),
-            stopping: false,
         };
         (runner.start(), rx)
     }
 
-    fn fill(&mut self, ctx: &mut Context<Self>) {
-        while !self.stopping && self.running.len() < self.parallel {
-            let Some((spec, attempt)) = self.pending.pop_front() else {
-                break;
-            };
-            let actor = SubtaskActor::new(
-                self.context.clone(),
-                spec.clone(),
-                ctx.address().recipient(),
-                attempt,
-            );
-            self.running.push((spec, attempt, actor.start()));
-        }
-        if self.stopping {
-            // Runs again that were waiting end as they failed.
-            for (_, outcome) in self.waiting.drain() {
-                self.observer.finished(&outcome);
-                self.outcomes.push(outcome);
+    /// Tell the scheduler what happened and carry out what it answers.
+    fn step(&mut self, now: Instant, event: Event<String>, ctx: &mut Context<Self>) {
+        for action in self.scheduler.handle(now, event) {
+            match action {
+                Action::Start { key, attempt } => {
+                    let Some(spec) = self.specs.get(&key) else {
+                        continue;
+                    };
+                    let actor = SubtaskActor::new(
+                        self.context.clone(),
+                        spec.clone(),
+                        ctx.address().recipient(),
+                        attempt,
+                    );
+                    self.running.insert(key, actor.start());
+                }
+                Action::RetryAt {
+                    key,
+                    at,
+                    wait,
+                    retry,
+                    retries,
+                } => {
+                    let error = match self.ended.get(&key).map(|o| &o.manifest) {
+                        Some(Err(error)) => error.to_string(),
+                        _ => String::new(),
+                    };
+                    tracing::warn!(
+                        task = %self.context.task,
+                        subtask = %key,
+                        "subtask runs again in {} s (retry {retry} of {retries}) after a fault \
+                         that may pass: {error}",
+                        wait.as_secs(),
+                    );
+                    crate::telemetry::metrics::retry("subtask");
+                    ctx.run_later(wait, move |runner, ctx| {
+                        runner.step(Instant::now().max(at), Event::TimeAdvanced, ctx);
+                    });
+                }
+                Action::Final { key, .. } => {
+                    // A subtask cleared before it ran has nothing to report; one cleared
+                    // while it waited to run again ends as it failed.
+                    if let Some(outcome) = self.ended.remove(&key) {
+                        self.observer.finished(&outcome);
+                        self.outcomes.push(outcome);
+                    }
+                }
             }
         }
-        let idle = self.running.is_empty() && self.waiting.is_empty();
-        if idle && (self.pending.is_empty() || self.stopping) {
+        if self.scheduler.is_idle() {
             if let Some(done) = self.done.take() {
                 let _ = done.send(std::mem::take(&mut self.outcomes));
             }
             ctx.stop();
         }
-    }
-
-    /// Whether a subtask that ended with `outcome` runs again; if so, it is set to.
-    fn run_again(
-        &mut self,
-        spec: SubtaskSpec,
-        attempt: u32,
-        outcome: SubtaskOutcome,
-        ctx: &mut Context<Self>,
-    ) -> Option<SubtaskOutcome> {
-        let Err(error) = &outcome.manifest else {
-            return Some(outcome);
-        };
-        let used = self.retried.entry(outcome.id.clone()).or_default();
-        if !outcome.is_retryable() || self.stopping || *used >= self.retry.retries {
-            return Some(outcome);
-        }
-        *used += 1;
-        let (retry, wait) = (*used, self.retry.wait(*used));
-        tracing::warn!(
-            task = %self.context.task,
-            subtask = %outcome.id,
-            "subtask runs again in {} s (retry {retry} of {}) after a fault that may pass: {error}",
-            wait.as_secs(),
-            self.retry.retries
-        );
-        crate::telemetry::metrics::retry("subtask");
-        let id = outcome.id.clone();
-        self.waiting.insert(id.clone(), outcome);
-        ctx.run_later(wait, move |runner, ctx| {
-            if runner.waiting.remove(&id).is_some() {
-                runner.pending.push_front((spec, attempt + 1));
-            }
-            runner.fill(ctx);
-        });
-        None
     }
 }
 
@@ -170,7 +145,17 @@ impl Actor for JobRunner {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.fill(ctx);
+        let now = Instant::now();
+        for (key, earlier_attempts) in std::mem::take(&mut self.first) {
+            let queued = Event::Queued {
+                key,
+                earlier_attempts,
+                policy: self.retry,
+            };
+            self.step(now, queued, ctx);
+        }
+        // A job with no subtask ends here.
+        self.step(now, Event::TimeAdvanced, ctx);
     }
 }
 
@@ -182,15 +167,24 @@ impl Handler<SubtaskEvent> for JobRunner {
             SubtaskEvent::Started { id } => self.observer.started(&id),
             SubtaskEvent::Progress { id, progress } => self.observer.progress(&id, &progress),
             SubtaskEvent::Finished(outcome) => {
-                let Some(at) = self.running.iter().position(|(s, ..)| s.id() == outcome.id) else {
+                if self.running.remove(&outcome.id).is_none() {
                     return;
-                };
-                let (spec, attempt, _) = self.running.remove(at);
-                if let Some(outcome) = self.run_again(spec, attempt, outcome, ctx) {
-                    self.observer.finished(&outcome);
-                    self.outcomes.push(outcome);
                 }
-                self.fill(ctx);
+                let key = outcome.id.clone();
+                // The one place a run's result is judged: a fault that may pass runs again.
+                let event = match (&outcome.manifest, outcome.is_retryable()) {
+                    (Ok(_), _) => Event::Succeeded(key),
+                    (Err(_), true) => Event::Failed {
+                        key,
+                        retry: Retry::MayPass,
+                    },
+                    (Err(_), false) => Event::Failed {
+                        key,
+                        retry: Retry::Never,
+                    },
+                };
+                self.ended.insert(outcome.id.clone(), outcome);
+                self.step(Instant::now(), event, ctx);
             }
         }
     }
@@ -200,10 +194,9 @@ impl Handler<StopJob> for JobRunner {
     type Result = ();
 
     fn handle(&mut self, _: StopJob, ctx: &mut Context<Self>) {
-        self.stopping = true;
-        for (.., actor) in &self.running {
+        for actor in self.running.values() {
             actor.do_send(StopSubtask);
         }
-        self.fill(ctx);
+        self.step(Instant::now(), Event::Stopped, ctx);
     }
 }

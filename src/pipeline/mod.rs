@@ -22,6 +22,7 @@ pub mod csv;
 pub mod extract;
 pub mod job_runner;
 pub mod messages;
+pub mod scheduler;
 pub mod subtask;
 pub mod upload;
 
