@@ -16,10 +16,10 @@ use actix::prelude::*;
 
 use super::config::AgentPaths;
 use crate::api::ApiError;
-use crate::api::wire::{
-    Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
-};
+use crate::api::wire::{Assign, SubtaskSelection};
+use crate::config::Task;
 use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
+use crate::model::{StageStatus, State, SubtaskStatus};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskContext, SubtaskEvent, SubtaskOutcome, SubtaskProgress};
 use crate::store::Store;
@@ -32,7 +32,8 @@ const PERSIST_EVERY: Duration = Duration::from_secs(2);
 
 /// What a task needs on this agent once prepared: its subtasks' shared context.
 struct TaskRuntime {
-    definition: TaskDefinition,
+    /// Its job parsed once, for its leg.
+    definition: Task,
     /// The stages this agent runs, when another agent runs the rest.
     leg: Option<Leg>,
     context: Option<Arc<SubtaskContext>>,
@@ -112,12 +113,12 @@ impl AgentSupervisor {
 
     fn task_runtime(
         &mut self,
-        definition: TaskDefinition,
+        definition: Task,
         log_level: Option<LogLevel>,
         leg: Option<Leg>,
         ctx: &mut Context<Self>,
     ) {
-        watch_log(&definition, log_level, leg);
+        watch_log(&definition, log_level);
         let name = definition.name.clone();
         match self.tasks.get_mut(&name) {
             Some(runtime) if runtime.definition == definition && runtime.leg == leg => {}
@@ -321,10 +322,8 @@ impl AgentSupervisor {
 }
 
 /// Log the task at the level it was given, or its job file's; its secrets never in a line.
-fn watch_log(definition: &TaskDefinition, log_level: Option<LogLevel>, leg: Option<Leg>) {
-    let level = log_level
-        .or_else(|| definition.job_for(leg).ok().map(|job| job.log_level))
-        .unwrap_or(LogLevel::Info);
+fn watch_log(definition: &Task, log_level: Option<LogLevel>) {
+    let level = log_level.unwrap_or(definition.job().log_level);
     crate::telemetry::task_log::watch(
         &definition.name,
         level,
@@ -340,7 +339,7 @@ fn key_subtask(key: &str) -> &str {
 fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Duration) {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
+        .map(|r| r.definition.job())
         .map_or((0, Duration::from_secs(30)), |job| {
             (job.retries, job.retry_wait)
         })
@@ -350,7 +349,7 @@ fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (u32, Durat
 fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool) {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
+        .map(|r| r.definition.job())
         .map_or((false, false), |job| {
             (job.mode.uploads(), job.mode.copies())
         })
@@ -409,15 +408,14 @@ fn apply_progress(status: &mut SubtaskStatus, progress: &SubtaskProgress) {
 }
 
 async fn prepare_task(
-    definition: TaskDefinition,
+    definition: Task,
     leg: Option<Leg>,
     specs: Vec<SubtaskSpec>,
     work: std::path::PathBuf,
     io: ArbiterHandle,
     drivers: crate::source::DriverPolicy,
 ) -> Result<Arc<SubtaskContext>, String> {
-    let job = definition.job_for(leg).map_err(|e| e.to_string())?;
-    let job = Arc::new(job);
+    let job = definition.shared_job();
     let copy_only = leg == Some(Leg::Copy);
     let source = if copy_only {
         // The copy leg's agent need not reach the source: the source's kind (for the types
@@ -475,20 +473,39 @@ impl Actor for AgentSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let tasks: Vec<(String, AgentTaskRecord)> = match self.store.list(AGENT_TASKS) {
+        // Read one by one: a task whose job no longer parses fails its own subtasks, with
+        // the reason, and no other.
+        let tasks: Vec<(String, serde_json::Value)> = match self.store.list(AGENT_TASKS) {
             Ok(tasks) => tasks,
             Err(e) => {
                 tracing::error!("cannot read the agent's store: {e}");
                 Vec::new()
             }
         };
-        for (_, task) in tasks {
-            self.task_runtime(task.definition, task.log_level, task.leg, ctx);
+        let mut unparsed: HashMap<String, String> = HashMap::new();
+        for (name, task) in tasks {
+            match serde_json::from_value::<AgentTaskRecord>(task) {
+                Ok(task) => self.task_runtime(task.definition, task.log_level, task.leg, ctx),
+                Err(e) => {
+                    tracing::error!(task = %name, "{e}");
+                    unparsed.insert(name, e.to_string());
+                }
+            }
         }
         let records: Vec<(String, AssignmentRecord)> =
             self.store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
         let mut resumed = Vec::new();
         for (key, mut record) in records {
+            if let Some(error) = unparsed.get(&record.task)
+                && !record.status.state.is_final()
+            {
+                record.status.state = State::Failed;
+                record.status.error = Some(error.clone());
+                record.wanted = false;
+                if let Err(e) = self.store.put(AGENT_ASSIGNMENTS, &key, &record) {
+                    tracing::error!(subtask = %key, "cannot record the subtask's status: {e}");
+                }
+            }
             if record.status.state == State::Running {
                 // It was running when the agent stopped: run it again.
                 record.status.state = State::Pending;
@@ -647,16 +664,14 @@ impl AgentSupervisor {
 /// Take subtasks of a task (and start them, unless told not to).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
-pub struct Take(pub Assign);
+pub struct Take(pub Assign, pub Task);
 
 impl Handler<Take> for AgentSupervisor {
     type Result = Result<Vec<SubtaskStatus>, ApiError>;
 
-    fn handle(&mut self, Take(assign): Take, ctx: &mut Context<Self>) -> Self::Result {
-        let job = assign
-            .task
-            .job_for(assign.leg)
-            .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
+    /// `parsed` is the assignment's task, its job parsed for its leg.
+    fn handle(&mut self, Take(assign, parsed): Take, ctx: &mut Context<Self>) -> Self::Result {
+        let job = parsed.shared_job();
         if job.name.as_str() != assign.task.name {
             return Err(ApiError::bad_request(format!(
                 "the task is named `{}` but its job file says `{}`",
@@ -713,13 +728,13 @@ impl Handler<Take> for AgentSupervisor {
                 AGENT_TASKS,
                 &task,
                 &AgentTaskRecord {
-                    definition: assign.task.clone(),
+                    definition: parsed.clone(),
                     log_level: assign.log_level,
                     leg: assign.leg,
                 },
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.task_runtime(assign.task.clone(), assign.log_level, assign.leg, ctx);
+        self.task_runtime(parsed, assign.log_level, assign.leg, ctx);
         // A subtask this agent already holds is kept as it is: a controller that sends the
         // same subtasks again (it was killed before it recorded that they were taken)
         // changes nothing.

@@ -6,6 +6,7 @@ pub mod files;
 pub mod job;
 mod secret;
 pub mod stages;
+pub mod task;
 
 pub use job::{
     DateInterval, FileSettings, Job, JobError, MAX_RANGES, PartitionRequest, Rule, SqlLiteral,
@@ -13,3 +14,4 @@ pub use job::{
 };
 pub use secret::{KEY_BYTES, Secret, TaskKey, random_token};
 pub use stages::{ChecksumMode, CopyOptions, TargetSettings, WarehouseKind, WarehouseSettings};
+pub use task::{Task, TaskDefinition};

@@ -6,12 +6,14 @@ pub mod cancel;
 pub mod chunk;
 pub mod dialect;
 pub mod names;
+pub mod status;
 pub mod subtask;
 pub mod task;
 
 pub use cancel::CancelSwitch;
 pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest, lob_file};
 pub use dialect::Dialect;
+pub use status::{StageStatus, State, SubtaskStatus, TaskView};
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,
