@@ -3,11 +3,11 @@
 //! (progress at most every [`PERSIST_EVERY`]), and read back at start, when a subtask that
 //! was running runs again. Nothing here starts or stops a subtask.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::views::{key_subtask, set_stages};
-use crate::api::wire::State;
+use crate::model::State;
 use crate::store::Store;
 use crate::store::schema::{AGENT_ASSIGNMENTS, AGENT_TASKS, AgentTaskRecord, AssignmentRecord};
 
@@ -42,19 +42,44 @@ pub(super) fn persist(store: &Store, key: &str, assignment: &mut Assignment) {
 }
 
 /// The tasks and assignments the store holds. A subtask that was running when the agent
-/// stopped is pending again, wanted, and recorded so.
+/// stopped is pending again, wanted, and recorded so. Tasks are read one by one: a task
+/// whose job no longer parses fails its own unfinished subtasks, with the reason, and no
+/// other.
 pub(super) fn load(store: &Store) -> (Vec<AgentTaskRecord>, BTreeMap<String, Assignment>) {
-    let tasks: Vec<(String, AgentTaskRecord)> = match store.list(AGENT_TASKS) {
+    let stored: Vec<(String, serde_json::Value)> = match store.list(AGENT_TASKS) {
         Ok(tasks) => tasks,
         Err(e) => {
             tracing::error!("cannot read the agent's store: {e}");
             Vec::new()
         }
     };
+    let mut tasks = Vec::new();
+    let mut unparsed: HashMap<String, String> = HashMap::new();
+    for (name, task) in stored {
+        match serde_json::from_value::<AgentTaskRecord>(task) {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                tracing::error!(task = %name, "{e}");
+                unparsed.insert(name, e.to_string());
+            }
+        }
+    }
     let records: Vec<(String, AssignmentRecord)> =
         store.list(AGENT_ASSIGNMENTS).unwrap_or_default();
     let mut assignments = BTreeMap::new();
     for (key, mut record) in records {
+        if let Some(error) = unparsed.get(&record.task)
+            && !record.status.state.is_final()
+        {
+            record.status.state = State::Failed;
+            record.status.error = Some(error.clone());
+            record.wanted = false;
+            set_stages(&mut record.status, State::Failed);
+            let mut assignment = Assignment::new(record);
+            persist(store, &key, &mut assignment);
+            assignments.insert(key, assignment);
+            continue;
+        }
         let resumed = record.status.state == State::Running;
         if resumed {
             // It was running when the agent stopped: run it again.
@@ -73,8 +98,5 @@ pub(super) fn load(store: &Store) -> (Vec<AgentTaskRecord>, BTreeMap<String, Ass
         }
         assignments.insert(key, assignment);
     }
-    (
-        tasks.into_iter().map(|(_, task)| task).collect(),
-        assignments,
-    )
+    (tasks, assignments)
 }

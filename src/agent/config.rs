@@ -186,15 +186,6 @@ fn verify(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// This machine's host name, for defaults.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,9 @@
 
 use std::path::PathBuf;
 
-use super::config::{
-    AgentConfig, AgentPaths, DEFAULT_PORT, check_password, hash_password, hostname,
-};
+use super::config::{AgentConfig, AgentPaths, DEFAULT_PORT, check_password, hash_password};
 use crate::config::files;
+use crate::config::hostname;
 
 /// What the user asked for; `None` keeps the current value (or takes the default).
 #[derive(Debug, Default)]
@@ -138,7 +137,7 @@ pub fn configure(request: ConfigureRequest) -> Result<Configured, String> {
     let new_certificate =
         request.new_certificate || !paths.cert().exists() || !paths.key().exists();
     if new_certificate {
-        let (cert, key) = crate::api::tls::self_signed(&[host])?;
+        let (cert, key) = crate::net::tls::self_signed(&[host])?;
         files::write_private(&paths.key(), key.as_bytes())
             .map_err(|e| io(&paths.key().display().to_string(), e))?;
         files::write_private(&paths.cert(), cert.as_bytes())
@@ -148,7 +147,7 @@ pub fn configure(request: ConfigureRequest) -> Result<Configured, String> {
     for folder in [paths.work(), paths.logs()] {
         files::private_dir(&folder).map_err(|e| io(&folder.display().to_string(), e))?;
     }
-    let fingerprint = crate::api::tls::fingerprint_of_pem(&paths.cert())?;
+    let fingerprint = crate::net::tls::fingerprint_of_pem(&paths.cert())?;
     Ok(Configured {
         config,
         paths,

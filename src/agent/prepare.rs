@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::api::wire::TaskDefinition;
+use crate::config::Task;
 use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
 use crate::pipeline::scheduler::RetryPolicy;
 use crate::pipeline::{SubtaskContext, SubtaskEvent};
 
 /// What a task needs on this agent once prepared: its subtasks' shared context.
 pub(super) struct TaskRuntime {
-    pub(super) definition: TaskDefinition,
+    /// Its job parsed once, for its leg.
+    pub(super) definition: Task,
     /// The stages this agent runs, when another agent runs the rest.
     pub(super) leg: Option<Leg>,
     pub(super) context: Option<Arc<SubtaskContext>>,
@@ -28,14 +29,8 @@ pub(super) struct TaskRuntime {
 }
 
 /// Log the task at the level it was given, or its job file's; its secrets never in a line.
-pub(super) fn watch_log(
-    definition: &TaskDefinition,
-    log_level: Option<LogLevel>,
-    leg: Option<Leg>,
-) {
-    let level = log_level
-        .or_else(|| definition.job_for(leg).ok().map(|job| job.log_level))
-        .unwrap_or(LogLevel::Info);
+pub(super) fn watch_log(definition: &Task, log_level: Option<LogLevel>) {
+    let level = log_level.unwrap_or(definition.job().log_level);
     crate::telemetry::task_log::watch(
         &definition.name,
         level,
@@ -47,7 +42,7 @@ pub(super) fn watch_log(
 pub(super) fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> RetryPolicy {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
+        .map(|r| r.definition.job())
         .map_or(RetryPolicy::NONE, |job| RetryPolicy {
             retries: job.retries,
             first_wait: job.retry_wait,
@@ -58,7 +53,7 @@ pub(super) fn retry_policy(tasks: &HashMap<String, TaskRuntime>, task: &str) -> 
 pub(super) fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> (bool, bool) {
     tasks
         .get(task)
-        .and_then(|r| r.definition.job_for(r.leg).ok())
+        .map(|r| r.definition.job())
         .map_or((false, false), |job| {
             (job.mode.uploads(), job.mode.copies())
         })
@@ -66,15 +61,14 @@ pub(super) fn runtime_mode(tasks: &HashMap<String, TaskRuntime>, task: &str) -> 
 
 /// Open the source, connect to the bucket and prepare the warehouse for `specs`.
 pub(super) async fn prepare_task(
-    definition: TaskDefinition,
+    definition: Task,
     leg: Option<Leg>,
     specs: Vec<SubtaskSpec>,
     work: std::path::PathBuf,
     io: ArbiterHandle,
     drivers: crate::source::DriverPolicy,
 ) -> Result<Arc<SubtaskContext>, String> {
-    let job = definition.job_for(leg).map_err(|e| e.to_string())?;
-    let job = Arc::new(job);
+    let job = definition.shared_job();
     let copy_only = leg == Some(Leg::Copy);
     let source = if copy_only {
         // The copy leg's agent need not reach the source: the source's kind (for the types

@@ -25,11 +25,10 @@ use super::assignments::{self, Assignment, PERSIST_EVERY};
 use super::config::AgentPaths;
 use super::prepare::{TaskRuntime, prepare_task, retry_policy, runtime_mode, watch_log};
 use super::views::{self, apply_outcome, apply_progress, key_subtask, now, set_stages};
-use crate::api::ApiError;
-use crate::api::wire::{
-    Assign, StageStatus, State, SubtaskSelection, SubtaskStatus, TaskDefinition,
-};
+use crate::api::wire::{Assign, SubtaskSelection};
+use crate::config::Task;
 use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
+use crate::model::{StageStatus, State, SubtaskStatus};
 use crate::pipeline::scheduler::{self, End, Event, Retry, Scheduler};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskEvent, SubtaskOutcome};
@@ -37,6 +36,24 @@ use crate::store::Store;
 use crate::store::schema::{
     AGENT_ASSIGNMENTS, AGENT_TASKS, AgentTaskRecord, AssignmentRecord, assignment_key,
 };
+
+/// Why the supervisor refused or could not do what it was asked; the API maps each kind to
+/// its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No such task or subtask on this agent.
+    #[error("{0}")]
+    NotFound(String),
+    /// What was sent cannot be taken (an invalid job, a bad name).
+    #[error("{0}")]
+    Invalid(String),
+    /// It conflicts with what runs (a subtask of an earlier task still running).
+    #[error("{0}")]
+    Conflict(String),
+    /// The agent's store could not record it.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 pub struct AgentSupervisor {
     store: Arc<Store>,
@@ -85,12 +102,12 @@ impl AgentSupervisor {
 
     fn task_runtime(
         &mut self,
-        definition: TaskDefinition,
+        definition: Task,
         log_level: Option<LogLevel>,
         leg: Option<Leg>,
         ctx: &mut Context<Self>,
     ) {
-        watch_log(&definition, log_level, leg);
+        watch_log(&definition, log_level);
         let name = definition.name.clone();
         match self.tasks.get_mut(&name) {
             Some(runtime) if runtime.definition == definition && runtime.leg == leg => {}
@@ -292,9 +309,9 @@ impl AgentSupervisor {
         &self,
         task: &str,
         selection: &SubtaskSelection,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, SupervisorError> {
         if !self.tasks.contains_key(task) {
-            return Err(ApiError::not_found(format!(
+            return Err(SupervisorError::NotFound(format!(
                 "this agent has no subtask of task `{task}`"
             )));
         }
@@ -312,7 +329,7 @@ impl AgentSupervisor {
                     if self.assignments.contains_key(&key) {
                         Ok(key)
                     } else {
-                        Err(ApiError::not_found(format!(
+                        Err(SupervisorError::NotFound(format!(
                             "task `{task}` has no subtask `{id}` on this agent"
                         )))
                     }
@@ -403,7 +420,10 @@ impl AgentSupervisor {
         apply_outcome(&mut a.record.status, &outcome);
         // The one place a run's result is judged: a fault that may pass runs again, unless
         // the user stopped it.
-        let event = match (&outcome.manifest, outcome.is_retryable() && !a.stop_requested) {
+        let event = match (
+            &outcome.manifest,
+            outcome.is_retryable() && !a.stop_requested,
+        ) {
             (Ok(_), _) => Event::Succeeded(key.clone()),
             (Err(_), true) => Event::Failed {
                 key: key.clone(),
@@ -488,19 +508,17 @@ impl AgentSupervisor {
 
 /// Take subtasks of a task (and start them, unless told not to).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
-pub struct Take(pub Assign);
+#[rtype(result = "Result<Vec<SubtaskStatus>, SupervisorError>")]
+pub struct Take(pub Assign, pub Task);
 
 impl Handler<Take> for AgentSupervisor {
-    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+    type Result = Result<Vec<SubtaskStatus>, SupervisorError>;
 
-    fn handle(&mut self, Take(assign): Take, ctx: &mut Context<Self>) -> Self::Result {
-        let job = assign
-            .task
-            .job_for(assign.leg)
-            .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
+    /// `parsed` is the assignment's task, its job parsed for its leg.
+    fn handle(&mut self, Take(assign, parsed): Take, ctx: &mut Context<Self>) -> Self::Result {
+        let job = parsed.shared_job();
         if job.name.as_str() != assign.task.name {
-            return Err(ApiError::bad_request(format!(
+            return Err(SupervisorError::Invalid(format!(
                 "the task is named `{}` but its job file says `{}`",
                 assign.task.name, job.name
             )));
@@ -509,7 +527,7 @@ impl Handler<Take> for AgentSupervisor {
         // leave it (`../../tmp/x`) is refused before anything is stored or created.
         for spec in &assign.subtasks {
             spec.check_names().map_err(|e| {
-                ApiError::bad_request(format!(
+                SupervisorError::Invalid(format!(
                     "subtask {} of task {}: {e}; this agent refuses it",
                     spec.id().escape_debug(),
                     assign.task.name
@@ -531,38 +549,33 @@ impl Handler<Take> for AgentSupervisor {
                 .map(|(k, _)| k.clone())
                 .collect();
             if let Some(key) = old.iter().find(|k| self.running.contains_key(*k)) {
-                return Err(ApiError::conflict(format!(
+                return Err(SupervisorError::Conflict(format!(
                     "subtask {} of an earlier task `{task}` still runs on this agent; stop it \
                      first",
                     key_subtask(key)
                 )));
             }
-            self.store
-                .remove(AGENT_ASSIGNMENTS, &old)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            self.store.remove(AGENT_ASSIGNMENTS, &old)?;
             // Removed, not overwritten: its sealed record's key goes with it, so the old
             // task's passwords left in freed pages of the store cannot be opened.
             self.store
-                .remove(AGENT_TASKS, std::slice::from_ref(&task))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .remove(AGENT_TASKS, std::slice::from_ref(&task))?;
             for key in &old {
                 self.step(Instant::now(), Event::Withdrawn(key.clone()), ctx);
                 self.assignments.remove(key);
             }
             self.tasks.remove(&task);
         }
-        self.store
-            .put(
-                AGENT_TASKS,
-                &task,
-                &AgentTaskRecord {
-                    definition: assign.task.clone(),
-                    log_level: assign.log_level,
-                    leg: assign.leg,
-                },
-            )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.task_runtime(assign.task.clone(), assign.log_level, assign.leg, ctx);
+        self.store.put(
+            AGENT_TASKS,
+            &task,
+            &AgentTaskRecord {
+                definition: parsed.clone(),
+                log_level: assign.log_level,
+                leg: assign.leg,
+            },
+        )?;
+        self.task_runtime(parsed, assign.log_level, assign.leg, ctx);
         // A subtask this agent already holds is kept as it is: a controller that sends the
         // same subtasks again (it was killed before it recorded that they were taken)
         // changes nothing.
@@ -595,9 +608,7 @@ impl Handler<Take> for AgentSupervisor {
             records.iter().map(|r| (r.key(), r)).collect();
         let refs: Vec<(&str, &AssignmentRecord)> =
             keyed.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        self.store
-            .put_many(AGENT_ASSIGNMENTS, &refs)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.store.put_many(AGENT_ASSIGNMENTS, &refs)?;
         let taken = records.len();
         let mut wanted = Vec::new();
         for record in records {
@@ -629,7 +640,7 @@ pub enum Action {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
+#[rtype(result = "Result<Vec<SubtaskStatus>, SupervisorError>")]
 pub struct Control {
     pub task: String,
     pub action: Action,
@@ -637,7 +648,7 @@ pub struct Control {
 }
 
 impl Handler<Control> for AgentSupervisor {
-    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+    type Result = Result<Vec<SubtaskStatus>, SupervisorError>;
 
     fn handle(&mut self, control: Control, ctx: &mut Context<Self>) -> Self::Result {
         let keys = self.selected_keys(&control.task, &control.selection)?;
@@ -696,19 +707,19 @@ impl Handler<Control> for AgentSupervisor {
 
 /// The status of a task's subtasks, or of every subtask.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<SubtaskStatus>, ApiError>")]
+#[rtype(result = "Result<Vec<SubtaskStatus>, SupervisorError>")]
 pub struct Query {
     pub task: Option<String>,
 }
 
 impl Handler<Query> for AgentSupervisor {
-    type Result = Result<Vec<SubtaskStatus>, ApiError>;
+    type Result = Result<Vec<SubtaskStatus>, SupervisorError>;
 
     fn handle(&mut self, query: Query, _: &mut Context<Self>) -> Self::Result {
         if let Some(task) = &query.task
             && !self.tasks.contains_key(task)
         {
-            return Err(ApiError::not_found(format!(
+            return Err(SupervisorError::NotFound(format!(
                 "this agent has no subtask of task `{task}`"
             )));
         }
@@ -718,30 +729,27 @@ impl Handler<Query> for AgentSupervisor {
 
 /// Forget a task whose subtasks have all ended.
 #[derive(Message)]
-#[rtype(result = "Result<(), ApiError>")]
+#[rtype(result = "Result<(), SupervisorError>")]
 pub struct Forget {
     pub task: String,
 }
 
 impl Handler<Forget> for AgentSupervisor {
-    type Result = Result<(), ApiError>;
+    type Result = Result<(), SupervisorError>;
 
     fn handle(&mut self, forget: Forget, ctx: &mut Context<Self>) -> Self::Result {
         let keys = self.selected_keys(&forget.task, &SubtaskSelection::default())?;
         if let Some(key) = keys.iter().find(|k| self.running.contains_key(*k)) {
-            return Err(ApiError::conflict(format!(
+            return Err(SupervisorError::Conflict(format!(
                 "subtask {} of task `{}` is running; stop the task first",
                 key_subtask(key),
                 forget.task
             )));
         }
-        self.store
-            .remove(AGENT_ASSIGNMENTS, &keys)
-            .and_then(|()| {
-                self.store
-                    .remove(AGENT_TASKS, std::slice::from_ref(&forget.task))
-            })
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.store.remove(AGENT_ASSIGNMENTS, &keys).and_then(|()| {
+            self.store
+                .remove(AGENT_TASKS, std::slice::from_ref(&forget.task))
+        })?;
         for key in &keys {
             self.step(Instant::now(), Event::Withdrawn(key.clone()), ctx);
             self.assignments.remove(key);
@@ -773,18 +781,18 @@ impl Handler<Load> for AgentSupervisor {
 
 /// Change the level of a task's log while it runs; kept across restarts.
 #[derive(Message)]
-#[rtype(result = "Result<(), ApiError>")]
+#[rtype(result = "Result<(), SupervisorError>")]
 pub struct SetLogLevel {
     pub task: String,
     pub level: LogLevel,
 }
 
 impl Handler<SetLogLevel> for AgentSupervisor {
-    type Result = Result<(), ApiError>;
+    type Result = Result<(), SupervisorError>;
 
     fn handle(&mut self, set: SetLogLevel, _: &mut Context<Self>) -> Self::Result {
         let Some(runtime) = self.tasks.get(&set.task) else {
-            return Err(ApiError::not_found(format!(
+            return Err(SupervisorError::NotFound(format!(
                 "this agent has no subtask of task `{}`",
                 set.task
             )));
@@ -794,9 +802,7 @@ impl Handler<SetLogLevel> for AgentSupervisor {
             log_level: Some(set.level),
             leg: runtime.leg,
         };
-        self.store
-            .put(AGENT_TASKS, &set.task, &record)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.store.put(AGENT_TASKS, &set.task, &record)?;
         crate::telemetry::task_log::set_level(&set.task, set.level);
         tracing::info!(task = %set.task, "log level set to {}", set.level);
         Ok(())

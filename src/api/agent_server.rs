@@ -419,15 +419,18 @@ async fn health(api: web::Data<AgentApi>) -> Result<HttpResponse, ApiError> {
     }))
 }
 
-/// The task's job, if its connection string names only drivers this agent may load.
-fn job_of(
+/// The task with its job parsed (once, here), if its connection string names only drivers
+/// this agent may load.
+fn task_of(
     api: &AgentApi,
     task: &TaskDefinition,
     leg: Option<crate::model::Leg>,
-) -> Result<crate::config::Job, ApiError> {
-    let job = task
-        .job_for(leg)
+) -> Result<crate::config::Task, ApiError> {
+    let parsed = task
+        .clone()
+        .parse(leg)
         .map_err(|e| ApiError::bad_request(format!("the task's job file is not valid: {e}")))?;
+    let job = parsed.job();
     let policy = api
         .drivers
         .read()
@@ -440,7 +443,7 @@ fn job_of(
             task.name
         )));
     }
-    Ok(job)
+    Ok(parsed)
 }
 
 async fn plan(
@@ -449,7 +452,7 @@ async fn plan(
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let job = job_of(&api, &body.task, None)?;
+    let job = task_of(&api, &body.task, None)?.shared_job();
     let planned = crate::agent::blocking(move || {
         let (source, conn) = crate::source::Source::open(&job.connection, job.password.as_ref())
             .map_err(|e| (e.is_configuration(), format!("source: {e}")))?;
@@ -471,7 +474,7 @@ async fn test(
     body: web::Json<PlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    let job = job_of(&api, &body.task, None)?;
+    let job = task_of(&api, &body.task, None)?.shared_job();
     let work = crate::destination::WorkDir::new(api.paths.work().join(job.name.as_str()));
     let checks = crate::agent::blocking(move || crate::pipeline::checks::test_task(&job, &work))
         .await
@@ -496,8 +499,8 @@ async fn take(
     body: web::Json<Assign>,
 ) -> Result<HttpResponse, ApiError> {
     api.authorize(&req)?;
-    job_of(&api, &body.task, body.leg)?;
-    let statuses = ask(&api, Take(body.into_inner())).await??;
+    let task = task_of(&api, &body.task, body.leg)?;
+    let statuses = ask(&api, Take(body.into_inner(), task)).await??;
     Ok(HttpResponse::Ok().json(statuses))
 }
 

@@ -23,7 +23,7 @@ use actix_web::http::Method;
 use actix_web::http::header::HeaderMap;
 
 use super::ApiError;
-use crate::controller::registry::constant_time_eq;
+use crate::config::constant_time_eq;
 
 /// Paths anyone who can reach the controller may GET: its health and the status page's
 /// files (the page then asks for the token before it reads anything).

@@ -76,6 +76,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::agent::supervisor::SupervisorError> for ApiError {
+    fn from(e: crate::agent::supervisor::SupervisorError) -> ApiError {
+        use crate::agent::supervisor::SupervisorError as E;
+        let status = match &e {
+            E::NotFound(_) => 404,
+            E::Invalid(_) => 400,
+            E::Conflict(_) => 409,
+            E::Store(_) => 500,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

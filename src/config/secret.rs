@@ -12,6 +12,11 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// Compare secrets without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::agent_client::{AgentClient, TokenCache};
-use crate::api::wire::{Assign, Health, State, SubtaskStatus, TaskDefinition, TaskView};
+use crate::api::wire::{Assign, Health, State, SubtaskStatus};
 use crate::model::Leg;
 use crate::store::Store;
 use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, CopyLeg, TaskRecord};
@@ -89,9 +89,18 @@ impl Controller {
         let agents = store
             .list::<AgentRecord>(CONTROLLER_AGENTS)
             .map_err(|e| e.to_string())?;
+        // Each task's job is parsed here, once: one that no longer parses stops the start
+        // with its name and reason (it is never run with defaults in place of its settings).
         let tasks = store
-            .list::<TaskRecord>(CONTROLLER_TASKS)
-            .map_err(|e| e.to_string())?;
+            .list::<serde_json::Value>(CONTROLLER_TASKS)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(name, value)| {
+                serde_json::from_value::<TaskRecord>(value)
+                    .map(|task| (name, task))
+                    .map_err(|e| format!("{}: {e}", dir.join("controller.redb").display()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         for (_, task) in &tasks {
             task.watch_log();
         }
@@ -466,12 +475,8 @@ impl Controller {
                 }
                 for ((agent, leg), specs) in per_agent {
                     if let Some(record) = state.agents.get(agent) {
-                        let definition = match leg {
-                            Some(Leg::ExtractUpload) => front_definition(&task.definition),
-                            _ => task.definition.clone(),
-                        };
                         let assign = Assign {
-                            task: definition,
+                            task: task.definition.definition_for(leg).clone(),
                             subtasks: specs,
                             start: true,
                             log_level: task.log_level,
@@ -619,24 +624,6 @@ pub fn leg_candidates(
         .collect()
 }
 
-/// The task as a front agent gets it: without its `[warehouse]` (URL, password variable)
-/// and without the warehouse password itself, which only copy agents need.
-fn front_definition(definition: &TaskDefinition) -> TaskDefinition {
-    let mut front = definition.clone();
-    let Ok(mut table) = definition.job.parse::<toml::Table>() else {
-        return front;
-    };
-    if let Some(toml::Value::Table(warehouse)) = table.remove("warehouse") {
-        if let Some(var) = warehouse.get("password_env").and_then(|v| v.as_str()) {
-            front.secrets.remove(var);
-        }
-        if let Ok(job) = toml::to_string(&table) {
-            front.job = job;
-        }
-    }
-    front
-}
-
 /// The agents a task may use: those it names, else every registered agent.
 /// The agents a task may use (`--agents`, or all) that have every role in `needed`.
 fn candidates(
@@ -665,149 +652,6 @@ fn needed_roles(task: &TaskRecord) -> Vec<crate::model::Role> {
     }
 }
 
-/// A task's state from its subtasks'.
-pub fn task_state(task: &TaskRecord) -> State {
-    let states: Vec<State> = task
-        .subtasks
-        .iter()
-        .map(|s| s.shown(task.handoff).state)
-        .collect();
-    state_of(task.started, &states)
-}
-
-/// A task's state from its subtasks' states as shown, and whether it was started.
-fn state_of(started: bool, states: &[State]) -> State {
-    if states.contains(&State::Running) {
-        State::Running
-    } else if !states.is_empty() && states.iter().all(|s| *s == State::Completed) {
-        State::Completed
-    } else if started && states.contains(&State::Pending) {
-        State::Running
-    } else if states.contains(&State::Failed) {
-        State::Failed
-    } else if states.contains(&State::Stopped) {
-        State::Stopped
-    } else {
-        State::Pending
-    }
-}
-
-/// A task with every subtask (`tasks show`, the status page's selected task).
-pub fn task_view(task: &TaskRecord) -> TaskView {
-    TaskView {
-        subtasks: task
-            .subtasks
-            .iter()
-            .map(|s| s.shown(task.handoff).into_owned())
-            .collect(),
-        ..task_summary(task)
-    }
-}
-
-/// A task's state and figures without its subtasks (the tasks list: a page polls it, and a
-/// task of 10,000 subtasks would be megabytes each time).
-pub fn task_summary(task: &TaskRecord) -> TaskView {
-    let shown: Vec<_> = task
-        .subtasks
-        .iter()
-        .map(|s| s.shown(task.handoff))
-        .collect();
-    let subtasks: Vec<&SubtaskStatus> = shown.iter().map(AsRef::as_ref).collect();
-    // From the statuses shown above: a hand-off task's are merged copies, made once.
-    let states: Vec<State> = subtasks.iter().map(|s| s.state).collect();
-    let state = state_of(task.started, &states);
-    let rows: u64 = subtasks.iter().map(|s| s.extract.rows).sum();
-    let bytes: u64 = subtasks.iter().map(|s| s.extract.bytes).sum();
-    let started_at = subtasks
-        .iter()
-        .filter_map(|s| s.started_at.as_deref())
-        .min()
-        .map(str::to_owned);
-    let finished_at = state
-        .is_final()
-        .then(|| {
-            subtasks
-                .iter()
-                .filter_map(|s| s.finished_at.as_deref())
-                .max()
-        })
-        .flatten()
-        .map(str::to_owned);
-    let elapsed_s = match &started_at {
-        Some(start) => seconds_between(start, finished_at.as_deref()),
-        None => 0.0,
-    };
-    let progress = progress(&subtasks);
-    let per_s = |n: u64| {
-        if elapsed_s > 0.0 {
-            n as f64 / elapsed_s
-        } else {
-            0.0
-        }
-    };
-    TaskView {
-        name: task.definition.name.clone(),
-        description: task.description.clone(),
-        mode: task.mode.clone(),
-        state,
-        agents: task.agents.clone().unwrap_or_default(),
-        created_at: task.created_at.clone(),
-        subtasks_total: subtasks.len(),
-        subtasks_completed: subtasks
-            .iter()
-            .filter(|s| s.state == State::Completed)
-            .count(),
-        rows,
-        bytes,
-        estimated_rows: subtasks.iter().map(|s| s.estimated_rows).sum(),
-        eta_s: (state == State::Running && progress > 0.01)
-            .then(|| elapsed_s * (1.0 - progress) / progress),
-        started_at,
-        finished_at,
-        elapsed_s,
-        progress,
-        rows_per_s: per_s(rows),
-        bytes_per_s: per_s(bytes),
-        log_level: task.effective_log_level(),
-        subtasks: Vec::new(),
-        warnings: Vec::new(),
-    }
-}
-
-/// Seconds from an RFC 3339 time to another (or to now).
-fn seconds_between(start: &str, end: Option<&str>) -> f64 {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    let Some(start) = parse(start) else {
-        return 0.0;
-    };
-    let end = end
-        .and_then(parse)
-        .map_or_else(chrono::Utc::now, |e| e.with_timezone(&chrono::Utc));
-    (end - start.with_timezone(&chrono::Utc))
-        .num_milliseconds()
-        .max(0) as f64
-        / 1000.0
-}
-
-/// A task's progress: its subtasks' weighted by their estimated rows when each has one.
-fn progress(subtasks: &[&SubtaskStatus]) -> f64 {
-    if subtasks.is_empty() {
-        return 0.0;
-    }
-    let weights: Option<Vec<f64>> = subtasks
-        .iter()
-        .map(|s| s.estimated_rows.filter(|n| *n > 0).map(|n| n as f64))
-        .collect();
-    let weights = weights.unwrap_or_else(|| vec![1.0; subtasks.len()]);
-    let total: f64 = weights.iter().sum();
-    subtasks
-        .iter()
-        .zip(&weights)
-        .map(|(s, w)| s.progress() * w)
-        .sum::<f64>()
-        / total
-}
-
 impl Controller {
     /// What `/metrics` shows of the tasks and agents, read now.
     pub fn metrics(&self) -> Vec<crate::telemetry::metrics::Snapshot> {
@@ -824,7 +668,7 @@ impl Controller {
         let mut rows = Vec::new();
         let mut bytes = Vec::new();
         for (name, task) in &state.tasks {
-            *tasks.entry(task_state(task)).or_insert(0i64) += 1;
+            *tasks.entry(task.state()).or_insert(0i64) += 1;
             for s in &task.subtasks {
                 *subtasks
                     .entry((name.as_str(), s.status.state))

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::Controller;
 use crate::api::ApiError;
 use crate::api::agent_client::{AgentClient, AgentError};
-use crate::api::tls::parse_fingerprint;
 use crate::api::wire::{AgentView, JoinRequest, RegisterAgent};
+use crate::net::tls::parse_fingerprint;
 use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS};
 
 /// How a registration ended.
@@ -163,7 +163,10 @@ impl Controller {
                 ),
             ));
         }
-        if !constant_time_eq(request.join_token.as_bytes(), self.join_token.as_bytes()) {
+        if !crate::config::constant_time_eq(
+            request.join_token.as_bytes(),
+            self.join_token.as_bytes(),
+        ) {
             self.join_failures.failed(peer, std::time::Instant::now());
             tracing::warn!(agent = %request.name, %peer, "an agent offered a wrong join token");
             return Err(ApiError::unauthorized(
@@ -319,11 +322,6 @@ fn view(agent: &AgentRecord, health: Result<crate::api::wire::Health, String>) -
 
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Compare secrets without an early exit on the first difference.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The agent's record in `state`, if it may be removed: it holds no unfinished subtask.

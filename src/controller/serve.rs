@@ -100,7 +100,7 @@ pub fn run(
         .iter()
         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    names.push(crate::agent::config::hostname().to_ascii_lowercase());
+    names.push(crate::config::hostname().to_ascii_lowercase());
     let gate = Gate {
         admin_token: admin,
         join_token: join.clone(),
@@ -183,7 +183,7 @@ fn certificate(
         None => {
             let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
             let mut hosts = listening.names.clone();
-            hosts.push(crate::agent::config::hostname());
+            hosts.push(crate::config::hostname());
             if !address.ip().is_unspecified() {
                 hosts.push(address.ip().to_string());
             }

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::registry::now;
-use super::{
-    Controller, candidates, leg_candidates, needed_roles, task_state, task_summary, task_view,
-};
+use super::{Controller, candidates, leg_candidates, needed_roles};
 use crate::api::ApiError;
 use crate::api::agent_client::AgentError;
 use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
@@ -132,13 +130,13 @@ impl Controller {
     }
 
     pub async fn create_task(&self, request: CreateTask) -> Result<TaskView, ApiError> {
-        let job = request
+        let task = request
             .task
-            .job()
+            .parse(None)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let mut definition = request.task;
-        definition.name = job.name.to_string();
-        definition.id = crate::config::random_token()[..16].to_string();
+        let name = task.job().name.to_string();
+        let definition = task.with_identity(name, crate::config::random_token()[..16].to_string());
+        let job = definition.shared_job();
         if self.lock().tasks.contains_key(&definition.name) {
             return Err(ApiError::conflict(format!(
                 "a task named {} exists; delete it first (`dbhaul tasks delete {}`) or give the \
@@ -212,7 +210,7 @@ impl Controller {
             "task created with {} subtasks",
             record.subtasks.len()
         );
-        Ok(task_view(&record))
+        Ok(record.view())
     }
 
     pub fn show(&self, name: &str) -> Result<TaskView, ApiError> {
@@ -221,13 +219,17 @@ impl Controller {
         state
             .tasks
             .get(name)
-            .map(task_view)
+            .map(TaskRecord::view)
             .ok_or_else(|| no_task(name))
     }
 
     /// Every task without its subtasks (`GET /v1/tasks/NAME` has them).
     pub fn list(&self) -> Vec<TaskView> {
-        self.lock().tasks.values().map(task_summary).collect()
+        self.lock()
+            .tasks
+            .values()
+            .map(TaskRecord::summary)
+            .collect()
     }
 
     fn update(
@@ -248,7 +250,7 @@ impl Controller {
 
     pub async fn start(&self, name: &str) -> Result<TaskView, ApiError> {
         let task = self.task(name)?;
-        match task_state(&task) {
+        match task.state() {
             State::Pending if !task.started => {}
             State::Completed => {
                 return Err(ApiError::conflict(format!(
@@ -259,7 +261,7 @@ impl Controller {
             State::Failed | State::Stopped => {
                 return Err(ApiError::conflict(format!(
                     "task {name} is {}; `dbhaul tasks resume {name}` runs what did not complete",
-                    task_state(&task)
+                    task.state()
                 )));
             }
             _ => {
@@ -311,12 +313,12 @@ impl Controller {
 
     pub async fn resume(&self, name: &str) -> Result<TaskView, ApiError> {
         let task = self.task(name)?;
-        if task_state(&task) == State::Completed {
+        if task.state() == State::Completed {
             return Err(ApiError::conflict(format!(
                 "task {name} is completed; nothing to resume"
             )));
         }
-        if !task.started && task_state(&task) == State::Pending {
+        if !task.started && task.state() == State::Pending {
             return Err(ApiError::conflict(format!(
                 "task {name} has not started; `dbhaul tasks start {name}` starts it"
             )));
@@ -401,7 +403,7 @@ impl Controller {
 
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let task = self.task(name)?;
-        if task_state(&task) == State::Running {
+        if task.state() == State::Running {
             return Err(ApiError::conflict(format!(
                 "task {name} is running; stop it first (`dbhaul tasks stop {name}`)"
             )));
@@ -467,7 +469,7 @@ impl Controller {
                 }
             }
         }
-        let mut view = task_view(&task);
+        let mut view = task.view();
         view.warnings = warnings;
         Ok(view)
     }
@@ -566,10 +568,7 @@ impl Controller {
             let mut record = exported
                 .to_record(file.secrets.clone())
                 .map_err(|e| fail(&e))?;
-            let job = record
-                .definition
-                .job()
-                .map_err(|e| fail(&format!("<job>: {e}")))?;
+            let job = record.definition.shared_job();
             if let Some((place, setting)) = crate::export::schema::inline_password(&job) {
                 return Err(fail(&format!(
                     "<job> holds a password in its {place}; an import never takes one (an \
@@ -633,7 +632,7 @@ impl Controller {
                             file.name
                         )));
                     }
-                    if task_state(existing) == State::Running {
+                    if existing.state() == State::Running {
                         return Err(ApiError::conflict(format!(
                             "{}: task {name} is running; stop it before replacing it",
                             file.name
@@ -671,7 +670,7 @@ impl Controller {
             for note in &notes {
                 tracing::warn!(task = %record.definition.name, "{note}");
             }
-            let mut view = task_view(&record);
+            let mut view = record.view();
             view.warnings = notes;
             self.lock()
                 .tasks
@@ -703,9 +702,11 @@ fn rename(record: &mut TaskRecord, new_name: &str) -> Result<(), String> {
             "cannot rename: <job> does not hold `name = \"{old}\"` to change"
         ));
     }
-    record.definition.job = job;
-    record.definition.name = new_name.to_string();
-    record.definition.id = crate::config::random_token()[..16].to_string();
+    let mut definition = record.definition.clone().into_definition();
+    definition.job = job;
+    definition.name = new_name.to_string();
+    definition.id = crate::config::random_token()[..16].to_string();
+    record.definition = definition.parse(None).map_err(|e| format!("<job>: {e}"))?;
     for subtask in record
         .subtasks
         .iter_mut()

@@ -224,9 +224,19 @@ mod tests {
         assert!(check_characters("tab\tand\r\nnew lines\n").is_ok());
     }
 
+    /// The task's definition changed by `change`, its job parsed again.
+    fn change_definition(
+        task: &mut TaskRecord,
+        change: impl FnOnce(&mut crate::config::TaskDefinition),
+    ) {
+        let mut definition = task.definition.clone().into_definition();
+        change(&mut definition);
+        task.definition = definition.parse(None).unwrap();
+    }
+
     fn record(description: &str) -> TaskRecord {
         TaskRecord {
-            definition: crate::api::wire::TaskDefinition {
+            definition: crate::config::TaskDefinition {
                 name: "t".into(),
                 id: "0123456789abcdef".into(),
                 job: "[task]\nname = \"t\"\n[source]\nconnection = \"Driver={SQLite3};Database=x.db\"\n\
@@ -234,7 +244,9 @@ mod tests {
                     .into(),
                 secrets: Default::default(),
                 files: Default::default(),
-            },
+            }
+            .parse(None)
+            .unwrap(),
             description: description.into(),
             mode: "extract".into(),
             agents: None,
@@ -260,13 +272,15 @@ mod tests {
     #[test]
     fn the_files_a_job_names_travel_with_its_export() {
         let mut task = record("");
-        task.definition.job = task.definition.job.replace(
-            "name = \"a\"\n",
-            "name = \"a\"\npartition = { column = \"id\", boundaries_file = \"b.csv\" }\n",
-        );
-        task.definition
-            .files
-            .insert("b.csv".into(), "# ids\n10\n\"2<0>\"\n".into());
+        change_definition(&mut task, |definition| {
+            definition.job = definition.job.replace(
+                "name = \"a\"\n",
+                "name = \"a\"\npartition = { column = \"id\", boundaries_file = \"b.csv\" }\n",
+            );
+            definition
+                .files
+                .insert("b.csv".into(), "# ids\n10\n\"2<0>\"\n".into());
+        });
         let xml = export(&task).unwrap();
         let back = quick_xml::de::from_str::<ExportedTask>(&xml).unwrap();
         let files = back.files.expect("<files>");
@@ -278,10 +292,11 @@ mod tests {
     #[test]
     fn a_job_with_an_inline_password_is_not_exported() {
         let mut task = record("");
-        task.definition.job = task
-            .definition
-            .job
-            .replace("Database=x.db", "Database=x.db;PWD=Hidden7Secret");
+        change_definition(&mut task, |definition| {
+            definition.job = definition
+                .job
+                .replace("Database=x.db", "Database=x.db;PWD=Hidden7Secret");
+        });
         let error = export(&task).unwrap_err();
         assert!(error.0.contains("source.password_env"), "{error}");
         assert!(!error.0.contains("Hidden7Secret"), "{error}");

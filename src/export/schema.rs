@@ -6,10 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ExportError, FORMAT, ImportError};
-use crate::api::wire::{StageStatus, State, SubtaskStatus};
 use crate::model::{
-    ColumnSpec, FetchKind, KeyKind, LogLevel, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
-    TaskName,
+    ColumnSpec, FetchKind, KeyKind, LogLevel, PartitionBound, PartitionSpec, StageStatus, State,
+    SubtaskSpec, SubtaskStatus, TableRef, TaskName,
 };
 use crate::store::schema::{SubtaskRecord, TaskRecord};
 
@@ -288,18 +287,15 @@ pub struct Stage {
 
 impl ExportedTask {
     pub fn from_record(task: &TaskRecord) -> Result<ExportedTask, ExportError> {
-        let job = task
-            .definition
-            .job()
-            .map_err(|e| ExportError(format!("the task's job file is not valid: {e}")))?;
-        if let Some((place, setting)) = inline_password(&job) {
+        let job = task.definition.job();
+        if let Some((place, setting)) = inline_password(job) {
             return Err(ExportError(format!(
                 "task {} has a password in its {place}; exports never hold one: move it to \
                  {setting} and create the task again",
                 task.definition.name
             )));
         }
-        let view = crate::controller::task_view(task);
+        let view = task.view();
         let secrets: Vec<SecretName> = task
             .definition
             .secrets
@@ -590,19 +586,24 @@ impl ExportedTask {
         } else {
             None
         };
+        let definition = crate::config::TaskDefinition {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            job: self.job.clone(),
+            secrets,
+            files: self
+                .files
+                .iter()
+                .flat_map(|f| &f.file)
+                .map(|f| (f.name.clone(), f.text.clone()))
+                .collect(),
+        };
+        // Parsed once, here: the job as the controller keeps it.
+        let definition = definition
+            .parse(None)
+            .map_err(|e| ImportError(format!("<job>: {e}")))?;
         Ok(TaskRecord {
-            definition: crate::api::wire::TaskDefinition {
-                name: self.name.clone(),
-                id: self.id.clone(),
-                job: self.job.clone(),
-                secrets,
-                files: self
-                    .files
-                    .iter()
-                    .flat_map(|f| &f.file)
-                    .map(|f| (f.name.clone(), f.text.clone()))
-                    .collect(),
-            },
+            definition,
             description: self.description.clone(),
             mode: self.settings.mode.clone(),
             agents: self.agents.as_ref().map(|a| a.agent.clone()),

@@ -7,6 +7,7 @@ pub mod chunk;
 pub mod dialect;
 pub mod failure;
 pub mod names;
+pub mod status;
 pub mod subtask;
 pub mod task;
 
@@ -14,6 +15,7 @@ pub use cancel::CancelSwitch;
 pub use chunk::{ChunkName, ChunkRecord, Compression, LOB_FOLDER, LobRecord, Manifest, lob_file};
 pub use dialect::Dialect;
 pub use failure::StageFailure;
+pub use status::{StageStatus, State, SubtaskStatus, TaskView};
 pub use subtask::{
     ColumnSpec, FetchKind, KeyKind, PartitionBound, PartitionSpec, SubtaskSpec, TableRef,
     ValueFamily,
