@@ -25,6 +25,8 @@ pub mod net;
 pub mod pipeline;
 /// Turning a job and a source catalog into subtasks (tables and partitions).
 pub mod planner;
+/// What crosses the network (wire types) and the HTTPS clients that send it.
+pub mod remote;
 /// ODBC sources: connection strings, catalog, and block or row-wise fetching.
 pub mod source;
 /// The only module that opens redb: the daemons' stores.

@@ -7,7 +7,6 @@ mod assignments;
 pub mod config;
 pub mod configure;
 mod prepare;
-pub mod serve;
 pub mod supervisor;
 mod views;
 

@@ -25,13 +25,13 @@ use super::assignments::{self, Assignment, PERSIST_EVERY};
 use super::config::AgentPaths;
 use super::prepare::{TaskRuntime, prepare_task, retry_policy, runtime_mode, watch_log};
 use super::views::{self, apply_outcome, apply_progress, key_subtask, now, set_stages};
-use crate::api::wire::{Assign, SubtaskSelection};
 use crate::config::Task;
 use crate::model::{Leg, LogLevel, SubtaskSpec, TableRef};
 use crate::model::{StageStatus, State, SubtaskStatus};
 use crate::pipeline::scheduler::{self, End, Event, Retry, Scheduler};
 use crate::pipeline::subtask::{StopSubtask, SubtaskActor};
 use crate::pipeline::{SubtaskEvent, SubtaskOutcome};
+use crate::remote::wire::{Assign, SubtaskSelection};
 use crate::store::Store;
 use crate::store::schema::{
     AGENT_ASSIGNMENTS, AGENT_TASKS, AgentTaskRecord, AssignmentRecord, assignment_key,

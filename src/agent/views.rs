@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::assignments::Assignment;
-use crate::api::wire::{State, SubtaskStatus};
 use crate::pipeline::{SubtaskOutcome, SubtaskProgress};
+use crate::remote::wire::{State, SubtaskStatus};
 
 /// The subtask's id in an assignment key (`task/subtask`).
 pub(super) fn key_subtask(key: &str) -> &str {
@@ -124,7 +124,7 @@ pub(super) fn count_by_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::StageStatus;
+    use crate::remote::wire::StageStatus;
 
     fn status(extract: State, upload: State, copy: State) -> SubtaskStatus {
         let stage = |state| StageStatus {

@@ -1,22 +1,24 @@
-//! The only module that knows HTTP and JSON: the wire types both daemons speak
-//! ([`wire`]), TLS for the agent's API with certificate pinning ([`tls`]), the agent's
-//! HTTPS server ([`agent_server`]), the controller's HTTPS server ([`controller_server`])
-//! behind its front door ([`controller_gate`]: host, origin, token, before any body),
-//! and the clients that talk to them ([`agent_client`], [`controller_client`]).
+//! The daemons' HTTP servers: the agent's HTTPS server ([`agent_server`]) and the
+//! controller's ([`controller_server`]) behind its front door ([`controller_gate`]: host,
+//! origin, token, before any body), the status pages, and each daemon's start-up
+//! ([`agent_serve`], [`controller_serve`]: folder, store, TLS, actors, the server). What
+//! crosses the network and the clients that send it are in `remote`, below the daemons'
+//! logic, re-exported here.
 //!
 //! Errors become a JSON body `{"error": "..."}` with a status that says whose fault it is:
 //! 400 a malformed request, 401 no or a bad login, 404 an unknown name, 409 a conflict with
 //! the current state, 502 an agent that could not be reached.
 
-pub mod agent_client;
+pub mod agent_serve;
 pub mod agent_server;
-pub mod controller_client;
 pub mod controller_gate;
+pub mod controller_serve;
 pub mod controller_server;
 pub mod pages;
-pub mod throttle;
-pub mod tls;
-pub mod wire;
+
+pub use crate::remote::{
+    ApiError, agent_client, controller_client, crypto_provider, throttle, tls, wire,
+};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -33,47 +35,6 @@ pub enum ServeError {
     Configuration(String),
     #[error("{0}")]
     Runtime(String),
-}
-
-/// An API error: a status and a message that names the cause and the fix.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(401, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(404, message)
-    }
-
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(409, message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(500, message)
-    }
-
-    pub fn bad_gateway(message: impl Into<String>) -> ApiError {
-        ApiError::new(502, message)
-    }
 }
 
 impl From<crate::agent::supervisor::SupervisorError> for ApiError {
@@ -126,12 +87,4 @@ pub fn json_config() -> actix_web::web::JsonConfig {
             };
             ApiError::new(status, message).into()
         })
-}
-
-/// The rustls crypto provider of the whole process (aws-lc-rs), installed once.
-pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }

@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 
 use super::daemons::client_runtime;
 use super::{Exit, report_error};
-use crate::api::controller_client::{ClientError, ControllerClient, DEFAULT_CONTROLLER, Trust};
-use crate::api::wire::{
+use crate::model::LogLevel;
+use crate::remote::controller_client::{ClientError, ControllerClient, DEFAULT_CONTROLLER, Trust};
+use crate::remote::wire::{
     AgentView, CreateTask, RegisterAgent, State, TaskDefinition, TaskView, TestReport,
 };
-use crate::model::LogLevel;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -57,7 +57,9 @@ impl ControllerTrustArgs {
     /// The trust given: a pin, CAs, or neither (`None`).
     pub fn given(&self) -> Result<Option<Trust>, String> {
         if let Some(raw) = &self.controller_fingerprint {
-            return Ok(Some(Trust::Pin(crate::api::tls::parse_fingerprint(raw)?)));
+            return Ok(Some(Trust::Pin(crate::remote::tls::parse_fingerprint(
+                raw,
+            )?)));
         }
         Ok(self.controller_ca.clone().map(Trust::Roots))
     }
@@ -71,7 +73,7 @@ impl ClientArgs {
             return Some(dir.clone());
         }
         let url = url::Url::parse(&self.controller).ok()?;
-        crate::api::controller_client::is_loopback(&url)
+        crate::remote::controller_client::is_loopback(&url)
             .then(|| PathBuf::from(crate::controller::DEFAULT_DIR))
     }
 
@@ -82,7 +84,7 @@ impl ClientArgs {
         }
         let file = self
             .local_folder()?
-            .join(crate::controller::serve::ADMIN_TOKEN_FILE);
+            .join(crate::api::controller_serve::ADMIN_TOKEN_FILE);
         let token = std::fs::read_to_string(file).ok()?;
         Some(token.trim().to_string()).filter(|t| !t.is_empty())
     }
@@ -94,8 +96,8 @@ impl ClientArgs {
         }
         let local = self
             .local_folder()
-            .map(|dir| dir.join(crate::controller::serve::CERT_FILE))
-            .and_then(|cert| crate::api::tls::fingerprint_of_pem(&cert).ok());
+            .map(|dir| dir.join(crate::api::controller_serve::CERT_FILE))
+            .and_then(|cert| crate::remote::tls::fingerprint_of_pem(&cert).ok());
         Ok(local.map_or(Trust::System, Trust::Pin))
     }
 }
@@ -602,7 +604,7 @@ fn tasks_inner(args: ClientArgs, command: TasksCommand) -> Result<Exit, Exit> {
                 &runtime,
                 client.put(
                     &format!("/v1/tasks/{name}/log-level"),
-                    &crate::api::wire::SetLogLevel { level },
+                    &crate::remote::wire::SetLogLevel { level },
                 ),
             )?;
             for warning in &view.warnings {
@@ -746,7 +748,7 @@ fn print_task(view: &TaskView) {
         "{:<36} {:<10} {:<14} {:>22} {:>22} {:>22}",
         "subtask", "state", "agent", "extract", "upload", "copy"
     );
-    let stage = |s: Option<&crate::api::wire::StageStatus>| {
+    let stage = |s: Option<&crate::remote::wire::StageStatus>| {
         s.map_or("-".to_string(), |s| {
             format!("{} {}", s.state.as_str(), s.rows)
         })

@@ -273,7 +273,7 @@ pub fn configure_agent(args: ConfigureArgs) -> Exit {
 }
 
 pub fn serve_agent(args: AgentServeArgs) -> Exit {
-    use crate::api::controller_client::Trust;
+    use crate::remote::controller_client::Trust;
     let trust = match args.trust.given() {
         Ok(given) => given.unwrap_or(Trust::System),
         Err(e) => {
@@ -303,7 +303,7 @@ pub fn serve_agent(args: AgentServeArgs) -> Exit {
         (None, token) => token,
     };
     let join = match (args.controller, token) {
-        (Some(controller), Some(token)) => Some(crate::agent::serve::Join {
+        (Some(controller), Some(token)) => Some(crate::api::agent_serve::Join {
             controller,
             token,
             description: args.description,
@@ -319,7 +319,7 @@ pub fn serve_agent(args: AgentServeArgs) -> Exit {
         (None, _) => None,
     };
     let session = std::time::Duration::from_secs(args.session_s.max(1));
-    served(crate::agent::serve::run(args.dir, join, session))
+    served(crate::api::agent_serve::run(args.dir, join, session))
 }
 
 /// The exit status of a daemon that ended.
@@ -378,7 +378,7 @@ pub fn agent_status(args: AgentStatusArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let fingerprint = match crate::api::tls::fingerprint_of_pem(&paths.cert()) {
+    let fingerprint = match crate::remote::tls::fingerprint_of_pem(&paths.cert()) {
         Ok(f) => f,
         Err(e) => {
             report_error(e);
@@ -390,7 +390,7 @@ pub fn agent_status(args: AgentStatusArgs) -> Exit {
     } else {
         config.listen.clone()
     };
-    let client = crate::api::agent_client::AgentClient::new(
+    let client = crate::remote::agent_client::AgentClient::new(
         &config.name,
         &host,
         config.port,
@@ -433,12 +433,12 @@ pub struct ControllerStatusArgs {
 }
 
 pub fn serve_controller(args: ControllerServeArgs) -> Exit {
-    let listening = crate::controller::serve::Listening {
+    let listening = crate::api::controller_serve::Listening {
         names: args.names,
         certificate: args.tls_cert.zip(args.tls_key),
         plain: args.plain_http,
     };
-    served(crate::controller::serve::run(
+    served(crate::api::controller_serve::run(
         args.dir,
         &args.listen,
         Duration::from_millis(args.poll_ms.max(50)),
@@ -451,7 +451,8 @@ pub fn controller_status(args: ControllerStatusArgs) -> Exit {
     let client = &args.client;
     let local = client.local_folder();
     let fingerprint = local.as_ref().and_then(|dir| {
-        crate::api::tls::fingerprint_of_pem(&dir.join(crate::controller::serve::CERT_FILE)).ok()
+        crate::remote::tls::fingerprint_of_pem(&dir.join(crate::api::controller_serve::CERT_FILE))
+            .ok()
     });
     if let Some(fingerprint) = &fingerprint {
         println!("certificate fingerprint {fingerprint}");

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::client::call;
 use super::{Exit, report_error};
-use crate::api::controller_client::ControllerClient;
-use crate::api::wire::{ImportFile, ImportTasks, TaskView};
 use crate::export::{MAX_BYTES, MAX_REQUEST_BYTES};
+use crate::remote::controller_client::ControllerClient;
+use crate::remote::wire::{ImportFile, ImportTasks, TaskView};
 
 pub fn export(
     runtime: &tokio::runtime::Runtime,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Exit, report_error};
-use crate::api::controller_client::{ClientError, ControllerClient};
-use crate::api::wire::{State, SubtaskStatus, TaskView};
+use crate::remote::controller_client::{ClientError, ControllerClient};
+use crate::remote::wire::{State, SubtaskStatus, TaskView};
 
 const BAR_WIDTH: usize = 8;
 const TOTALS_EVERY: Duration = Duration::from_secs(10);
@@ -237,7 +237,7 @@ fn clock(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::StageStatus;
+    use crate::remote::wire::StageStatus;
 
     #[test]
     fn a_subtask_line_has_a_bar_per_stage_its_mode_runs() {

@@ -10,7 +10,6 @@
 //! A subtask that no agent could take stays undispatched and is offered again at each poll.
 
 pub mod registry;
-pub mod serve;
 pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::api::agent_client::{AgentClient, TokenCache};
-use crate::api::wire::{Assign, Health, State, SubtaskStatus};
 use crate::model::Leg;
+use crate::remote::agent_client::{AgentClient, TokenCache};
+use crate::remote::wire::{Assign, Health, State, SubtaskStatus};
 use crate::store::Store;
 use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS, CONTROLLER_TASKS, CopyLeg, TaskRecord};
 
@@ -45,7 +44,7 @@ pub struct Controller {
     /// record the first controller that logs in and refuse any other until released.
     pub id: String,
     /// Wrong join tokens by source address.
-    join_failures: crate::api::throttle::Throttle,
+    join_failures: crate::remote::throttle::Throttle,
 }
 
 /// An agent's health as last asked.

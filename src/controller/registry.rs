@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Controller;
-use crate::api::ApiError;
-use crate::api::agent_client::{AgentClient, AgentError};
-use crate::api::wire::{AgentView, JoinRequest, RegisterAgent};
 use crate::net::tls::parse_fingerprint;
+use crate::remote::ApiError;
+use crate::remote::agent_client::{AgentClient, AgentError};
+use crate::remote::wire::{AgentView, JoinRequest, RegisterAgent};
 use crate::store::schema::{AgentRecord, CONTROLLER_AGENTS};
 
 /// How a registration ended.
@@ -292,7 +292,7 @@ impl Controller {
     }
 }
 
-fn view(agent: &AgentRecord, health: Result<crate::api::wire::Health, String>) -> AgentView {
+fn view(agent: &AgentRecord, health: Result<crate::remote::wire::Health, String>) -> AgentView {
     let (reachable, version, capacity, running, queued, error) = match health {
         Ok(h) => (
             true,

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 
 use super::registry::now;
 use super::{Controller, candidates, leg_candidates, needed_roles};
-use crate::api::ApiError;
-use crate::api::agent_client::AgentError;
-use crate::api::wire::{CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport};
 use crate::model::{Leg, LogLevel, Role};
+use crate::remote::ApiError;
+use crate::remote::agent_client::AgentError;
+use crate::remote::wire::{
+    CreateTask, State, SubtaskSelection, SubtaskStatus, TaskView, TestReport,
+};
 use crate::store::schema::{AgentRecord, CONTROLLER_TASKS, SubtaskRecord, TaskRecord};
 
 fn agent_error(what: &str, e: AgentError) -> ApiError {
@@ -540,7 +542,7 @@ impl Controller {
     /// agent (and are offered again when the task runs); the views' warnings say which.
     pub async fn import(
         &self,
-        files: Vec<crate::api::wire::ImportFile>,
+        files: Vec<crate::remote::wire::ImportFile>,
         options: ImportOptions,
     ) -> Result<Vec<TaskView>, ApiError> {
         if options.rename.is_some() && files.len() != 1 {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use actix::Actor;
 use actix_web::{App, HttpServer, web};
 
-use super::config::{AgentConfig, AgentPaths, hash_password};
-use super::supervisor::AgentSupervisor;
+use crate::agent::config::{AgentConfig, AgentPaths, hash_password};
+use crate::agent::supervisor::AgentSupervisor;
 use crate::api::ServeError;
 use crate::api::agent_server::{self, AgentApi};
 use crate::api::controller_client::ControllerClient;

@@ -23,12 +23,12 @@ use std::time::Duration;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 
-use super::Controller;
 use crate::api::ServeError;
 use crate::api::controller_gate::Gate;
 use crate::api::controller_server::{self, ControllerApi};
 use crate::config::files;
 use crate::config::random_token;
+use crate::controller::Controller;
 
 /// The certificate file in the controller's folder, which local clients pin.
 pub const CERT_FILE: &str = "controller.crt";
