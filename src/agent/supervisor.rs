@@ -65,7 +65,8 @@ pub struct AgentSupervisor {
     scheduler: Scheduler<String>,
     /// A run's outcome, until the scheduler says whether it runs again or is final.
     ended: HashMap<String, SubtaskOutcome>,
-    /// The one long-lived arbiter of every uploader and copier (STACK.md trap 2).
+    /// The one long-lived arbiter of every uploader and copier (each arbiter is a runtime of
+    /// its own, and the S3 client's pool belongs to the runtime that opened it).
     io: Arbiter,
     /// The drivers a task may load: the agent's settings, kept current by its API.
     drivers: SharedDriverPolicy,

@@ -1,6 +1,7 @@
 //! The XML form of a task (format 1), as `docs/export-format.md` documents it. Its own
 //! types, separate from the store's: a field added to the store never reaches a file by
-//! accident, and a secret cannot (STACK.md trap 11). Attributes are the fields named
+//! accident, and a secret cannot (quick-xml's serde has no `flatten` or untagged enums, so
+//! these types are written out field by field anyway). Attributes are the fields named
 //! `@…`; every optional one is left out when absent.
 
 use serde::{Deserialize, Serialize};

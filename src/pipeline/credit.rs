@@ -1,4 +1,4 @@
-//! The one bounded send of the data path (STACK.md trap 1). actix's mailbox bound does not
+//! The one bounded send of the data path. actix's mailbox bound does not
 //! make a sender wait, so each data-path actor hands out credits: a semaphore with as many
 //! permits as its mailbox holds. A sender first takes a credit — waiting while the receiver
 //! is behind — puts it inside the message and `try_send`s; the receiver drops the credit

@@ -55,7 +55,8 @@ pub struct SubtaskContext {
     /// Set when the mode copies.
     pub warehouse: Option<WarehouseSettings>,
     /// The one long-lived arbiter of every uploader and copier: the S3 client's connection
-    /// pool and the warehouse connections live on its runtime (STACK.md trap 2).
+    /// pool and the warehouse connections live on its runtime (each arbiter is a runtime of
+    /// its own, and a pool's connections belong to the runtime that opened them).
     pub io: Option<ArbiterHandle>,
     /// Run only the copy stage, from the manifest another agent uploaded (`Leg::Copy`):
     /// the source is not connected to.

@@ -1,7 +1,8 @@
 //! TLS for the agent's API. The agent serves a self-signed certificate made at configure
 //! time; the controller pins its SHA-256 fingerprint at registration and from then on
 //! accepts that certificate and no other. The pinning verifier still checks the handshake
-//! signatures (STACK.md trap 12): whoever answers must hold the pinned certificate's key.
+//! signatures (a verifier that only compares fingerprints would accept a replayed
+//! certificate): whoever answers must hold the pinned certificate's key.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
