@@ -1,11 +1,12 @@
 //! dbhaul moves table data out of relational databases: it reads tables over ODBC, writes
 //! them as compressed CSV chunks with a manifest, uploads them to S3 and copies them into a
-//! warehouse; agents do the work, a controller spreads it. `ARCHITECTURE.md` at the root of the repository is the map; the
-//! modules below are listed in reading order.
+//! warehouse; agents do the work, a controller spreads it. `ARCHITECTURE.md` at the root of
+//! the repository is the map, and its layering graph (enforced by `tests/layering.rs`) gives
+//! the order from the bottom up; the modules below are listed alphabetically.
 
 /// The extraction agent daemon: configure, serve, supervise subtasks.
 pub mod agent;
-/// The only module that knows HTTP and JSON: wire types, TLS pinning, servers, clients.
+/// The daemons' HTTP servers and their start-up; `remote`'s wire types and clients re-exported.
 pub mod api;
 /// The command line: the contract users script against, dispatch and exit codes.
 pub mod cli;
@@ -21,7 +22,8 @@ pub mod export;
 pub mod model;
 /// Connections made outside ODBC: PostgreSQL URLs as libpq reads them, TLS.
 pub mod net;
-/// The data path: extractor thread, CSV encoding, compressor, subtask supervision.
+/// The data path: extractor thread, CSV encoding, compressor, subtask supervision, and the
+/// one subtask scheduler.
 pub mod pipeline;
 /// Turning a job and a source catalog into subtasks (tables and partitions).
 pub mod planner;
