@@ -424,14 +424,16 @@ fn a_copy_only_agent_copies_what_a_front_agent_extracted_and_alone_holds_the_war
 }
 
 /// The hand-off under a kill: the copy agent is SIGKILLed mid-copy and started again; it
-/// copies the rest from the uploaded manifest, and each row lands once.
+/// copies the rest from the uploaded manifest, and each row lands once. A million rows, so
+/// that the copy leg (every chunk already uploaded) lasts longer than the controller takes
+/// to see it start: with 400,000 it once completed before the kill under load.
 #[test]
 fn a_copy_agent_killed_mid_copy_resumes_and_each_row_lands_once() {
     let sandbox = Sandbox::new();
     let controller = Controller::start(sandbox.dir.path());
     let front = role_agent(&sandbox, &controller, "front", "extract,upload");
     let mut loader = role_agent(&sandbox, &controller, "loader", "copy");
-    hash_table("dm_handoff_killed", 400_000);
+    hash_table("dm_handoff_killed", 1_000_000);
     fresh_schema("wh_handoff_killed");
     let bucket = s3::unique_bucket("handoffkilled");
     let toml = "[[tables]]\nname = \"src_pg.dm_handoff_killed\"\n\
