@@ -15,59 +15,51 @@ use super::error::{describe, sql_state};
 use crate::config::Secret;
 use crate::model::{Dialect, TableRef};
 
-/// What the source's driver needs, by the database behind it.
-trait DialectSetup {
-    fn from_dbms_name(name: &str) -> Dialect;
-    fn session_setup(self) -> &'static [&'static str];
-    fn driver_options(self, purpose: Purpose) -> Vec<(&'static str, String)>;
+/// The dialect of a database by the name its driver reports (`SQL_DBMS_NAME`).
+fn dialect_of(name: &str) -> Dialect {
+    let name = name.to_ascii_lowercase();
+    if name.contains("postgres") {
+        Dialect::Postgres
+    } else if name.contains("mariadb") || name.contains("mysql") {
+        Dialect::MariaDb
+    } else if name.contains("sqlite") {
+        Dialect::Sqlite
+    } else {
+        Dialect::Other
+    }
 }
 
-impl DialectSetup for Dialect {
-    fn from_dbms_name(name: &str) -> Dialect {
-        let name = name.to_ascii_lowercase();
-        if name.contains("postgres") {
-            Dialect::Postgres
-        } else if name.contains("mariadb") || name.contains("mysql") {
-            Dialect::MariaDb
-        } else if name.contains("sqlite") {
-            Dialect::Sqlite
-        } else {
-            Dialect::Other
-        }
+/// Statements that fix the session so values come out the same everywhere.
+fn session_setup(dialect: Dialect) -> &'static [&'static str] {
+    match dialect {
+        Dialect::Postgres => &["SET TIME ZONE 'UTC'"],
+        Dialect::MariaDb => &["SET time_zone = '+00:00'"],
+        Dialect::Sqlite | Dialect::Other => &[],
     }
+}
 
-    /// Statements that fix the session so values come out the same everywhere.
-    fn session_setup(self) -> &'static [&'static str] {
-        match self {
-            Dialect::Postgres => &["SET TIME ZONE 'UTC'"],
-            Dialect::MariaDb => &["SET time_zone = '+00:00'"],
-            Dialect::Sqlite | Dialect::Other => &[],
+/// Driver options added to the connection string unless the user set them.
+fn driver_options(dialect: Dialect, purpose: Purpose) -> Vec<(&'static str, String)> {
+    match dialect {
+        Dialect::Postgres => {
+            // Rows per round trip. LOB rows are large; keep the driver's cache small.
+            let fetch = match purpose {
+                Purpose::Bulk => 10_000,
+                Purpose::Lobs { rows } => rows.clamp(1, MAX_LOB_FETCH_ROWS),
+            };
+            vec![
+                ("UseDeclareFetch", "1".into()),
+                ("Fetch", fetch.to_string()),
+                ("CommLog", "0".into()),
+                ("Debug", "0".into()),
+                // Unbounded varchar, json and friends come back as "size unknown" rather
+                // than as a silent 255, so they are streamed as LOBs, never cut.
+                ("MaxVarcharSize", "0".into()),
+            ]
         }
-    }
-
-    /// Driver options added to the connection string unless the user set them.
-    fn driver_options(self, purpose: Purpose) -> Vec<(&'static str, String)> {
-        match self {
-            Dialect::Postgres => {
-                // Rows per round trip. LOB rows are large; keep the driver's cache small.
-                let fetch = match purpose {
-                    Purpose::Bulk => 10_000,
-                    Purpose::Lobs { rows } => rows.clamp(1, MAX_LOB_FETCH_ROWS),
-                };
-                vec![
-                    ("UseDeclareFetch", "1".into()),
-                    ("Fetch", fetch.to_string()),
-                    ("CommLog", "0".into()),
-                    ("Debug", "0".into()),
-                    // Unbounded varchar, json and friends come back as "size unknown" rather
-                    // than as a silent 255, so they are streamed as LOBs, never cut.
-                    ("MaxVarcharSize", "0".into()),
-                ]
-            }
-            Dialect::MariaDb => vec![("CHARSET", "utf8mb4".into())],
-            Dialect::Sqlite => vec![("NoCreat", "1".into())],
-            Dialect::Other => vec![],
-        }
+        Dialect::MariaDb => vec![("CHARSET", "utf8mb4".into())],
+        Dialect::Sqlite => vec![("NoCreat", "1".into())],
+        Dialect::Other => vec![],
     }
 }
 
@@ -145,7 +137,7 @@ impl Source {
         // A first guess from the driver's name, so the first connection already streams;
         // confirmed by the DBMS name below.
         let guess = driver_name(&attributes)
-            .map(|d| Dialect::from_dbms_name(&d))
+            .map(|d| dialect_of(&d))
             .unwrap_or(Dialect::Other);
         let mut source = Source {
             attributes,
@@ -156,7 +148,7 @@ impl Source {
         let dbms = connection
             .database_management_system_name()
             .map_err(|e| SourceError::odbc("asking the source for its DBMS name", e))?;
-        source.dialect = Dialect::from_dbms_name(&dbms);
+        source.dialect = dialect_of(&dbms);
         source.quote = connection
             .identifier_quote_char()
             .ok()
@@ -178,7 +170,7 @@ impl Source {
     pub fn unconnected(connection: &str) -> Result<Source, SourceError> {
         let attributes = parse_attributes(connection)?;
         let dialect = driver_name(&attributes)
-            .map(|d| Dialect::from_dbms_name(&d))
+            .map(|d| dialect_of(&d))
             .unwrap_or(Dialect::Other);
         Ok(Source {
             attributes,
@@ -242,7 +234,7 @@ impl Source {
     }
 
     fn set_up_session(&self, connection: &Connection<'static>) -> Result<(), SourceError> {
-        for statement in self.dialect.session_setup() {
+        for statement in session_setup(self.dialect) {
             connection.execute(statement, (), None).map_err(|e| {
                 SourceError::odbc(format!("setting up the session (`{statement}`)"), e)
             })?;
@@ -252,7 +244,7 @@ impl Source {
 
     fn connect_raw(&self, purpose: Purpose) -> Result<Connection<'static>, SourceError> {
         let mut attributes = self.attributes.clone();
-        for (key, value) in self.dialect.driver_options(purpose) {
+        for (key, value) in driver_options(self.dialect, purpose) {
             if !attributes.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
                 attributes.push((key.to_string(), value));
             }
@@ -514,7 +506,7 @@ mod tests {
 
     #[test]
     fn drivers_get_the_options_that_keep_memory_flat() {
-        let pg = Dialect::Postgres.driver_options(Purpose::Bulk);
+        let pg = driver_options(Dialect::Postgres, Purpose::Bulk);
         for (key, value) in [
             ("UseDeclareFetch", "1"),
             ("CommLog", "0"),
@@ -526,8 +518,7 @@ mod tests {
             );
         }
         let fetch = |rows| {
-            Dialect::Postgres
-                .driver_options(Purpose::Lobs { rows })
+            driver_options(Dialect::Postgres, Purpose::Lobs { rows })
                 .into_iter()
                 .find(|(k, _)| *k == "Fetch")
                 .map(|(_, v)| v)
@@ -550,8 +541,7 @@ mod tests {
             "MariaDB is read in key ranges"
         );
         assert!(
-            Dialect::Sqlite
-                .driver_options(Purpose::Bulk)
+            driver_options(Dialect::Sqlite, Purpose::Bulk)
                 .iter()
                 .any(|(k, _)| *k == "NoCreat")
         );

@@ -2,7 +2,6 @@
 //! by the driver a block at a time with the truncation check on, and converted on a second
 //! thread while the next block is fetched.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Bytes of fetch buffer per block: rows per block = budget / bytes per row.

@@ -2,7 +2,6 @@
 //! table read as `WHERE key > last ORDER BY key LIMIT n` queries, on one connection or two
 //! overlapped, and LOB values inline up to a limit that follows the values seen.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Rows per key-range query for tables with LOBs read whole (whose rows can be any size).

@@ -2,7 +2,6 @@
 //! a row's values by its address ([`LobSlices`]), and values streamed in pieces with
 //! `SQLGetData` ([`read_lob`]).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Piece size for streaming LOB values.

@@ -1,6 +1,5 @@
 //! Row-wise reads: a row at a time, value by value with `SQLGetData`, LOBs in pieces.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Rows per block in the row-wise read: how often the sink hears `end_block`.

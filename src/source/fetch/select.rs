@@ -1,7 +1,6 @@
 //! The SQL text of a read: the `SELECT` of a subtask, how each column is selected, the
 //! filter and partition predicates, key order, and the bounded `SELECT` of inline LOBs.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The `SELECT` of a subtask, without key-range additions.
